@@ -1,0 +1,17 @@
+"""Errors raised by the merging engine. Messages name the file and the offending tensors."""
+
+
+class MergeError(RuntimeError):
+    """A merge could not be carried out; nothing was changed (no file written, old weights live)."""
+
+
+class CheckpointError(MergeError):
+    """A checkpoint could not be opened or read (missing, corrupted, refused format, ...)."""
+
+
+class KeyMismatchError(MergeError):
+    """Two checkpoints do not hold the same tensors (names, shapes or dtype families)."""
+
+
+class SpecError(ValueError):
+    """A merge specification is invalid (alpha out of range, unknown recipe, ...)."""

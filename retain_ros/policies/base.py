@@ -1,0 +1,91 @@
+"""Policy interface: ``Policy.predict(Observation) -> ActionChunk``. No ROS here."""
+from __future__ import annotations
+
+from abc import ABC
+from abc import abstractmethod
+from dataclasses import dataclass
+from dataclasses import field
+from typing import Dict
+from typing import List
+
+import numpy as np
+
+
+@dataclass
+class Observation:
+    """One observation of the robot.
+
+    :param images: camera name -> RGB image, ``(H, W, 3)`` ``uint8``.
+    :param instruction: the language instruction.
+    :param state: joint-state vector ``(D,)`` in the policy's joint order (float).
+    """
+
+    images: Dict[str, np.ndarray]
+    instruction: str
+    state: np.ndarray
+
+
+@dataclass
+class ActionChunk:
+    """A chunk of future actions: ``actions[i]`` is the target for time ``(i + 1) * dt``.
+
+    :param actions: ``(H, D)`` float64 array of absolute joint targets.
+    :param dt: control period in seconds.
+    :param info: timings and other details (``model_ms``, ...).
+    """
+
+    actions: np.ndarray
+    dt: float
+    info: Dict[str, float] = field(default_factory=dict)
+
+    @property
+    def horizon(self) -> int:
+        return int(self.actions.shape[0])
+
+
+class Policy(ABC):
+    """A VLA policy adapter. Subclasses set ``name`` and implement :meth:`predict`."""
+
+    name: str = ''
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if not getattr(cls, 'name', ''):
+            raise TypeError(f'{cls.__name__} must set a class attribute `name`')
+
+    @property
+    @abstractmethod
+    def module(self):
+        """The ``torch.nn.Module`` whose parameters the live merger rewrites in place."""
+
+    @property
+    @abstractmethod
+    def camera_names(self) -> List[str]:
+        """Camera slots the model expects, in order."""
+
+    @property
+    @abstractmethod
+    def state_dim(self) -> int:
+        """Length of the state vector."""
+
+    @property
+    @abstractmethod
+    def action_dim(self) -> int:
+        """Length of one action."""
+
+    @property
+    @abstractmethod
+    def chunk_size(self) -> int:
+        """Number of actions per chunk (H)."""
+
+    @property
+    @abstractmethod
+    def control_period(self) -> float:
+        """Seconds between two actions of a chunk."""
+
+    @abstractmethod
+    def predict(self, observation: Observation) -> ActionChunk:
+        """Predict one chunk of actions (runs under ``torch.no_grad`` and ``eval()``)."""
+
+    def reset(self) -> None:
+        """Forget episode state (none by default)."""

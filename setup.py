@@ -1,0 +1,55 @@
+"""ament_python package setup for retain_ros."""
+from glob import glob
+import os
+
+from setuptools import find_packages
+from setuptools import setup
+
+package_name = 'retain_ros'
+
+setup(
+    name=package_name,
+    version='0.1.0',
+    packages=find_packages(exclude=['test', 'test.*', 'benchmarks']),
+    data_files=[
+        ('share/ament_index/resource_index/packages', ['resource/' + package_name]),
+        ('share/' + package_name, ['package.xml']),
+        (os.path.join('share', package_name, 'launch'), glob('launch/*.launch.py')),
+        (os.path.join('share', package_name, 'config'), glob('config/*.yaml')),
+    ],
+    python_requires='>=3.10',
+    install_requires=[
+        'setuptools',
+        'numpy',
+        'torch>=2.2',
+        'safetensors>=0.4',
+        'transformers>=5.0,<6',
+        'tokenizers',
+        'opencv-python-headless',
+        'pyyaml',
+        'tqdm',
+        'matplotlib',
+    ],
+    extras_require={
+        # rclpy and the message packages from PyPI (Kilted wheels), for machines without a
+        # ROS 2 install. On a robot with ROS 2 they come from the distribution instead.
+        'ros-wheels': [
+            'ros-rclpy', 'ros-rmw-fastrtps-cpp', 'ros-sensor-msgs', 'ros-std-msgs',
+            'ros-std-srvs', 'ros-trajectory-msgs', 'ros-diagnostic-msgs', 'ros-rcl-interfaces',
+        ],
+        'test': ['pytest<8.4', 'hypothesis', 'flake8'],
+    },
+    zip_safe=True,
+    maintainer='retain_ros maintainers',
+    maintainer_email='retain-ros@example.org',
+    description='RETAIN-style weight merging of VLA policies, on the robot, in ROS 2.',
+    license='Apache-2.0',
+    tests_require=['pytest'],
+    entry_points={
+        'console_scripts': [
+            'retain-ros = retain_ros.cli:main',
+            'policy_node = retain_ros.ros.policy_node:main',
+            'sim_robot = retain_ros.ros.sim_robot:main',
+        ],
+    },
+)
