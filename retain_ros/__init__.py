@@ -9,4 +9,5 @@ alpha = 0 gives the pretrained model, alpha = 1 the finetuned one.
 
 __version__ = '0.1.0'
 
-ALPHA_CONVENTION = 'theta = (1 - alpha) * theta_pre + alpha * theta_ft (alpha = weight on finetuned)'
+ALPHA_CONVENTION = ('theta = (1 - alpha) * theta_pre + alpha * theta_ft '
+                    '(alpha = weight on the finetuned model)')

@@ -1,1 +1,1 @@
-
+"""Merging engine: checkpoints, parameter groups, recipes, live in-place merger (no ROS)."""

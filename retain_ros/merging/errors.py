@@ -2,7 +2,7 @@
 
 
 class MergeError(RuntimeError):
-    """A merge could not be carried out; nothing was changed (no file written, old weights live)."""
+    """A merge could not be carried out; nothing changed (no file written, old weights live)."""
 
 
 class CheckpointError(MergeError):

@@ -29,7 +29,7 @@ class MergeSpec:
     :param group_alpha: per-group override, ``{'vision': 1.0, 'language': 0.8}``; groups not named
         (or named with ``None``) follow ``alpha``. Applies to every recipe: the coefficient of a
         tensor is the one of its group.
-    :param lambdas: task arithmetic only: one lambda per finetuned checkpoint (else ``alpha`` each).
+    :param lambdas: task arithmetic only: one lambda per finetuned checkpoint (default: alpha).
     :param allow_extrapolation: permit coefficients outside [0, 1].
     """
 

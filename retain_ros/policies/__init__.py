@@ -1,1 +1,1 @@
-
+"""VLA policy adapters: Observation -> ActionChunk (torch; no ROS)."""

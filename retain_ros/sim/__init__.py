@@ -1,1 +1,1 @@
-
+"""Simulated arm, scenes, tasks and scripted expert (numpy / OpenCV; no ROS)."""
