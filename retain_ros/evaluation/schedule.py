@@ -1,0 +1,237 @@
+"""Alpha schedule for evaluation rollouts: which merge to run next, in a fair random order.
+
+Settings are written the way people say them:
+
+- ``'0.5'`` (or ``'alpha=0.5'``): a uniform merge, every group at alpha = 0.5;
+- ``'alpha=1,language=0.8'``: per-group override; groups not named follow ``alpha``;
+- ``'language=0.8'``: groups named without ``alpha`` put every other group at 1.0 (the
+  finetuned model), i.e. RETAIN's "merge only the language model".
+
+Alpha is the weight on the FINETUNED model: 0 = pretrained, 1 = finetuned. Each setting becomes
+the policy node's parameters ``alpha``, ``alpha_vision``, ``alpha_language``, ``alpha_action``
+(-1 = follow ``alpha``).
+
+The order is shuffled in blocks: every block holds each setting once, so after any number of
+blocks all settings have run equally often and slow drifts (battery, lighting, wear) hit them
+alike. The same seed gives the same order. ``blind=True`` hides the setting from the operator:
+:meth:`AlphaSchedule.label` then returns an opaque code.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import random
+from typing import Dict
+from typing import Iterator
+from typing import List
+from typing import Sequence
+from typing import Tuple
+from typing import Union
+
+LOG = logging.getLogger(__name__)
+
+#: setting key -> node parameter
+PARAM_OF_KEY = {
+    'alpha': 'alpha',
+    'vision': 'alpha_vision',
+    'language': 'alpha_language',
+    'action': 'alpha_action',
+}
+#: node parameters, in order
+PARAMS: Tuple[str, ...] = ('alpha', 'alpha_vision', 'alpha_language', 'alpha_action')
+#: value meaning "follow alpha"
+FOLLOW = -1.0
+
+
+class ScheduleError(ValueError):
+    """A setting string or schedule argument that cannot be used."""
+
+
+def _number(text: str, where: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ScheduleError(f'{where}: {text!r} is not a number') from None
+    if not math.isfinite(value) or not 0.0 <= value <= 1.0:
+        raise ScheduleError(
+            f'{where}: {value:g} is outside [0, 1] (alpha is the weight on the FINETUNED model: '
+            '0 = pretrained, 1 = finetuned)')
+    return value
+
+
+def parse_setting(setting: Union[str, float, Dict[str, float]]) -> Dict[str, float]:
+    """Turn one setting into node parameters.
+
+    :param setting: ``'0.5'``, ``'alpha=1,language=0.8'``, a number, or a dict with keys
+        ``alpha`` / ``vision`` / ``language`` / ``action`` (or the ``alpha_*`` parameter names).
+    :return: ``{'alpha': a, 'alpha_vision': v, 'alpha_language': l, 'alpha_action': x}`` with
+        -1 for groups that follow ``alpha``.
+    :raises ScheduleError: on unknown keys, repeated keys, bad numbers or alpha outside [0, 1].
+    """
+    if isinstance(setting, bool):
+        raise ScheduleError(f'setting {setting!r} is not an alpha')
+    if isinstance(setting, (int, float)):
+        setting = repr(float(setting))
+    if isinstance(setting, dict):
+        items = [(str(k), str(v)) for k, v in setting.items()]
+        where = f'setting {setting!r}'
+    elif isinstance(setting, str):
+        where = f'setting {setting!r}'
+        text = setting.strip()
+        if not text:
+            raise ScheduleError('empty alpha setting')
+        if '=' not in text:
+            items = [('alpha', text)]
+        else:
+            items = []
+            for part in text.split(','):
+                part = part.strip()
+                if not part:
+                    continue
+                key, sep, value = part.partition('=')
+                if not sep:
+                    raise ScheduleError(f'{where}: {part!r} is not key=value')
+                items.append((key.strip(), value.strip()))
+    else:
+        raise ScheduleError(f'setting must be a string, number or dict, got {setting!r}')
+    values: Dict[str, float] = {}
+    for key, value in items:
+        key = key.lower()
+        if key.startswith('alpha_'):
+            key = key[len('alpha_'):]
+        if key not in PARAM_OF_KEY:
+            raise ScheduleError(
+                f'{where}: unknown key {key!r}; use {", ".join(PARAM_OF_KEY)}')
+        if key in values:
+            raise ScheduleError(f'{where}: {key!r} given twice')
+        values[key] = _number(value, where)
+    if not values:
+        raise ScheduleError(f'{where}: no alpha given')
+    # groups named without a global alpha: the rest stays finetuned (alpha = 1)
+    alpha = values.pop('alpha', 1.0)
+    params = {'alpha': alpha}
+    for key in ('vision', 'language', 'action'):
+        params[PARAM_OF_KEY[key]] = values.get(key, FOLLOW)
+    return params
+
+
+def effective_alphas(params: Dict[str, float]) -> Dict[str, float]:
+    """Per-group alpha the node will use: ``{'vision', 'language', 'action', 'other'}``."""
+    alpha = float(params.get('alpha', 1.0))
+    out = {}
+    for key in ('vision', 'language', 'action'):
+        value = float(params.get(PARAM_OF_KEY[key], FOLLOW))
+        out[key] = alpha if value < 0 else value
+    out['other'] = alpha
+    return out
+
+
+def describe(params: Dict[str, float]) -> str:
+    """Canonical short text of a setting: ``'alpha=0.5'`` or ``'alpha=1,language=0.8'``."""
+    parts = [f'alpha={float(params.get("alpha", 1.0)):g}']
+    for key in ('vision', 'language', 'action'):
+        value = float(params.get(PARAM_OF_KEY[key], FOLLOW))
+        if value >= 0 and value != float(params.get('alpha', 1.0)):
+            parts.append(f'{key}={value:g}')
+    return ','.join(parts)
+
+
+class AlphaSchedule:
+    """A seeded, block-shuffled, optionally blind sequence of alpha settings.
+
+    :param settings: setting strings (see :func:`parse_setting`); duplicates (same parameters)
+        are rejected.
+    :param repeats: how many times each setting runs (number of blocks).
+    :param seed: random seed of the order.
+    :param blind: hide the setting in :meth:`label` (the log still records the real alpha).
+    """
+
+    def __init__(self, settings: Sequence[Union[str, float]], repeats: int = 1, seed: int = 0,
+                 blind: bool = False):
+        if isinstance(settings, (str, bytes)):
+            settings = [s for s in str(settings).split(';') if s.strip()]
+        if not settings:
+            raise ScheduleError('the alpha schedule needs at least one setting')
+        if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
+            raise ScheduleError(f'repeats must be a positive integer, got {repeats!r}')
+        self.settings: List[Dict[str, float]] = []
+        seen = {}
+        for setting in settings:
+            params = parse_setting(setting)
+            key = describe(params)
+            if key in seen:
+                raise ScheduleError(
+                    f'settings {seen[key]!r} and {setting!r} are the same merge ({key})')
+            seen[key] = setting
+            self.settings.append(params)
+        self.repeats = repeats
+        self.seed = seed
+        self.blind = bool(blind)
+        self._order = self._make_order()
+        self._next = 0
+        # blind codes: a seeded permutation, so code numbers do not reveal the input order
+        codes = list(range(1, len(self.settings) + 1))
+        random.Random(f'{seed}-codes').shuffle(codes)
+        self._codes = {describe(p): f'setting {chr(64 + c) if c <= 26 else c}'
+                       for p, c in zip(self.settings, codes)}
+
+    def _make_order(self) -> List[int]:
+        rng = random.Random(self.seed)
+        order: List[int] = []
+        count = len(self.settings)
+        for _ in range(self.repeats):
+            block = list(range(count))
+            rng.shuffle(block)
+            # never run the same setting twice in a row across a block boundary
+            if order and count > 1 and block[0] == order[-1]:
+                swap = rng.randrange(1, count)
+                block[0], block[swap] = block[swap], block[0]
+            order.extend(block)
+        return order
+
+    @property
+    def order(self) -> List[Dict[str, float]]:
+        """The whole sequence of parameter dicts (copies)."""
+        return [dict(self.settings[i]) for i in self._order]
+
+    @property
+    def total(self) -> int:
+        """Number of episodes in the schedule."""
+        return len(self._order)
+
+    @property
+    def remaining(self) -> int:
+        """Settings not yet handed out by :meth:`next`."""
+        return len(self._order) - self._next
+
+    def next(self) -> Dict[str, float]:
+        """The next setting as node parameters ``{param: value}``.
+
+        :raises StopIteration: when the schedule is used up.
+        """
+        if self._next >= len(self._order):
+            raise StopIteration('alpha schedule exhausted')
+        params = dict(self.settings[self._order[self._next]])
+        self._next += 1
+        return params
+
+    def __iter__(self) -> Iterator[Dict[str, float]]:
+        while self.remaining:
+            yield self.next()
+
+    def __len__(self) -> int:
+        return self.total
+
+    def label(self, params: Dict[str, float]) -> str:
+        """What the operator's console may show for ``params``.
+
+        ``'alpha=0.5'`` normally; an opaque ``'setting C'`` when the schedule is blind.
+        """
+        text = describe(params)
+        if self.blind:
+            return self._codes.get(text, 'setting ?')
+        return text
+
+    def reset(self) -> None:
+        """Start again from the first setting (same order)."""
+        self._next = 0
