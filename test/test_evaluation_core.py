@@ -186,7 +186,7 @@ def test_schedule_balanced_and_deterministic():
     for block in range(4):
         assert sorted(labels[block * 6:(block + 1) * 6]) == sorted(set(labels))
     assert all(labels[i] != labels[i + 1] for i in range(len(labels) - 1))
-    assert Counter(labels) == {lab: 4 for lab in set(labels)}
+    assert Counter(labels) == dict.fromkeys(set(labels), 4)
     assert 'alpha=1,language=0.8' in labels
     again = AlphaSchedule(settings, repeats=4, seed=7)
     assert again.order == seen

@@ -59,7 +59,9 @@ def parse_tag(tag: Optional[str]) -> Dict[str, str]:
 
 
 def make_tag(**fields: Any) -> str:
-    """Inverse of :func:`parse_tag`: ``make_tag(split='new_id', task='t') -> 'split=new_id;task=t'``.
+    """Build a scene tag, the inverse of :func:`parse_tag`.
+
+    ``make_tag(split='new_id', task='t')`` gives ``'split=new_id;task=t'``.
 
     :raises ValueError: when a key or value contains ``;`` or a key contains ``=``.
     """
@@ -67,7 +69,8 @@ def make_tag(**fields: Any) -> str:
     for key, value in fields.items():
         value = '' if value is None else str(value)
         if ';' in key or '=' in key or ';' in value:
-            raise ValueError(f'tag field {key!r}={value!r} may not contain ";" (or "=" in the key)')
+            raise ValueError(
+                f'tag field {key!r}={value!r} may not contain ";" (or "=" in the key)')
         parts.append(f'{key}={value}')
     return ';'.join(parts)
 

@@ -204,8 +204,8 @@ class AlphaSchedule:
         """Settings not yet handed out by :meth:`next`."""
         return len(self._order) - self._next
 
-    def next(self) -> Dict[str, float]:
-        """The next setting as node parameters ``{param: value}``.
+    def next(self) -> Dict[str, float]:  # noqa: A003 (the contract's name)
+        """Hand out the next setting as node parameters ``{param: value}``.
 
         :raises StopIteration: when the schedule is used up.
         """
@@ -223,7 +223,7 @@ class AlphaSchedule:
         return self.total
 
     def label(self, params: Dict[str, float]) -> str:
-        """What the operator's console may show for ``params``.
+        """Return what the operator's console may show for ``params``.
 
         ``'alpha=0.5'`` normally; an opaque ``'setting C'`` when the schedule is blind.
         """
