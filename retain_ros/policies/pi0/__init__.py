@@ -1,0 +1,15 @@
+"""π0 adapter: transformers ``PI0ForConditionalGeneration`` behind the :class:`Policy` API."""
+from retain_ros.policies.pi0.configuration_pi0 import load_pi0_config
+from retain_ros.policies.pi0.configuration_pi0 import Pi0Spec
+from retain_ros.policies.pi0.configuration_pi0 import pi0_config_from_dict
+from retain_ros.policies.pi0.configuration_pi0 import tiny_pi0_config
+from retain_ros.policies.pi0.processor_pi0 import load_norm_stats
+from retain_ros.policies.pi0.processor_pi0 import NormStats
+from retain_ros.policies.pi0.processor_pi0 import Pi0Processor
+from retain_ros.policies.pi0.tokenizer_pi0 import load_tokenizer
+from retain_ros.policies.pi0.tokenizer_pi0 import save_byte_tokenizer
+
+__all__ = [
+    'load_norm_stats', 'load_pi0_config', 'load_tokenizer', 'NormStats', 'pi0_config_from_dict',
+    'Pi0Processor', 'Pi0Spec', 'save_byte_tokenizer', 'tiny_pi0_config',
+]

@@ -1,0 +1,463 @@
+"""π0 configuration: LeRobot / transformers ``config.json`` -> transformers ``PI0Config``.
+
+A π0 checkpoint directory holds a ``config.json`` in one of two dialects:
+
+- LeRobot's policy config (``"type": "pi0"``): model widths are named by
+  ``paligemma_variant`` / ``action_expert_variant`` (see :data:`GEMMA_VARIANTS`); cameras, state
+  and action sizes come from ``input_features`` / ``output_features``.
+- transformers' ``PI0Config`` (``"model_type": "pi0"``): widths are explicit. Camera names,
+  state / action sizes may be given in the optional keys ``camera_names``, ``state_dim``,
+  ``action_dim`` (defaults: ``['base']``, ``max_state_dim``, ``max_action_dim``).
+
+Both may carry the optional keys ``control_period`` (seconds between two actions of a chunk; **0.1
+s when absent**, LeRobot configs have no such field) and ``model_overrides`` (explicit widths, see
+:func:`lerobot_to_hf_kwargs`). When the directory also holds ``model.safetensors`` whose shapes
+disagree with the named variant (e.g. a tiny test checkpoint that keeps ``gemma_2b`` in its
+config), the widths are read from the weights instead and a warning is logged.
+
+The built-in tiny π0 (:func:`tiny_pi0_config`, variant ``retain_tiny``) uses the same code path
+as a full-size π0 with small widths and the byte-level tokenizer of
+:mod:`retain_ros.policies.pi0.tokenizer_pi0`.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from dataclasses import field
+import json
+import logging
+import os
+import re
+from typing import Any
+from typing import Dict
+from typing import List
+from typing import Optional
+from typing import Sequence
+from typing import Tuple
+
+from retain_ros.policies.pi0.tokenizer_pi0 import BYTE_VOCAB_SIZE
+
+LOG = logging.getLogger(__name__)
+
+#: Default seconds between two actions of a chunk when the config has no ``control_period``.
+DEFAULT_CONTROL_PERIOD = 0.1
+
+#: Gemma widths by LeRobot variant name (``paligemma_variant`` / ``action_expert_variant``).
+GEMMA_VARIANTS: Dict[str, Dict[str, int]] = {
+    'gemma_2b': dict(hidden_size=2048, num_hidden_layers=18, intermediate_size=16384,
+                     num_attention_heads=8, num_key_value_heads=1, head_dim=256),
+    'gemma_300m': dict(hidden_size=1024, num_hidden_layers=18, intermediate_size=4096,
+                       num_attention_heads=8, num_key_value_heads=1, head_dim=256),
+    'retain_tiny': dict(hidden_size=64, num_hidden_layers=2, intermediate_size=128,
+                        num_attention_heads=2, num_key_value_heads=1, head_dim=32),
+}
+
+#: SigLIP widths by ``paligemma_variant`` (the vision tower belongs to the PaliGemma variant).
+VISION_VARIANTS: Dict[str, Dict[str, int]] = {
+    'gemma_2b': dict(hidden_size=1152, intermediate_size=4304, num_hidden_layers=27,
+                     num_attention_heads=16, patch_size=14),
+    'retain_tiny': dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                        num_attention_heads=2, patch_size=8),
+}
+
+#: Text vocabulary size by ``paligemma_variant`` (image token id = vocabulary size).
+VOCAB_SIZES: Dict[str, int] = {'gemma_2b': 257152, 'retain_tiny': BYTE_VOCAB_SIZE}
+
+#: Default image side by ``paligemma_variant`` (LeRobot: ``image_resolution``).
+IMAGE_SIZES: Dict[str, int] = {'gemma_2b': 224, 'retain_tiny': 64}
+
+GEMMA_ACTIVATION = 'gelu_pytorch_tanh'
+IMAGE_FEATURE_PREFIX = 'observation.images.'
+STATE_FEATURE = 'observation.state'
+ACTION_FEATURE = 'action'
+
+
+@dataclass
+class Pi0Spec:
+    """Everything needed to build and drive a π0: the transformers config plus robot I/O.
+
+    :param hf_config: transformers ``PI0Config``.
+    :param camera_names: camera slots, in the order the model sees them.
+    :param state_dim: length of the robot state vector (before padding).
+    :param action_dim: length of one action (before padding).
+    :param image_size: ``(height, width)`` of the images the vision tower takes.
+    :param tokenizer_max_length: text tokens (bos + instruction + newline), padded/truncated.
+    :param control_period: seconds between two actions of a chunk.
+    :param policy_config: the LeRobot-style policy config dict (written back on save).
+    """
+
+    hf_config: Any
+    camera_names: List[str]
+    state_dim: int
+    action_dim: int
+    image_size: Tuple[int, int]
+    tokenizer_max_length: int = 48
+    control_period: float = DEFAULT_CONTROL_PERIOD
+    policy_config: Dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def chunk_size(self) -> int:
+        return int(self.hf_config.chunk_size)
+
+    @property
+    def max_state_dim(self) -> int:
+        return int(self.hf_config.max_state_dim)
+
+    @property
+    def max_action_dim(self) -> int:
+        return int(self.hf_config.max_action_dim)
+
+    @property
+    def image_token_id(self) -> int:
+        return int(self.hf_config.vlm_config.image_token_id)
+
+    @property
+    def image_seq_length(self) -> int:
+        """Image tokens per camera (patches of the vision tower)."""
+        vision = self.hf_config.vlm_config.vision_config
+        return (int(vision.image_size) // int(vision.patch_size)) ** 2
+
+
+def tiny_pi0_config(state_dim: int, action_dim: int, chunk_size: int = 10,
+                    camera_names: Sequence[str] = ('base',), image_size: int = 64,
+                    num_inference_steps: int = 5, tokenizer_max_length: int = 48,
+                    control_period: float = DEFAULT_CONTROL_PERIOD,
+                    max_dim: Optional[int] = None) -> Dict[str, Any]:
+    """Return a LeRobot-style π0 policy config for the built-in tiny π0 (``retain_tiny``).
+
+    Widths: Gemma (VLM and action expert) hidden 64, 2 layers, MLP 128, 2 heads, 1 KV head,
+    head dim 32; SigLIP hidden 64, 2 layers, MLP 128, 2 heads, patch 8 (a 64 px image gives
+    64 image tokens); text vocabulary = the byte tokenizer's size.
+
+    :param state_dim: robot state length.
+    :param action_dim: action length.
+    :param chunk_size: actions per chunk.
+    :param camera_names: camera slots (``observation.images.<name>`` features).
+    :param image_size: square image side in pixels (a multiple of the patch size 8).
+    :param num_inference_steps: flow-matching denoising steps.
+    :param tokenizer_max_length: text tokens per prompt.
+    :param control_period: seconds between two actions.
+    :param max_dim: padded state / action size (default ``max(state_dim, action_dim)``).
+    :return: a JSON-able dict, the ``config.json`` of a tiny π0 checkpoint.
+    """
+    if image_size % VISION_VARIANTS['retain_tiny']['patch_size']:
+        raise ValueError(f'image_size={image_size} must be a multiple of 8 (the patch size)')
+    if not camera_names:
+        raise ValueError('camera_names must name at least one camera')
+    max_dim = int(max_dim or max(state_dim, action_dim))
+    if max_dim < max(state_dim, action_dim):
+        raise ValueError(f'max_dim={max_dim} < state_dim={state_dim} / action_dim={action_dim}')
+    features = {f'{IMAGE_FEATURE_PREFIX}{name}': {'type': 'VISUAL',
+                                                  'shape': [3, image_size, image_size]}
+                for name in camera_names}
+    features[STATE_FEATURE] = {'type': 'STATE', 'shape': [int(state_dim)]}
+    return {
+        'type': 'pi0',
+        'n_obs_steps': 1,
+        'input_features': features,
+        'output_features': {ACTION_FEATURE: {'type': 'ACTION', 'shape': [int(action_dim)]}},
+        'device': 'cpu',
+        'paligemma_variant': 'retain_tiny',
+        'action_expert_variant': 'retain_tiny',
+        'dtype': 'float32',
+        'chunk_size': int(chunk_size),
+        'n_action_steps': int(chunk_size),
+        'max_state_dim': max_dim,
+        'max_action_dim': max_dim,
+        'num_inference_steps': int(num_inference_steps),
+        'time_sampling_beta_alpha': 1.5,
+        'time_sampling_beta_beta': 1.0,
+        'time_sampling_scale': 0.999,
+        'time_sampling_offset': 0.001,
+        'min_period': 0.004,
+        'max_period': 4.0,
+        'image_resolution': [int(image_size), int(image_size)],
+        'empty_cameras': 0,
+        'normalization_mapping': {'VISUAL': 'IDENTITY', 'STATE': 'MEAN_STD',
+                                  'ACTION': 'MEAN_STD'},
+        'tokenizer_max_length': int(tokenizer_max_length),
+        'control_period': float(control_period),
+    }
+
+
+def _gemma(widths: Dict[str, int], vocab_size: Optional[int] = None) -> Dict[str, Any]:
+    out = dict(model_type='gemma', hidden_activation=GEMMA_ACTIVATION, **widths)
+    if vocab_size is not None:
+        out['vocab_size'] = int(vocab_size)
+    return out
+
+
+def _variant(table: Dict[str, Dict[str, int]], name: str, what: str) -> Dict[str, int]:
+    if name not in table:
+        raise ValueError(f'unknown {what} {name!r}; known: {sorted(table)} '
+                         '(or give explicit widths in "model_overrides")')
+    return dict(table[name])
+
+
+def _features(cfg: Dict[str, Any]) -> Tuple[List[str], int, int, Optional[Tuple[int, int]]]:
+    inputs = cfg.get('input_features') or {}
+    outputs = cfg.get('output_features') or {}
+    cams = [k[len(IMAGE_FEATURE_PREFIX):] for k in inputs if k.startswith(IMAGE_FEATURE_PREFIX)]
+    if not cams:
+        raise ValueError('config input_features has no "observation.images.<camera>" feature')
+    if STATE_FEATURE not in inputs:
+        raise ValueError(f'config input_features has no "{STATE_FEATURE}"')
+    if ACTION_FEATURE not in outputs:
+        raise ValueError(f'config output_features has no "{ACTION_FEATURE}"')
+    state_dim = int(inputs[STATE_FEATURE]['shape'][-1])
+    action_dim = int(outputs[ACTION_FEATURE]['shape'][-1])
+    shape = inputs[IMAGE_FEATURE_PREFIX + cams[0]].get('shape')
+    feat_size = (int(shape[-2]), int(shape[-1])) if shape and len(shape) == 3 else None
+    return cams, state_dim, action_dim, feat_size
+
+
+def _check_dims(spec: Pi0Spec) -> None:
+    if spec.state_dim > spec.max_state_dim:
+        raise ValueError(f'state_dim={spec.state_dim} > max_state_dim={spec.max_state_dim}')
+    if spec.action_dim > spec.max_action_dim:
+        raise ValueError(f'action_dim={spec.action_dim} > max_action_dim={spec.max_action_dim}')
+    vision = spec.hf_config.vlm_config.vision_config
+    if int(vision.image_size) % int(vision.patch_size):
+        raise ValueError(f'image size {vision.image_size} is not a multiple of the patch size '
+                         f'{vision.patch_size}')
+    if spec.control_period <= 0:
+        raise ValueError(f'control_period={spec.control_period} must be > 0')
+
+
+def lerobot_to_hf_kwargs(cfg: Dict[str, Any]) -> Dict[str, Any]:
+    """Translate a LeRobot π0 policy config into ``PI0Config`` keyword arguments.
+
+    ``model_overrides`` (optional) may hold ``text``, ``dit``, ``vision`` dicts of widths and
+    ``vocab_size`` / ``projection_dim``, which replace the variant's values.
+
+    :param cfg: the LeRobot policy config dict.
+    :return: kwargs for ``transformers.PI0Config``.
+    """
+    pg_name = cfg.get('paligemma_variant', 'gemma_2b')
+    ex_name = cfg.get('action_expert_variant', 'gemma_300m')
+    over = cfg.get('model_overrides') or {}
+    text = _variant(GEMMA_VARIANTS, pg_name, 'paligemma_variant') if pg_name in GEMMA_VARIANTS \
+        or 'text' not in over else {}
+    text.update(over.get('text', {}))
+    dit = _variant(GEMMA_VARIANTS, ex_name, 'action_expert_variant') if ex_name in GEMMA_VARIANTS \
+        or 'dit' not in over else {}
+    dit.update(over.get('dit', {}))
+    vision = _variant(VISION_VARIANTS, pg_name, 'paligemma_variant') \
+        if pg_name in VISION_VARIANTS or 'vision' not in over else {}
+    vision.update(over.get('vision', {}))
+    vocab = int(over.get('vocab_size', VOCAB_SIZES.get(pg_name, 0)) or 0)
+    if vocab <= 0:
+        raise ValueError(f'no vocabulary size for paligemma_variant {pg_name!r}; '
+                         'set model_overrides.vocab_size')
+    res = cfg.get('image_resolution') or [IMAGE_SIZES.get(pg_name, 224)] * 2
+    if int(res[0]) != int(res[1]):
+        raise ValueError(f'image_resolution {res} must be square for the SigLIP tower')
+    vision_cfg = dict(model_type='siglip_vision_model', image_size=int(res[0]),
+                      vision_use_head=False, **vision)
+    vlm = dict(model_type='paligemma', text_config=_gemma(text, vocab), vision_config=vision_cfg,
+               projection_dim=int(over.get('projection_dim', text['hidden_size'])),
+               image_token_id=int(over.get('image_token_id', vocab)))
+    kwargs = dict(vlm_config=vlm, dit_config=_gemma(dit))
+    for key in ('chunk_size', 'max_state_dim', 'max_action_dim', 'num_inference_steps',
+                'time_sampling_beta_alpha', 'time_sampling_beta_beta', 'time_sampling_scale',
+                'time_sampling_offset', 'min_period', 'max_period'):
+        if key in cfg:
+            kwargs[key] = cfg[key]
+    return kwargs
+
+
+_HF_EXTRA_KEYS = ('camera_names', 'state_dim', 'action_dim', 'control_period',
+                  'tokenizer_max_length', 'policy_config')
+
+
+def pi0_config_from_dict(cfg: Dict[str, Any]) -> Pi0Spec:
+    """Build a :class:`Pi0Spec` from a ``config.json`` dict (LeRobot or transformers dialect).
+
+    :param cfg: the parsed ``config.json``.
+    :return: the spec.
+    :raises ValueError: unknown dialect, unknown variant or inconsistent sizes.
+    """
+    from transformers import PI0Config
+
+    cfg = copy.deepcopy(cfg)
+    if cfg.get('type') == 'pi0':
+        cams, state_dim, action_dim, _ = _features(cfg)
+        hf = PI0Config(**lerobot_to_hf_kwargs(cfg))
+        policy_config = cfg
+        max_len = int(cfg.get('tokenizer_max_length', 48))
+        period = float(cfg.get('control_period', DEFAULT_CONTROL_PERIOD))
+    elif cfg.get('model_type') == 'pi0':
+        extra = {k: cfg.pop(k) for k in _HF_EXTRA_KEYS if k in cfg}
+        for key in ('architectures', 'transformers_version', 'dtype', 'torch_dtype'):
+            cfg.pop(key, None)
+        hf = PI0Config(**{k: v for k, v in cfg.items() if k != 'model_type'})
+        cams = list(extra.get('camera_names', ['base']))
+        state_dim = int(extra.get('state_dim', hf.max_state_dim))
+        action_dim = int(extra.get('action_dim', hf.max_action_dim))
+        max_len = int(extra.get('tokenizer_max_length', 48))
+        period = float(extra.get('control_period', DEFAULT_CONTROL_PERIOD))
+        policy_config = extra.get('policy_config') or _policy_config_from_hf(
+            hf, cams, state_dim, action_dim, max_len, period)
+    else:
+        raise ValueError('config.json is neither a LeRobot π0 policy config ("type": "pi0") '
+                         'nor a transformers PI0Config ("model_type": "pi0"): '
+                         f'type={cfg.get("type")!r} model_type={cfg.get("model_type")!r}')
+    size = int(hf.vlm_config.vision_config.image_size)
+    spec = Pi0Spec(hf_config=hf, camera_names=cams, state_dim=state_dim, action_dim=action_dim,
+                   image_size=(size, size), tokenizer_max_length=max_len, control_period=period,
+                   policy_config=policy_config)
+    _check_dims(spec)
+    return spec
+
+
+def _policy_config_from_hf(hf, cams, state_dim, action_dim, max_len, period) -> Dict[str, Any]:
+    """LeRobot-style policy config for a transformers config (explicit widths as overrides)."""
+    text = hf.vlm_config.text_config
+    vision = hf.vlm_config.vision_config
+    dit = hf.dit_config
+    gemma_keys = ('hidden_size', 'num_hidden_layers', 'intermediate_size', 'num_attention_heads',
+                  'num_key_value_heads', 'head_dim')
+    out = {
+        'type': 'pi0',
+        'input_features': {
+            **{f'{IMAGE_FEATURE_PREFIX}{c}': {'type': 'VISUAL',
+                                              'shape': [3, vision.image_size, vision.image_size]}
+               for c in cams},
+            STATE_FEATURE: {'type': 'STATE', 'shape': [state_dim]}},
+        'output_features': {ACTION_FEATURE: {'type': 'ACTION', 'shape': [action_dim]}},
+        'paligemma_variant': 'custom',
+        'action_expert_variant': 'custom',
+        'model_overrides': {
+            'text': {k: int(getattr(text, k)) for k in gemma_keys},
+            'dit': {k: int(getattr(dit, k)) for k in gemma_keys},
+            'vision': {k: int(getattr(vision, k)) for k in (
+                'hidden_size', 'intermediate_size', 'num_hidden_layers', 'num_attention_heads',
+                'patch_size')},
+            'vocab_size': int(text.vocab_size),
+            'projection_dim': int(hf.vlm_config.projection_dim),
+            'image_token_id': int(hf.vlm_config.image_token_id),
+        },
+        'image_resolution': [int(vision.image_size)] * 2,
+        'tokenizer_max_length': max_len,
+        'control_period': period,
+        'normalization_mapping': {'VISUAL': 'IDENTITY', 'STATE': 'MEAN_STD',
+                                  'ACTION': 'MEAN_STD'},
+    }
+    for key in ('chunk_size', 'max_state_dim', 'max_action_dim', 'num_inference_steps',
+                'time_sampling_beta_alpha', 'time_sampling_beta_beta', 'time_sampling_scale',
+                'time_sampling_offset', 'min_period', 'max_period'):
+        out[key] = getattr(hf, key)
+    out['n_action_steps'] = out['chunk_size']
+    return out
+
+
+_LAYER_RE = re.compile(r'\.layers\.(\d+)\.')
+
+
+def widths_from_weights(path: str) -> Dict[str, Any]:
+    """Read π0 widths from a LeRobot / openpi π0 ``model.safetensors`` (no tensor data loaded).
+
+    SigLIP heads cannot be read from shapes: 16 for the 1152-wide so400m tower, else
+    ``hidden // 32``.
+
+    :param path: the safetensors file.
+    :return: a ``model_overrides`` dict (``text``, ``dit``, ``vision``, ``vocab_size``,
+        ``projection_dim``) plus ``image_resolution`` (int).
+    :raises ValueError: the file is not a π0 checkpoint with LeRobot / openpi key names.
+    """
+    from safetensors import safe_open
+
+    with safe_open(path, 'pt') as f:
+        shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    shapes = {k[len('model.'):] if k.startswith('model.paligemma_with_expert') else k: v
+              for k, v in shapes.items()}
+    pg = 'paligemma_with_expert.paligemma.'
+    ex = 'paligemma_with_expert.gemma_expert.'
+    lm = pg + 'model.language_model.'
+    vt = pg + 'model.vision_tower.vision_model.'
+    try:
+        embed = shapes[pg + 'lm_head.weight']
+
+        def gemma(prefix: str, hidden: int) -> Dict[str, int]:
+            layers = {int(m.group(1)) for k in shapes if k.startswith(prefix)
+                      for m in [_LAYER_RE.search(k[len(prefix) - 1:])] if m}
+            head_dim = shapes[prefix + 'layers.0.self_attn.k_proj.weight'][0]
+            return dict(hidden_size=hidden, num_hidden_layers=len(layers),
+                        intermediate_size=shapes[prefix + 'layers.0.mlp.gate_proj.weight'][0],
+                        num_attention_heads=shapes[prefix + 'layers.0.self_attn.q_proj.weight'][0]
+                        // head_dim, num_key_value_heads=1, head_dim=head_dim)
+
+        text = gemma(lm, embed[1])
+        dit_hidden = shapes[ex + 'model.norm.weight'][0]
+        dit = gemma(ex + 'model.', dit_hidden)
+        patch = shapes[vt + 'embeddings.patch_embedding.weight']
+        n_pos = shapes[vt + 'embeddings.position_embedding.weight'][0]
+        v_hidden = patch[0]
+        v_layers = {int(m.group(1)) for k in shapes if k.startswith(vt)
+                    for m in [_LAYER_RE.search(k)] if m}
+        vision = dict(hidden_size=v_hidden, num_hidden_layers=len(v_layers),
+                      intermediate_size=shapes[vt + 'encoder.layers.0.mlp.fc1.weight'][0],
+                      num_attention_heads=16 if v_hidden == 1152 else max(1, v_hidden // 32),
+                      patch_size=patch[-1])
+        proj = shapes[pg + 'model.multi_modal_projector.linear.weight'][0]
+    except KeyError as exc:
+        raise ValueError(f'{path}: not a π0 checkpoint with LeRobot key names '
+                         f'(missing {exc})') from None
+    side = int(round(n_pos ** 0.5)) * int(patch[-1])
+    return {'text': text, 'dit': dit, 'vision': vision, 'vocab_size': int(embed[0]),
+            'projection_dim': int(proj), 'image_resolution': side}
+
+
+def _reconcile_with_weights(cfg: Dict[str, Any], weights: str) -> Dict[str, Any]:
+    """Use widths from ``weights`` where the LeRobot config's variants disagree with them."""
+    try:
+        found = widths_from_weights(weights)
+    except ValueError as exc:
+        LOG.debug('cannot read widths from %s: %s', weights, exc)
+        return cfg
+    side = found.pop('image_resolution')
+    want = pi0_config_from_dict(cfg).hf_config
+    have = {'text': want.vlm_config.text_config, 'dit': want.dit_config,
+            'vision': want.vlm_config.vision_config}
+    same = all(int(getattr(have[part], k)) == int(v)
+               for part in have for k, v in found[part].items()
+               if not (part == 'vision' and k == 'num_attention_heads'))
+    same = same and int(want.vlm_config.text_config.vocab_size) == found['vocab_size']
+    same = same and int(want.vlm_config.vision_config.image_size) == side
+    if same:
+        return cfg
+    LOG.warning('%s: widths in the weights differ from config variants %s / %s; '
+                'using the widths read from the weights', weights,
+                cfg.get('paligemma_variant'), cfg.get('action_expert_variant'))
+    out = copy.deepcopy(cfg)
+    over = dict(out.get('model_overrides') or {})
+    for key, value in found.items():
+        over.setdefault(key, value)
+    out['model_overrides'] = over
+    out['image_resolution'] = [side, side]
+    return out
+
+
+def load_pi0_config(config_dir: str) -> Pi0Spec:
+    """Read ``<config_dir>/config.json`` into a :class:`Pi0Spec`.
+
+    :param config_dir: a checkpoint directory (or the ``config.json`` path itself).
+    :return: the spec.
+    :raises FileNotFoundError: no config.json.
+    :raises ValueError: not a π0 config.
+    """
+    path = config_dir
+    if os.path.isdir(path):
+        path = os.path.join(path, 'config.json')
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f'no π0 config.json at {path}')
+    with open(path, 'r', encoding='utf-8') as f:
+        cfg = json.load(f)
+    weights = os.path.join(os.path.dirname(path), 'model.safetensors')
+    if cfg.get('type') == 'pi0' and os.path.isfile(weights):
+        cfg = _reconcile_with_weights(cfg, weights)
+    spec = pi0_config_from_dict(cfg)
+    LOG.info('π0 config %s: cameras=%s state_dim=%d action_dim=%d chunk=%d image=%s '
+             'text hidden=%d', path, spec.camera_names, spec.state_dim, spec.action_dim,
+             spec.chunk_size, spec.image_size, spec.hf_config.vlm_config.text_config.hidden_size)
+    return spec
