@@ -1,0 +1,94 @@
+"""Launch the ``retain_policy`` node.
+
+    ros2 launch retain_ros policy.launch.py pretrained:=/ckpt/pi0_base finetuned:=/ckpt/pi0_task \\
+        alpha:=0.75 device:=cuda [params_file:=my_robot.yaml] [namespace:=arm]
+
+``params_file`` defaults to the installed ``share/retain_ros/config/policy.yaml``. Each of
+``pretrained``, ``finetuned``, ``alpha`` and ``device`` overrides the parameter file only when it
+is given (non-empty); ``finetuned`` takes several checkpoints separated by commas. Alpha is the
+weight on the FINETUNED model: theta = (1 - alpha)*theta_pre + alpha*theta_ft.
+"""
+import os
+
+from launch import LaunchDescription
+from launch.actions import DeclareLaunchArgument
+from launch.actions import OpaqueFunction
+from launch.substitutions import LaunchConfiguration
+from launch_ros.actions import Node
+
+PACKAGE = 'retain_ros'
+
+
+def default_params_file():
+    """``share/retain_ros/config/policy.yaml``, or the source tree's copy when not installed."""
+    try:
+        from ament_index_python.packages import get_package_share_directory
+
+        share = get_package_share_directory(PACKAGE)
+    except (ImportError, LookupError, ValueError):
+        share = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    return os.path.join(share, 'config', 'policy.yaml')
+
+
+def parameter_overrides(pretrained, finetuned, alpha, device):
+    """Parameters given on the command line; empty arguments override nothing.
+
+    :raises ValueError: when ``alpha`` is not a number.
+    """
+    overrides = {}
+    if pretrained.strip():
+        overrides['pretrained_path'] = pretrained.strip()
+    paths = [p.strip() for p in finetuned.split(',') if p.strip()]
+    if paths:
+        overrides['finetuned_paths'] = paths
+    if alpha.strip():
+        overrides['alpha'] = float(alpha)
+    if device.strip():
+        overrides['device'] = device.strip()
+    return overrides
+
+
+def _policy_node(context, *args, **kwargs):
+    def arg(name):
+        return LaunchConfiguration(name).perform(context)
+
+    parameters = []
+    params_file = arg('params_file')
+    if params_file:
+        parameters.append(params_file)
+    overrides = parameter_overrides(arg('pretrained'), arg('finetuned'), arg('alpha'),
+                                    arg('device'))
+    if overrides:
+        parameters.append(overrides)
+    return [Node(
+        package=PACKAGE,
+        executable='policy_node',
+        name='retain_policy',
+        namespace=arg('namespace'),
+        parameters=parameters,
+        output='screen',
+        emulate_tty=True,
+    )]
+
+
+def generate_launch_description():
+    return LaunchDescription([
+        DeclareLaunchArgument(
+            'pretrained', default_value='',
+            description='pretrained (generalist) checkpoint; empty = params_file / demo'),
+        DeclareLaunchArgument(
+            'finetuned', default_value='',
+            description='finetuned checkpoint(s), comma separated; empty = params_file / demo'),
+        DeclareLaunchArgument(
+            'alpha', default_value='',
+            description='weight on the FINETUNED model in [0, 1]; empty = params_file'),
+        DeclareLaunchArgument(
+            'device', default_value='',
+            description='auto | cpu | cuda | cuda:N; empty = params_file'),
+        DeclareLaunchArgument(
+            'params_file', default_value=default_params_file(),
+            description='ROS parameter file of the node'),
+        DeclareLaunchArgument(
+            'namespace', default_value='', description='namespace of the node'),
+        OpaqueFunction(function=_policy_node),
+    ])

@@ -1,0 +1,210 @@
+"""Parameters of the ``retain_policy`` node: one table, declared with descriptors.
+
+Names are fixed by DESIGN.md ('Names users type'). ``read_only`` parameters are the ones that
+cannot change while the node runs (paths, topics, device, timing); the alpha parameters and the
+safety limits can change live (alpha changes re-merge the weights in place).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+from typing import Dict
+from typing import List
+from typing import Optional
+from typing import Tuple
+
+from rcl_interfaces.msg import FloatingPointRange
+from rcl_interfaces.msg import IntegerRange
+from rcl_interfaces.msg import ParameterDescriptor
+from rclpy.parameter import Parameter
+
+#: alpha parameters; changing one re-merges the weights
+ALPHA_PARAMS: Tuple[str, ...] = ('alpha', 'alpha_vision', 'alpha_language', 'alpha_action')
+#: parameters whose change triggers a re-merge
+MERGE_PARAMS: Tuple[str, ...] = ALPHA_PARAMS + ('recipe',)
+#: group of each per-group alpha parameter
+GROUP_OF_PARAM = {'alpha_vision': 'vision', 'alpha_language': 'language',
+                  'alpha_action': 'action'}
+#: per-group value meaning "follow alpha"
+FOLLOW = -1.0
+#: default episode log (relative to the node's working directory)
+DEFAULT_EPISODE_LOG = 'retain_episodes.jsonl'
+OUTPUT_MODES = ('trajectory', 'stream')
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One parameter: name, type, default, description, range, read-only."""
+
+    name: str
+    type: Parameter.Type
+    default: Any
+    description: str
+    read_only: bool = False
+    float_range: Optional[Tuple[float, float]] = None
+    int_range: Optional[Tuple[int, int]] = None
+    constraints: str = ''
+
+    def descriptor(self) -> ParameterDescriptor:
+        """The ``ParameterDescriptor`` rclpy enforces on every set."""
+        desc = ParameterDescriptor(
+            name=self.name, type=self.type.value, description=self.description,
+            read_only=self.read_only, additional_constraints=self.constraints)
+        if self.float_range is not None:
+            desc.floating_point_range = [FloatingPointRange(
+                from_value=float(self.float_range[0]), to_value=float(self.float_range[1]),
+                step=0.0)]
+        if self.int_range is not None:
+            desc.integer_range = [IntegerRange(
+                from_value=int(self.int_range[0]), to_value=int(self.int_range[1]), step=1)]
+        return desc
+
+
+_S = Parameter.Type.STRING
+_SA = Parameter.Type.STRING_ARRAY
+_D = Parameter.Type.DOUBLE
+_DA = Parameter.Type.DOUBLE_ARRAY
+_I = Parameter.Type.INTEGER
+_B = Parameter.Type.BOOL
+_GROUP_ALPHA = ('alpha for the {} group (weight on the FINETUNED model); -1 = follow alpha. '
+                'Setting it re-merges in place; the set fails (old weights stay live) when the '
+                'merge does.')
+
+PARAMS: Tuple[ParamSpec, ...] = (
+    # checkpoints and merge
+    ParamSpec('pretrained_path', _S, '',
+              'pretrained (generalist) checkpoint: LeRobot/HF dir, .safetensors, sharded index. '
+              "Empty = the demo checkpoints made by 'retain-ros demo-train'.", read_only=True),
+    ParamSpec('finetuned_paths', _SA, [],
+              'finetuned checkpoint(s); several for task-arithmetic / sequential recipes. Empty '
+              'with an empty pretrained_path = the demo finetune.', read_only=True),
+    ParamSpec('tokenizer_path', _S, '',
+              'local tokenizer dir or tokenizer.json (nothing is downloaded); empty = the one '
+              'next to the checkpoint', read_only=True),
+    ParamSpec('family', _S, 'auto', 'model family: auto|pi0|pi05|smolvla|...', read_only=True),
+    ParamSpec('recipe', _S, 'interpolate',
+              'merge recipe: interpolate|sequential|task-arithmetic|capability (re-merges live)',
+              constraints='one of interpolate, sequential, task-arithmetic, capability'),
+    ParamSpec('alpha', _D, 0.5,
+              'merge coefficient, weight on the FINETUNED model: theta = (1 - alpha)*theta_pre + '
+              'alpha*theta_ft (0 = pretrained, 1 = finetuned). Setting it re-merges in place; '
+              'the set fails (old weights stay live) when the merge does.',
+              float_range=(0.0, 1.0)),
+    ParamSpec('alpha_vision', _D, FOLLOW, _GROUP_ALPHA.format('vision (image encoder)'),
+              float_range=(-1.0, 1.0), constraints='-1 or a value in [0, 1]'),
+    ParamSpec('alpha_language', _D, FOLLOW, _GROUP_ALPHA.format('language (VLM language model)'),
+              float_range=(-1.0, 1.0), constraints='-1 or a value in [0, 1]'),
+    ParamSpec('alpha_action', _D, FOLLOW, _GROUP_ALPHA.format('action (action expert)'),
+              float_range=(-1.0, 1.0), constraints='-1 or a value in [0, 1]'),
+    ParamSpec('keep_sources', _S, 'device',
+              'where pretrained/finetuned tensors stay for live alpha changes: device (fastest), '
+              'host (CPU memory), disk (re-read via mmap, least memory)', read_only=True,
+              constraints='one of device, host, disk'),
+    ParamSpec('device', _S, 'auto', 'auto|cpu|cuda|cuda:N; the merge runs on this device',
+              read_only=True),
+    ParamSpec('dtype', _S, 'auto', 'auto|float32|bfloat16|float16', read_only=True),
+    # inputs
+    ParamSpec('camera_topics', _SA, ['camera/image_raw'],
+              "camera topics, in the model's camera-slot order; sensor_msgs/Image, or "
+              "CompressedImage (jpeg/png) when the topic ends in '/compressed'", read_only=True),
+    ParamSpec('instruction_topic', _S, 'instruction',
+              'std_msgs/String instruction topic (transient-local QoS)', read_only=True),
+    ParamSpec('default_instruction', _S, '',
+              'instruction used until one arrives on instruction_topic'),
+    ParamSpec('joint_states_topic', _S, 'joint_states', 'sensor_msgs/JointState topic',
+              read_only=True),
+    ParamSpec('joint_names', _SA, [],
+              "joint order of the policy's state and actions; empty = the order of the first "
+              'JointState message', read_only=True),
+    # outputs
+    ParamSpec('output_mode', _S, 'trajectory',
+              'trajectory: one JointTrajectory chunk per replan; stream: fixed-rate '
+              'Float64MultiArray commands from an action queue', read_only=True,
+              constraints='trajectory or stream'),
+    ParamSpec('output_topic', _S, '/arm_controller/joint_trajectory',
+              'controller command topic (JointTrajectory or Float64MultiArray)', read_only=True),
+    ParamSpec('control_period', _D, 0.0,
+              'seconds between two actions of a chunk; 0 = the checkpoint\'s own period',
+              read_only=True, float_range=(0.0, 10.0)),
+    ParamSpec('replan_steps', _I, 5,
+              'run inference every replan_steps control periods (at most the chunk length)',
+              read_only=True, int_range=(1, 10000)),
+    # safety
+    ParamSpec('max_observation_age', _D, 1.0,
+              'hold (publish nothing new) when a camera image or the joint state is older than '
+              'this many seconds', float_range=(0.001, 3600.0)),
+    ParamSpec('joint_lower_limits', _DA, [], 'per-joint lower position limits; empty = none'),
+    ParamSpec('joint_upper_limits', _DA, [], 'per-joint upper position limits; empty = none'),
+    ParamSpec('max_joint_step', _D, 0.0,
+              'largest change of one joint per control period, chained from the current joint '
+              'state; 0 = no limit', float_range=(0.0, 1000.0)),
+    ParamSpec('dry_run', _B, False, 'publish to ~/preview only, never to output_topic'),
+    # evaluation
+    ParamSpec('episode_log', _S, '',
+              'JSON-lines episode log of ~/start_episode / ~/end_episode; empty = '
+              f'./{DEFAULT_EPISODE_LOG} in the working directory', read_only=True),
+    ParamSpec('episode_tag', _S, '',
+              "scene tag of the next episode, 'split=...;task=...;variation=...'"),
+    ParamSpec('alpha_schedule', _SA, [],
+              "alpha settings to evaluate ('0.5', 'alpha=1,language=0.8'); when set, each "
+              '~/start_episode applies the next one (seeded, block-shuffled)', read_only=True),
+    ParamSpec('schedule_seed', _I, 0, 'seed of the alpha schedule order', read_only=True),
+    ParamSpec('schedule_repeats', _I, 1, 'episodes per schedule setting', read_only=True,
+              int_range=(1, 100000)),
+    ParamSpec('blind', _B, False,
+              'hide alpha in ~/start_episode replies, logs and ~/merge_state (the episode log '
+              'still records it)', read_only=True),
+)
+
+SPECS: Dict[str, ParamSpec] = {p.name: p for p in PARAMS}
+
+
+def declare_all(node) -> None:
+    """Declare every parameter of :data:`PARAMS` on ``node`` with its descriptor.
+
+    Empty array defaults cannot be typed by rclpy from the value itself, so those parameters are
+    declared by type and, when no override was given, set to the empty array before the
+    descriptor (possibly read-only) is installed.
+    """
+    for spec in PARAMS:
+        empty_array = isinstance(spec.default, list) and not spec.default
+        if not empty_array:
+            node.declare_parameter(spec.name, spec.default, spec.descriptor())
+            continue
+        writable = spec.descriptor()
+        writable.read_only = False
+        node.declare_parameter(spec.name, spec.type, writable)
+        if node.get_parameter_or(spec.name).type_ == Parameter.Type.NOT_SET:
+            node.set_parameters([Parameter(spec.name, spec.type, [])])
+        node.set_descriptor(spec.name, spec.descriptor())
+
+
+def read_all(node) -> Dict[str, Any]:
+    """Current value of every parameter as plain Python values (lists, not arrays)."""
+    out: Dict[str, Any] = {}
+    for spec in PARAMS:
+        value = node.get_parameter(spec.name).value
+        out[spec.name] = list(value) if spec.type in (_SA, _DA) else value
+    return out
+
+
+def group_overrides(values: Dict[str, Any]) -> Dict[str, Optional[float]]:
+    """Per-group alpha overrides for a MergeSpec: ``{'vision': None | float, ...}``."""
+    out: Dict[str, Optional[float]] = {}
+    for name, group in GROUP_OF_PARAM.items():
+        value = float(values[name])
+        out[group] = None if value < 0 else value
+    return out
+
+
+def check_group_alpha(name: str, value: float) -> Optional[str]:
+    """Reason why a per-group alpha value is invalid, or None (valid: -1 or [0, 1])."""
+    if value == FOLLOW or 0.0 <= value <= 1.0:
+        return None
+    return (f'{name}={value:g}: use -1 (follow alpha) or a value in [0, 1] '
+            '(alpha = weight on the FINETUNED model)')
+
+
+def names() -> List[str]:
+    """All parameter names."""
+    return [p.name for p in PARAMS]

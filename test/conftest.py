@@ -1,0 +1,248 @@
+"""Shared pytest set-up for the ROS tests (worker N's fixtures; keep others in their own files).
+
+- Every pytest run gets its own ``ROS_DOMAIN_ID`` (random 1..200 unless one is set) and stays on
+  loopback (``ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST``), so parallel runs never see each other.
+- ``tiny_pi0_checkpoints``: two tiny pi0 checkpoints in LeRobot layout (random weights, different
+  seeds) written with the policies package's own ``save_pi0_checkpoint``; session-scoped.
+- ``ros_harness``: a real rclpy context with a probe node (publish inputs, collect outputs, call
+  services) and helpers to start the ``retain_policy`` node in-process on its own executor thread.
+"""
+from __future__ import annotations
+
+import os
+import random
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+
+os.environ.setdefault('ROS_DOMAIN_ID', str(random.SystemRandom().randint(1, 200)))
+os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
+_VENV = os.path.dirname(os.path.dirname(sys.executable))
+if os.path.isdir(os.path.join(_VENV, 'share', 'ament_index')) or 'AMENT_PREFIX_PATH' not in \
+        os.environ:
+    os.environ['AMENT_PREFIX_PATH'] = os.pathsep.join(
+        p for p in (_VENV, os.environ.get('AMENT_PREFIX_PATH', '')) if p)
+
+#: joint names of the tiny test robot (the tiny pi0 state / action width)
+TEST_JOINTS = ('j0', 'j1', 'j2', 'j3')
+#: instruction used by the tests
+TEST_INSTRUCTION = 'put the gripper on the red block'
+
+
+def _tiny_checkpoint(out_dir, seed):
+    from retain_ros.policies.pi0 import save_pi0_checkpoint
+    from retain_ros.policies.pi0 import tiny_pi0_config
+
+    config = tiny_pi0_config(state_dim=len(TEST_JOINTS), action_dim=len(TEST_JOINTS))
+    save_pi0_checkpoint_random(save_pi0_checkpoint, config, out_dir, seed)
+    return str(out_dir)
+
+
+def save_pi0_checkpoint_random(save, config, out_dir, seed):
+    """Write a randomly initialised tiny pi0 with ``seed`` (normalization stats: identity)."""
+    import torch
+    from retain_ros.policies.pi0 import Pi0Policy
+
+    torch.manual_seed(seed)
+    policy = Pi0Policy.from_config(config)
+    dim = len(TEST_JOINTS)
+    stats = {'observation.state': {'mean': np.zeros(dim), 'std': np.ones(dim)},
+             'action': {'mean': np.zeros(dim), 'std': np.ones(dim)}}
+    save(policy, out_dir, stats)
+
+
+@pytest.fixture(scope='session')
+def tiny_pi0_checkpoints(tmp_path_factory):
+    """Two tiny pi0 checkpoints ``(pretrained_dir, finetuned_dir)`` with different weights."""
+    root = tmp_path_factory.mktemp('tiny_pi0')
+    pre = _tiny_checkpoint(root / 'pretrained', seed=1)
+    ft = _tiny_checkpoint(root / 'finetuned', seed=2)
+    return pre, ft
+
+
+class Collector:
+    """Thread-safe list of received messages with a wait helper."""
+
+    def __init__(self):
+        self._cond = threading.Condition()
+        self.items = []
+
+    def __call__(self, msg):
+        with self._cond:
+            self.items.append((time.monotonic(), msg))
+            self._cond.notify_all()
+
+    def wait(self, count=1, timeout=20.0, predicate=None):
+        """Wait until ``count`` messages (matching ``predicate``) arrived; return them."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                got = [m for _, m in self.items if predicate is None or predicate(m)]
+                if len(got) >= count:
+                    return got
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(
+                        f'timed out after {timeout} s waiting for {count} message(s), got '
+                        f'{len(got)}')
+                self._cond.wait(left)
+
+    def clear(self):
+        with self._cond:
+            self.items.clear()
+
+    def __len__(self):
+        with self._cond:
+            return len(self.items)
+
+
+class RosHarness:
+    """A real rclpy context, a probe node and in-process ``retain_policy`` nodes."""
+
+    def __init__(self):
+        import rclpy
+        from rclpy.context import Context
+        from rclpy.executors import MultiThreadedExecutor
+
+        self.context = Context()
+        rclpy.init(context=self.context)
+        self.probe = rclpy.create_node('retain_test_probe', context=self.context)
+        self.executor = MultiThreadedExecutor(num_threads=4, context=self.context)
+        self.executor.add_node(self.probe)
+        self.nodes = []
+        self._publishers = {}
+        self._thread = threading.Thread(target=self._spin, daemon=True)
+        self._thread.start()
+
+    def _spin(self):
+        from rclpy.executors import ExternalShutdownException
+
+        try:
+            self.executor.spin()
+        except ExternalShutdownException:
+            pass
+
+    # ---------------------------------------------------------------- nodes
+    def start_node(self, pretrained, finetuned, **params):
+        """Start a ``retain_policy`` node in this context with parameter overrides."""
+        from rclpy.parameter import Parameter
+        from retain_ros.ros.policy_node import PolicyNode
+
+        values = {
+            'pretrained_path': pretrained,
+            'finetuned_paths': [finetuned] if isinstance(finetuned, str) else list(finetuned),
+            'camera_topics': ['camera/image_raw'],
+            'joint_names': list(TEST_JOINTS),
+            'device': 'cpu',
+            'dtype': 'float32',
+            'default_instruction': TEST_INSTRUCTION,
+            'control_period': 0.05,
+            'replan_steps': 2,
+            'max_observation_age': 2.0,
+        }
+        values.update(params)
+        overrides = [Parameter(k, value=v) for k, v in values.items()]
+        node = PolicyNode(context=self.context, parameter_overrides=overrides)
+        self.nodes.append(node)
+        self.executor.add_node(node)
+        return node
+
+    def stop_node(self, node):
+        self.executor.remove_node(node)
+        node.destroy_node()
+        self.nodes.remove(node)
+
+    # ---------------------------------------------------------------- probe I/O
+    def publisher(self, msg_type, topic, qos=10):
+        key = (msg_type, topic)
+        if key not in self._publishers:
+            self._publishers[key] = self.probe.create_publisher(msg_type, topic, qos)
+        return self._publishers[key]
+
+    def subscribe(self, msg_type, topic, qos=10):
+        collector = Collector()
+        self.probe.create_subscription(msg_type, topic, collector, qos)
+        return collector
+
+    def publish_image(self, topic='camera/image_raw', rgb=None, side=32, encoding='rgb8'):
+        from sensor_msgs.msg import Image
+        from retain_ros.ros.conversions import rgb_to_image
+
+        if rgb is None:
+            rgb = np.full((side, side, 3), 128, np.uint8)
+            rgb[: side // 2, :, 0] = 255
+        msg = rgb_to_image(rgb, encoding=encoding)
+        msg.header.stamp = self.probe.get_clock().now().to_msg()
+        self.publisher(Image, topic).publish(msg)
+        return msg
+
+    def publish_joints(self, positions, names=TEST_JOINTS, topic='joint_states'):
+        from sensor_msgs.msg import JointState
+
+        msg = JointState()
+        msg.header.stamp = self.probe.get_clock().now().to_msg()
+        msg.name = list(names)
+        msg.position = [float(v) for v in positions]
+        self.publisher(JointState, topic).publish(msg)
+        return msg
+
+    def feed(self, duration, joints=(0.0, 0.0, 0.0, 0.0), period=0.05, **image_kwargs):
+        """Publish fresh images and joint states for ``duration`` seconds."""
+        end = time.monotonic() + duration
+        while time.monotonic() < end:
+            self.publish_image(**image_kwargs)
+            self.publish_joints(joints)
+            time.sleep(period)
+
+    def call(self, srv_type, name, request=None, timeout=30.0):
+        """Call a service from the probe node and return its response."""
+        client = self.probe.create_client(srv_type, name)
+        try:
+            if not client.wait_for_service(timeout_sec=timeout):
+                raise AssertionError(f'service {name} not available')
+            future = client.call_async(request if request is not None else srv_type.Request())
+            deadline = time.monotonic() + timeout
+            while not future.done():
+                if time.monotonic() > deadline:
+                    raise AssertionError(f'service {name} did not answer in {timeout} s')
+                time.sleep(0.01)
+            return future.result()
+        finally:
+            self.probe.destroy_client(client)
+
+    def set_params(self, node_name='/retain_policy', timeout=60.0, **values):
+        """Set parameters through the node's SetParameters service (like ``ros2 param set``).
+
+        Values are plain Python values or ``rclpy.parameter.Parameter`` objects (needed for empty
+        arrays, whose type cannot be inferred).
+        """
+        from rcl_interfaces.srv import SetParameters
+        from rclpy.parameter import Parameter
+
+        request = SetParameters.Request()
+        request.parameters = [
+            (v if isinstance(v, Parameter) else Parameter(k, value=v)).to_parameter_msg()
+            for k, v in values.items()]
+        return self.call(SetParameters, f'{node_name}/set_parameters', request, timeout).results
+
+    def shutdown(self):
+        for node in list(self.nodes):
+            self.stop_node(node)
+        self.executor.shutdown(timeout_sec=5)
+        self.probe.destroy_node()
+        self.context.try_shutdown()
+        self._thread.join(timeout=5)
+
+
+@pytest.fixture
+def ros_harness():
+    """A fresh rclpy context with a spinning probe node; shut down after the test."""
+    pytest.importorskip('rclpy')
+    harness = RosHarness()
+    try:
+        yield harness
+    finally:
+        harness.shutdown()
