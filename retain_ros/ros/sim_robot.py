@@ -1,0 +1,344 @@
+"""The ``sim_robot`` node: a simulated arm, its controllers and its camera, on real ROS topics.
+
+It stands in for a robot with ros2_control: it consumes the same
+``trajectory_msgs/JointTrajectory`` chunks a joint_trajectory_controller would (and the
+``Float64MultiArray`` commands of a forward position controller), steps the
+:class:`retain_ros.sim.world.SimWorld` physics in real time, and publishes
+``sensor_msgs/JointState`` and an RGB ``sensor_msgs/Image``. Tasks are named in language; the
+instruction of the current scene is published (transient local) so the policy node picks it up.
+
+Evaluation rollouts: ``~/reset`` draws the scene for the current ``task`` / ``split`` / ``seed``
+parameters; with ``auto_end_episode`` the node then tells the policy node how the episode ended
+(``<policy_node>/end_episode``, ``std_srvs/SetBool``, data = success) as soon as the task's success
+test holds or ``episode_timeout`` seconds have passed.
+
+Run it as ``ros2 run retain_ros sim_robot`` or ``retain-ros sim [--ros-args -p task:=...]``.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict
+import json
+import sys
+import time
+from typing import List
+from typing import Optional
+
+import numpy as np
+from rcl_interfaces.msg import FloatingPointRange
+from rcl_interfaces.msg import IntegerRange
+from rcl_interfaces.msg import ParameterDescriptor
+from rcl_interfaces.msg import SetParametersResult
+import rclpy
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy
+from rclpy.qos import QoSProfile
+from rclpy.qos import ReliabilityPolicy
+from retain_ros.ros.trajectory_follower import TrajectoryError
+from retain_ros.ros.trajectory_follower import TrajectoryFollower
+from retain_ros.sim.tasks import get_task
+from retain_ros.sim.tasks import NEW_TASK
+from retain_ros.sim.tasks import SPLITS
+from retain_ros.sim.world import SimWorld
+from sensor_msgs.msg import Image
+from sensor_msgs.msg import JointState
+from std_msgs.msg import Bool
+from std_msgs.msg import Float64MultiArray
+from std_msgs.msg import String
+from std_srvs.srv import SetBool
+from std_srvs.srv import Trigger
+from trajectory_msgs.msg import JointTrajectory
+
+NODE_NAME = 'sim_robot'
+#: a header stamp further than this from the node's clock is ignored (clock mismatch)
+MAX_STAMP_SKEW = 60.0
+#: how long a pending end_episode call waits for the policy node's service to appear (s)
+END_EPISODE_WAIT = 10.0
+
+
+def _descriptor(description: str, read_only: bool = False, float_range=None,
+                int_range=None) -> ParameterDescriptor:
+    desc = ParameterDescriptor(description=description, read_only=read_only)
+    if float_range is not None:
+        desc.floating_point_range = [FloatingPointRange(
+            from_value=float(float_range[0]), to_value=float(float_range[1]), step=0.0)]
+    if int_range is not None:
+        desc.integer_range = [IntegerRange(
+            from_value=int(int_range[0]), to_value=int(int_range[1]), step=0)]
+    return desc
+
+
+# name -> (default, descriptor); read-only ones need a restart
+PARAMETERS = {
+    'task': (NEW_TASK, _descriptor(
+        'task name (reach_red, reach_yellow, ...) or its instruction; used at the next reset')),
+    'split': ('', _descriptor(
+        "scene distribution: generalist | new_id | new_ood; empty = the task's first split; "
+        'used at the next reset')),
+    'seed': (0, _descriptor('scene seed; used at the next reset', int_range=(0, 2 ** 31 - 1))),
+    'image_size': (96, _descriptor('camera image side in pixels', read_only=True,
+                                   int_range=(16, 1024))),
+    'physics_rate': (50.0, _descriptor('physics steps and joint_states per second',
+                                       read_only=True, float_range=(1.0, 1000.0))),
+    'camera_rate': (10.0, _descriptor('camera images (and ~/success) per second',
+                                      read_only=True, float_range=(0.1, 120.0))),
+    'trajectory_topic': ('/arm_controller/joint_trajectory', _descriptor(
+        'trajectory_msgs/JointTrajectory input (joint_trajectory_controller)', read_only=True)),
+    'command_topic': ('/forward_position_controller/commands', _descriptor(
+        'std_msgs/Float64MultiArray direct position targets (forward controller)',
+        read_only=True)),
+    'joint_states_topic': ('joint_states', _descriptor('sensor_msgs/JointState output',
+                                                       read_only=True)),
+    'camera_topic': ('camera/image_raw', _descriptor('sensor_msgs/Image (rgb8) output',
+                                                     read_only=True)),
+    'camera_frame_id': ('camera', _descriptor('frame_id of the images', read_only=True)),
+    'instruction_topic': ('instruction', _descriptor(
+        "std_msgs/String output, transient local: the scene's instruction", read_only=True)),
+    'publish_instruction': (True, _descriptor('publish the instruction after each reset')),
+    'auto_end_episode': (False, _descriptor(
+        'after a reset, call <policy_node>/end_episode with the outcome once the task succeeds '
+        'or episode_timeout passes')),
+    'policy_node': ('/retain_policy', _descriptor(
+        'node whose end_episode service auto_end_episode calls', read_only=True)),
+    'episode_timeout': (30.0, _descriptor('seconds after a reset before an episode fails',
+                                          float_range=(0.1, 3600.0))),
+    'reset_on_start': (True, _descriptor('draw the first scene when the node starts',
+                                         read_only=True)),
+}
+
+
+class SimRobotNode(Node):
+    """The simulated robot node (see the module docstring)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(NODE_NAME, **kwargs)
+        for name, (default, descriptor) in PARAMETERS.items():
+            self.declare_parameter(name, default, descriptor)
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        p = self._param
+        self.world = SimWorld(image_size=p('image_size'))
+        self.joint_names: List[str] = list(self.world.joint_names)
+        self.follower = TrajectoryFollower(self.joint_names, self.world.joint_positions())
+        self._physics_dt = 1.0 / p('physics_rate')
+        self._last_step = None
+        self._last_q = self.world.joint_positions()
+        self._velocity = np.zeros(len(self.joint_names))
+        self._episode_open = False
+        self._end_pending = None  # (success, since) while waiting for the service
+        self._end_future = None
+        self._resets = 0
+        self.rejected = 0
+
+        latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL,
+                             reliability=ReliabilityPolicy.RELIABLE)
+        self.joint_pub = self.create_publisher(JointState, p('joint_states_topic'), 10)
+        self.image_pub = self.create_publisher(Image, p('camera_topic'), 2)
+        self.instruction_pub = self.create_publisher(String, p('instruction_topic'), latched)
+        self.scene_pub = self.create_publisher(String, '~/scene', latched)
+        self.success_pub = self.create_publisher(Bool, '~/success', 10)
+        self.create_subscription(JointTrajectory, p('trajectory_topic'),
+                                 self.trajectory_callback, 10)
+        self.create_subscription(Float64MultiArray, p('command_topic'), self.command_callback, 10)
+        self.create_service(Trigger, '~/reset', self.reset_callback)
+        policy = p('policy_node').rstrip('/') or '/retain_policy'
+        self.end_client = self.create_client(SetBool, f'{policy}/end_episode')
+        self.physics_timer = self.create_timer(self._physics_dt, self.physics_callback)
+        self.camera_timer = self.create_timer(1.0 / p('camera_rate'), self.camera_callback)
+        if p('reset_on_start'):
+            ok, message = self.reset_world(open_episode=False)
+            if not ok:
+                self.get_logger().error(f'initial reset failed: {message}')
+        self.get_logger().info(
+            f'sim robot up: joints {self.joint_names}, camera {p("image_size")} px at '
+            f'{p("camera_rate"):g} Hz on {self.image_pub.topic_name}, trajectories on '
+            f'{p("trajectory_topic")}, commands on {p("command_topic")}')
+
+    # ----------------------------------------------------------------------------- helpers
+    def _param(self, name: str):
+        return self.get_parameter(name).value
+
+    def _now(self) -> float:
+        return self.get_clock().now().nanoseconds * 1e-9
+
+    def _on_set_parameters(self, params) -> SetParametersResult:
+        for param in params:
+            if param.name == 'split' and param.value and param.value not in SPLITS:
+                return SetParametersResult(
+                    successful=False, reason=f'split must be one of {list(SPLITS)} or empty')
+            if param.name == 'task':
+                try:
+                    get_task(param.value)
+                except ValueError as exc:
+                    return SetParametersResult(successful=False, reason=str(exc))
+        return SetParametersResult(successful=True)
+
+    def reset_world(self, open_episode: bool = True):
+        """Draw the scene of the current task / split / seed parameters.
+
+        :param open_episode: with ``auto_end_episode``, report this episode's outcome.
+
+        :return: ``(ok, message)``; message is the SceneInfo as JSON, or the error.
+        """
+        task, split, seed = self._param('task'), self._param('split'), self._param('seed')
+        try:
+            info = self.world.reset(task, split or None, int(seed))
+        except ValueError as exc:
+            return False, str(exc)
+        q = self.world.joint_positions()
+        self.follower.hold(q)
+        self._last_q = q
+        self._velocity[:] = 0.0
+        self._last_step = None
+        self._resets += 1
+        self._episode_open = open_episode and bool(self._param('auto_end_episode'))
+        self._end_pending = None
+        text = json.dumps(asdict(info))
+        self.scene_pub.publish(String(data=text))
+        if self._param('publish_instruction'):
+            self.instruction_pub.publish(String(data=info.instruction))
+        self.get_logger().info(
+            f'reset #{self._resets}: task={info.task} split={info.split} seed={info.seed} '
+            f'[{info.variation_tag}] "{info.instruction}"')
+        return True, text
+
+    # --------------------------------------------------------------------------- callbacks
+    def reset_callback(self, request, response):
+        response.success, response.message = self.reset_world()
+        return response
+
+    def trajectory_callback(self, msg: JointTrajectory) -> None:
+        now = self._now()
+        stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
+        start = now
+        if stamp > 0.0:
+            if abs(stamp - now) <= MAX_STAMP_SKEW:
+                start = stamp
+            else:
+                self.get_logger().warning(
+                    f'trajectory stamp {stamp:.3f} is {stamp - now:+.1f} s off the node clock; '
+                    'starting it on receipt', throttle_duration_sec=5.0)
+        points = [(pt.time_from_start.sec + pt.time_from_start.nanosec * 1e-9, pt.positions)
+                  for pt in msg.points]
+        try:
+            self.follower.set_trajectory(msg.joint_names, points, start,
+                                         self.world.joint_positions())
+        except TrajectoryError as exc:
+            self.rejected += 1
+            self.get_logger().warning(f'trajectory rejected: {exc}', throttle_duration_sec=2.0)
+
+    def command_callback(self, msg: Float64MultiArray) -> None:
+        try:
+            self.follower.set_target(list(msg.data))
+        except TrajectoryError as exc:
+            self.rejected += 1
+            self.get_logger().warning(f'command rejected: {exc}', throttle_duration_sec=2.0)
+
+    def physics_callback(self) -> None:
+        now = self._now()
+        dt = self._physics_dt if self._last_step is None else now - self._last_step
+        # real-time stepping; a stalled process does not teleport the arm
+        dt = min(max(dt, 0.0), 5.0 * self._physics_dt)
+        self._last_step = now
+        self.world.set_joint_targets(self.follower.sample(now))
+        self.follower.settle(now)
+        self.world.step(dt)
+        q = self.world.joint_positions()
+        if dt > 0.0:
+            self._velocity = (q - self._last_q) / dt
+        self._last_q = q
+        msg = JointState()
+        msg.header.stamp = self.get_clock().now().to_msg()
+        msg.name = list(self.joint_names)
+        msg.position = q.tolist()
+        msg.velocity = self._velocity.tolist()
+        self.joint_pub.publish(msg)
+        self._check_episode()
+
+    def camera_callback(self) -> None:
+        rgb = np.ascontiguousarray(self.world.render(), dtype=np.uint8)
+        msg = Image()
+        msg.header.stamp = self.get_clock().now().to_msg()
+        msg.header.frame_id = self._param('camera_frame_id')
+        msg.height, msg.width = int(rgb.shape[0]), int(rgb.shape[1])
+        msg.encoding = 'rgb8'
+        msg.is_bigendian = 0
+        msg.step = msg.width * 3
+        msg.data = rgb.tobytes()
+        self.image_pub.publish(msg)
+        self.success_pub.publish(Bool(data=bool(self.world.success())))
+
+    # ---------------------------------------------------------------------------- episodes
+    def _check_episode(self) -> None:
+        if self._episode_open:
+            success = bool(self.world.success())
+            if success or self.world.time >= self._param('episode_timeout'):
+                self._episode_open = False
+                self._end_pending = (success, time.monotonic())
+        if self._end_pending is None:
+            return
+        success, since = self._end_pending
+        if self.end_client.service_is_ready():
+            self._end_pending = None
+            request = SetBool.Request(data=success)
+            future = self.end_client.call_async(request)
+            future.add_done_callback(self._end_done)
+            self._end_future = future
+            self.get_logger().info(
+                f'episode over after {self.world.time:.1f} s: '
+                f'{"SUCCESS" if success else "failure (timeout)"}; calling '
+                f'{self.end_client.srv_name}')
+        elif time.monotonic() - since > END_EPISODE_WAIT:
+            self._end_pending = None
+            self.get_logger().error(
+                f'{self.end_client.srv_name} not available after {END_EPISODE_WAIT:g} s; '
+                'episode outcome not reported')
+
+    def _end_done(self, future) -> None:
+        try:
+            result = future.result()
+        except Exception as exc:  # noqa: B902 (any failure of the remote call is logged)
+            self.get_logger().error(f'end_episode call failed: {exc}')
+            return
+        if result is not None and not result.success:
+            self.get_logger().warning(f'end_episode refused: {result.message}')
+
+
+def _usage() -> str:
+    lines = ['usage: retain-ros sim [--ros-args -p NAME:=VALUE ...]',
+             '       ros2 run retain_ros sim_robot [--ros-args -p NAME:=VALUE ...]', '',
+             'Simulated arm + controllers + camera. Parameters:']
+    for name, (default, desc) in PARAMETERS.items():
+        lines.append(f'  {name} (default {default!r}): {desc.description}')
+    lines += ['', 'Services: ~/reset (std_srvs/Trigger). Topics out: joint_states, '
+              'camera/image_raw, instruction (latched), ~/scene, ~/success.']
+    return '\n'.join(lines)
+
+
+def main(args: Optional[List[str]] = None) -> int:
+    """Run the node until Ctrl-C.
+
+    :param args: command-line arguments without the program name (``retain-ros sim``), or None
+        to use ``sys.argv`` (``ros2 run``).
+    :return: exit status.
+    """
+    argv = list(sys.argv if args is None else [NODE_NAME, *args])
+    user_args = argv[1:argv.index('--ros-args')] if '--ros-args' in argv else argv[1:]
+    if '-h' in user_args or '--help' in user_args:
+        print(_usage())
+        return 0
+    rclpy.init(args=argv)
+    node = None
+    try:
+        node = SimRobotNode()
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

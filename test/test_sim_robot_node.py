@@ -1,0 +1,289 @@
+"""The sim_robot node in a real rclpy graph.
+
+Trajectories in, joint states and images out, the reset service, the latched instruction, the
+automatic end of episodes, and ``retain-ros sim``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+from builtin_interfaces.msg import Duration
+import numpy as np
+import pytest
+import rclpy
+from rclpy.executors import MultiThreadedExecutor
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.parameter import Parameter
+from rclpy.qos import DurabilityPolicy
+from rclpy.qos import QoSProfile
+from rclpy.qos import ReliabilityPolicy
+from retain_ros.ros.sim_robot import SimRobotNode
+from retain_ros.sim.world import inverse_kinematics
+from sensor_msgs.msg import Image
+from sensor_msgs.msg import JointState
+from std_msgs.msg import Bool
+from std_msgs.msg import Float64MultiArray
+from std_msgs.msg import String
+from std_srvs.srv import SetBool
+from std_srvs.srv import Trigger
+from trajectory_msgs.msg import JointTrajectory
+from trajectory_msgs.msg import JointTrajectoryPoint
+
+pytestmark = pytest.mark.ros
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+IMAGE_SIZE = 48
+LATCHED = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL,
+                     reliability=ReliabilityPolicy.RELIABLE)
+
+
+def wait_for(predicate, timeout=5.0, period=0.01):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(period)
+    return bool(predicate())
+
+
+class Graph:
+    """A sim node and a test node spinning in a background executor."""
+
+    def __init__(self):
+        os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
+        self.domain = random.randint(100, 199)
+        os.environ['ROS_DOMAIN_ID'] = str(self.domain)
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context, domain_id=self.domain)
+        self.sim = SimRobotNode(context=self.context, parameter_overrides=[
+            Parameter('image_size', value=IMAGE_SIZE),
+            Parameter('camera_rate', value=20.0),
+            Parameter('policy_node', value='/test_policy'),
+            Parameter('task', value='reach_red'),
+        ])
+        self.node = rclpy.create_node('sim_robot_test', context=self.context)
+        self.joint_states = []
+        self.images = []
+        self.success = []
+        self.end_calls = []
+        self.node.create_subscription(JointState, '/joint_states', self.joint_states.append, 50)
+        self.node.create_subscription(Image, '/camera/image_raw', self.images.append, 5)
+        self.node.create_subscription(Bool, '/sim_robot/success', self.success.append, 10)
+        self.node.create_service(SetBool, '/test_policy/end_episode', self._end_episode)
+        self.traj_pub = self.node.create_publisher(
+            JointTrajectory, '/arm_controller/joint_trajectory', 10)
+        self.cmd_pub = self.node.create_publisher(
+            Float64MultiArray, '/forward_position_controller/commands', 10)
+        self.reset_client = self.node.create_client(Trigger, '/sim_robot/reset')
+        self.executor = MultiThreadedExecutor(num_threads=3, context=self.context)
+        self.executor.add_node(self.sim)
+        self.executor.add_node(self.node)
+        self.thread = threading.Thread(target=self.executor.spin, daemon=True)
+        self.thread.start()
+
+    def _end_episode(self, request, response):
+        self.end_calls.append((request.data, self.sim.world.time))
+        response.success = True
+        response.message = 'ok'
+        return response
+
+    def close(self):
+        self.executor.shutdown(timeout_sec=2.0)
+        self.thread.join(timeout=2.0)
+        self.sim.destroy_node()
+        self.node.destroy_node()
+        rclpy.try_shutdown(context=self.context)
+
+    def latest_q(self):
+        return np.array(self.joint_states[-1].position)
+
+    def reset(self, **params):
+        if params:
+            result = self.sim.set_parameters([Parameter(k, value=v) for k, v in params.items()])
+            assert all(r.successful for r in result), result
+        assert self.reset_client.wait_for_service(timeout_sec=5.0)
+        future = self.reset_client.call_async(Trigger.Request())
+        assert wait_for(future.done, 5.0)
+        return future.result()
+
+    def send_trajectory(self, names, points, stamp_now=False):
+        msg = JointTrajectory()
+        msg.joint_names = list(names)
+        if stamp_now:
+            msg.header.stamp = self.node.get_clock().now().to_msg()
+        for t, pos in points:
+            point = JointTrajectoryPoint()
+            point.positions = [float(v) for v in pos]
+            point.time_from_start = Duration(sec=int(t), nanosec=int(round((t % 1) * 1e9)))
+            msg.points.append(point)
+        assert wait_for(lambda: self.traj_pub.get_subscription_count() > 0, 5.0)
+        self.traj_pub.publish(msg)
+
+
+@pytest.fixture(scope='module')
+def graph():
+    g = Graph()
+    try:
+        assert wait_for(lambda: len(g.joint_states) > 0, 10.0), 'no joint_states'
+        yield g
+    finally:
+        g.close()
+
+
+def test_joint_states_and_image(graph):
+    assert wait_for(lambda: len(graph.images) >= 2, 5.0), 'no images'
+    js = graph.joint_states[-1]
+    assert list(js.name) == graph.sim.joint_names
+    assert len(js.position) == len(js.velocity) == 3
+    assert js.header.stamp.sec > 0
+    img = graph.images[-1]
+    assert (img.height, img.width, img.encoding, img.step) == (IMAGE_SIZE, IMAGE_SIZE, 'rgb8',
+                                                               IMAGE_SIZE * 3)
+    assert len(img.data) == IMAGE_SIZE * IMAGE_SIZE * 3
+    rgb = np.frombuffer(bytes(img.data), np.uint8).reshape(IMAGE_SIZE, IMAGE_SIZE, 3)
+    assert rgb.std() > 5.0  # a scene, not a blank frame
+    assert img.header.frame_id == 'camera'
+    assert wait_for(lambda: len(graph.success) > 0, 3.0)
+
+
+def test_trajectory_moves_joints_in_message_order(graph):
+    graph.reset(task='reach_red', split='', seed=1, auto_end_episode=False)
+    start = graph.latest_q()
+    goal = start + np.array([0.4, -0.5, 0.3])
+    mid = start + 0.5 * (goal - start)
+    names = list(reversed(graph.sim.joint_names))  # the node must reorder by name
+    graph.send_trajectory(names, [(0.4, mid[::-1]), (0.8, goal[::-1])], stamp_now=True)
+    seen = []
+
+    def arrived():
+        q = graph.latest_q()
+        seen.append(q)
+        return np.allclose(q, goal, atol=0.01)
+
+    assert wait_for(arrived, 5.0), f'joints at {graph.latest_q()}, goal {goal}'
+    # it moved gradually (interpolated), not in one jump
+    span = np.linalg.norm(goal - start)
+    partial = [q for q in seen if 0.1 < np.linalg.norm(q - start) < 0.9 * span]
+    assert partial, 'no intermediate joint states seen'
+    assert wait_for(lambda: np.allclose(graph.joint_states[-1].velocity, 0.0, atol=1e-6), 2.0)
+
+
+def test_forward_command_and_bad_messages(graph):
+    graph.reset(seed=2)
+    target = graph.latest_q() + np.array([-0.3, -0.3, 0.2])
+    rejected = graph.sim.rejected
+    assert wait_for(lambda: graph.cmd_pub.get_subscription_count() > 0, 5.0)
+    graph.cmd_pub.publish(Float64MultiArray(data=[1.0, 2.0]))  # wrong length: rejected
+    graph.send_trajectory(['no_such_joint'], [(0.5, [0.0])])   # unknown joint: rejected
+    assert wait_for(lambda: graph.sim.rejected == rejected + 2, 3.0)
+    graph.cmd_pub.publish(Float64MultiArray(data=target.tolist()))
+    assert wait_for(lambda: np.allclose(graph.latest_q(), target, atol=0.01), 5.0)
+
+
+def test_reset_service_and_parameters(graph):
+    response = graph.reset(task='reach_yellow', split='new_ood', seed=5)
+    assert response.success, response.message
+    info = json.loads(response.message)
+    assert info['task'] == 'reach_yellow' and info['split'] == 'new_ood' and info['seed'] == 5
+    assert info['instruction'] == graph.sim.world.instruction and info['variation_tag']
+    again = json.loads(graph.reset().message)
+    assert again == info  # same (task, split, seed): same scene
+    # the arm holds after a reset (no leftover trajectory)
+    q0 = graph.latest_q()
+    time.sleep(0.3)
+    np.testing.assert_allclose(graph.latest_q(), q0, atol=1e-9)
+    bad = graph.sim.set_parameters([Parameter('task', value='fly_to_the_moon')])
+    assert not bad[0].successful and 'unknown task' in bad[0].reason
+    bad = graph.sim.set_parameters([Parameter('split', value='bogus')])
+    assert not bad[0].successful
+    graph.sim.set_parameters([Parameter('split', value='generalist')])
+    response = graph.reset()  # reach_yellow has no generalist split
+    assert not response.success and 'splits' in response.message
+    graph.reset(task='reach_red', split='')
+
+
+def test_instruction_latched_for_late_subscriber(graph):
+    response = graph.reset(task='reach_blue', split='generalist', seed=3)
+    assert response.success
+    got = []
+    sub = graph.node.create_subscription(String, '/instruction', got.append, LATCHED)
+    scene = []
+    sub2 = graph.node.create_subscription(String, '/sim_robot/scene', scene.append, LATCHED)
+    try:
+        assert wait_for(lambda: got and scene, 5.0), 'late subscriber got no instruction'
+        assert got[-1].data == 'touch the blue block'
+        assert json.loads(scene[-1].data)['task'] == 'reach_blue'
+    finally:
+        graph.node.destroy_subscription(sub)
+        graph.node.destroy_subscription(sub2)
+
+
+def test_auto_end_episode_timeout_and_success(graph):
+    graph.end_calls.clear()
+    graph.reset(task='reach_red', split='generalist', seed=4, auto_end_episode=True,
+                episode_timeout=0.6)
+    assert wait_for(lambda: graph.end_calls, 4.0), 'end_episode not called on timeout'
+    assert graph.end_calls[0][0] is False and graph.end_calls[0][1] >= 0.6
+    time.sleep(0.4)
+    assert len(graph.end_calls) == 1  # once per reset
+
+    graph.end_calls.clear()
+    graph.reset(seed=6, episode_timeout=8.0)
+    goal = inverse_kinematics(graph.sim.world.target_position())
+    graph.send_trajectory(graph.sim.joint_names, [(1.0, goal)])
+    assert wait_for(lambda: graph.end_calls, 8.0), 'end_episode not called on success'
+    assert graph.end_calls[0][0] is True and graph.end_calls[0][1] < 8.0
+    assert wait_for(lambda: graph.success and graph.success[-1].data, 1.0)
+    time.sleep(0.3)
+    assert len(graph.end_calls) == 1
+    graph.sim.set_parameters([Parameter('auto_end_episode', value=False)])
+
+
+def test_cli_runs_the_node():
+    """``retain-ros sim`` starts the node from an argv list and stops cleanly on Ctrl-C."""
+    env = dict(os.environ, ROS_AUTOMATIC_DISCOVERY_RANGE='LOCALHOST',
+               ROS_DOMAIN_ID=str(random.randint(100, 199)), PYTHONPATH=ROOT)
+    proc = subprocess.Popen(
+        [sys.executable, '-m', 'retain_ros.cli', 'sim', '--ros-args', '-r', '__ns:=/clitest',
+         '-p', 'image_size:=24', '-p', 'task:=reach_green'],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    context = rclpy.Context()
+    rclpy.init(context=context, domain_id=int(env['ROS_DOMAIN_ID']))
+    node = rclpy.create_node('cli_probe', context=context)
+    got = []
+    node.create_subscription(String, '/clitest/instruction', got.append, LATCHED)
+    images = []
+    node.create_subscription(Image, '/clitest/camera/image_raw', images.append, 5)
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(node)
+    try:
+        deadline = time.monotonic() + 20.0
+        while time.monotonic() < deadline and not (got and images):
+            executor.spin_once(timeout_sec=0.1)
+        assert got and got[-1].data == 'touch the green block', proc.poll()
+        assert images and images[-1].width == 24
+    finally:
+        executor.shutdown(timeout_sec=1.0)
+        node.destroy_node()
+        rclpy.try_shutdown(context=context)
+        proc.send_signal(signal.SIGINT)
+        try:
+            out, _ = proc.communicate(timeout=10.0)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, _ = proc.communicate()
+    assert proc.returncode == 0, out
+    assert 'sim robot up' in out
+
+
+def test_help(capsys):
+    from retain_ros.ros import sim_robot
+    assert sim_robot.main(['--help']) == 0
+    out = capsys.readouterr().out
+    assert 'auto_end_episode' in out and 'episode_timeout' in out
