@@ -22,6 +22,7 @@ from typing import Dict
 from typing import List
 from typing import Optional
 from typing import Sequence
+from typing import Union
 
 import numpy as np
 import torch
@@ -30,12 +31,15 @@ from retain_ros.policies.base import ActionChunk
 from retain_ros.policies.base import Observation
 from retain_ros.policies.base import Policy
 from retain_ros.policies.pi0.configuration_pi0 import load_pi0_config
+from retain_ros.policies.pi0.configuration_pi0 import pi0_config_from_dict
 from retain_ros.policies.pi0.configuration_pi0 import Pi0Spec
+from retain_ros.policies.pi0.processor_pi0 import as_norm_stats
 from retain_ros.policies.pi0.processor_pi0 import load_norm_stats
 from retain_ros.policies.pi0.processor_pi0 import NormStats
 from retain_ros.policies.pi0.processor_pi0 import Pi0Processor
 from retain_ros.policies.pi0.processor_pi0 import POSTPROCESSOR_JSON
 from retain_ros.policies.pi0.processor_pi0 import PREPROCESSOR_JSON
+from retain_ros.policies.pi0.tokenizer_pi0 import build_byte_tokenizer
 from retain_ros.policies.pi0.tokenizer_pi0 import BYTE_VOCAB_SIZE
 from retain_ros.policies.pi0.tokenizer_pi0 import load_tokenizer
 from retain_ros.policies.pi0.tokenizer_pi0 import save_byte_tokenizer
@@ -135,10 +139,11 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
 
 
 def build_pi0_module(spec: Pi0Spec, device: torch.device, dtype: torch.dtype,
-                     init_weights: bool = False, seed: int = 0) -> torch.nn.Module:
+                     init_weights: bool = False, seed: Optional[int] = None) -> torch.nn.Module:
     """Create ``PI0ForConditionalGeneration`` on ``device`` in ``dtype``.
 
-    :param init_weights: random-initialize (seeded) instead of leaving memory for the merger.
+    :param init_weights: random-initialize instead of leaving memory for the merger.
+    :param seed: seed of the initialization (``None``: the current torch RNG state).
     """
     from transformers import PI0ForConditionalGeneration
     from transformers.initialization import no_init_weights
@@ -146,7 +151,8 @@ def build_pi0_module(spec: Pi0Spec, device: torch.device, dtype: torch.dtype,
     config = spec.hf_config
     with torch.device(device):
         if init_weights:
-            torch.manual_seed(seed)
+            if seed is not None:
+                torch.manual_seed(seed)
             model = PI0ForConditionalGeneration._from_config(config, dtype=dtype)
         else:
             with no_init_weights():
@@ -178,8 +184,8 @@ class Pi0Policy(Policy):
     @classmethod
     def build(cls, config_dir: str, tokenizer_path: str = '', device: str = 'cpu',
               dtype: str = 'float32', stats_dir: Optional[str] = None, noise_seed: int = 0,
-              init_weights: bool = False, stats: Optional[NormStats] = None,
-              init_seed: int = 0) -> 'Pi0Policy':
+              init_weights: bool = False, stats: Any = None,
+              init_seed: Optional[int] = None) -> 'Pi0Policy':
         """Build a π0 from a checkpoint directory's ``config.json``, without loading weights.
 
         :param config_dir: checkpoint directory with ``config.json``.
@@ -197,6 +203,7 @@ class Pi0Policy(Policy):
         tokenizer = load_tokenizer(default_tokenizer_path(config_dir, tokenizer_path))
         if stats is None:
             stats = load_norm_stats(stats_dir or config_dir, spec.state_dim, spec.action_dim)
+        stats = as_norm_stats(stats, spec.state_dim, spec.action_dim)
         dev = resolve_device(device)
         tdt = resolve_dtype(dtype, dev)
         model = build_pi0_module(spec, dev, tdt, init_weights=init_weights, seed=init_seed)
@@ -205,13 +212,42 @@ class Pi0Policy(Policy):
         return cls(spec, model, Pi0Processor(spec, tokenizer, stats), noise_seed=noise_seed)
 
     @classmethod
-    def from_spec(cls, spec: Pi0Spec, tokenizer: TextTokenizer, stats: NormStats,
-                  device: str = 'cpu', dtype: str = 'float32', init_weights: bool = True,
-                  init_seed: int = 0, noise_seed: int = 0) -> 'Pi0Policy':
-        """Build a π0 from an in-memory spec (e.g. ``pi0_config_from_dict(tiny_pi0_config())``)."""
+    def from_config(cls, config: Union[Dict[str, Any], Pi0Spec], tokenizer_path: str = '',
+                    stats: Any = None, device: str = 'cpu', dtype: str = 'float32',
+                    init_weights: bool = True, init_seed: Optional[int] = None,
+                    noise_seed: int = 0,
+                    tokenizer: Optional[TextTokenizer] = None) -> 'Pi0Policy':
+        """Build a π0 from an in-memory config (e.g. :func:`tiny_pi0_config`) or spec.
+
+        :param config: a ``config.json`` dict or a :class:`Pi0Spec`.
+        :param tokenizer_path: local tokenizer; empty = the built-in byte tokenizer (tiny π0).
+        :param stats: normalization statistics (anything :func:`as_norm_stats` takes);
+            default identity.
+        :param device: auto | cpu | cuda | cuda:N.
+        :param dtype: auto | float32 | bfloat16 | float16.
+        :param init_weights: random-initialize the weights (default; for training).
+        :param init_seed: seed of the initialization (default: the current torch RNG state).
+        :param noise_seed: seed of the sampler's start noise.
+        :param tokenizer: a tokenizer object (instead of ``tokenizer_path``).
+        :return: the policy.
+        """
+        spec = config if isinstance(config, Pi0Spec) else pi0_config_from_dict(config)
+        if tokenizer is None:
+            tokenizer = (load_tokenizer(tokenizer_path) if tokenizer_path
+                         else TextTokenizer(build_byte_tokenizer()))
+        stats = as_norm_stats(stats, spec.state_dim, spec.action_dim)
         dev = resolve_device(device)
         model = build_pi0_module(spec, dev, resolve_dtype(dtype, dev), init_weights, init_seed)
         return cls(spec, model, Pi0Processor(spec, tokenizer, stats), noise_seed=noise_seed)
+
+    @classmethod
+    def from_spec(cls, spec: Pi0Spec, tokenizer: TextTokenizer, stats: Any,
+                  device: str = 'cpu', dtype: str = 'float32', init_weights: bool = True,
+                  init_seed: Optional[int] = None, noise_seed: int = 0) -> 'Pi0Policy':
+        """:meth:`from_config` with a spec and a tokenizer object."""
+        return cls.from_config(spec, stats=stats, device=device, dtype=dtype,
+                               init_weights=init_weights, init_seed=init_seed,
+                               noise_seed=noise_seed, tokenizer=tokenizer)
 
     # -- Policy API -------------------------------------------------------------------------------
     @property
@@ -430,40 +466,57 @@ def _postprocessor_json(spec: Pi0Spec) -> Dict[str, Any]:
     ]}
 
 
-def save_pi0_checkpoint(policy: Pi0Policy, out_dir: str, stats: Optional[NormStats] = None,
+def save_pi0_checkpoint(policy: Any, out_dir: str, stats: Any = None,
                         state_dict: Optional[Dict[str, torch.Tensor]] = None,
                         tokenizer_dir: Optional[str] = None,
-                        extra_config: Optional[Dict[str, Any]] = None) -> str:
+                        extra_config: Optional[Dict[str, Any]] = None,
+                        spec: Optional[Pi0Spec] = None) -> str:
     """Write a checkpoint in LeRobot π0 layout.
 
     Files: ``config.json`` (LeRobot policy config + ``control_period``), ``model.safetensors``
     (LeRobot names; the tied text embedding stored once as ``...paligemma.lm_head.weight`` with
     LeRobot's ``__metadata__`` alias; the expert's embedding as ``...gemma_expert.lm_head``),
     ``policy_preprocessor.json`` / ``policy_postprocessor.json`` + normalizer safetensors,
-    ``tokenizer/``.
+    ``tokenizer/`` (the policy's tokenizer directory; the byte tokenizer when there is none and
+    the model's vocabulary is the byte vocabulary).
 
-    :param policy: the policy (its spec, module weights, statistics and tokenizer).
+    :param policy: a :class:`Pi0Policy`, a ``PI0ForConditionalGeneration`` module or a
+        canonical-key state dict (the last two need ``spec``).
     :param out_dir: target directory (created; existing files overwritten).
-    :param stats: statistics to write (default: the policy's).
+    :param stats: statistics to write (anything :func:`as_norm_stats` takes; default: the
+        policy's).
     :param state_dict: canonical-key weights to write instead of the module's.
-    :param tokenizer_dir: tokenizer to copy (default: the policy's).
+    :param tokenizer_dir: tokenizer directory to copy (default: the policy's).
     :param extra_config: keys merged into ``config.json``.
+    :param spec: the model spec (default: the policy's).
     :return: ``out_dir``.
     """
     from safetensors.numpy import save_file as save_numpy
     from safetensors.torch import save_file
 
     os.makedirs(out_dir, exist_ok=True)
-    spec = policy.spec
-    stats = stats or policy.stats
-    stats.check(spec.state_dim, spec.action_dim)
+    is_policy = isinstance(policy, Pi0Policy)
+    spec = spec or (policy.spec if is_policy else None)
+    if spec is None:
+        raise ValueError('save_pi0_checkpoint needs spec= when given a module or state dict')
+    if stats is None and not is_policy:
+        raise ValueError('save_pi0_checkpoint needs stats= when given a module or state dict')
+    stats = as_norm_stats(policy.stats if stats is None else stats, spec.state_dim,
+                          spec.action_dim)
     config = dict(spec.policy_config)
     config['control_period'] = spec.control_period
     config.update(extra_config or {})
     with open(os.path.join(out_dir, 'config.json'), 'w', encoding='utf-8') as f:
         json.dump(config, f, indent=4)
 
-    state = state_dict if state_dict is not None else policy.module.state_dict()
+    if state_dict is not None:
+        state = state_dict
+    elif is_policy:
+        state = policy.module.state_dict()
+    elif isinstance(policy, torch.nn.Module):
+        state = policy.state_dict()
+    else:
+        state = dict(policy)
     tensors = {}
     for key, tensor in state.items():
         tensors[lerobot_pi0_key(key)] = tensor.detach().to('cpu').contiguous().clone()
@@ -477,7 +530,7 @@ def save_pi0_checkpoint(policy: Pi0Policy, out_dir: str, stats: Optional[NormSta
         with open(os.path.join(out_dir, name), 'w', encoding='utf-8') as f:
             json.dump(data, f, indent=2)
 
-    src = tokenizer_dir or policy.processor.tokenizer.path
+    src = tokenizer_dir or (policy.processor.tokenizer.path if is_policy else '')
     if src and os.path.isfile(src):
         src = os.path.dirname(src)
     dst = os.path.join(out_dir, TOKENIZER_DIR)

@@ -20,6 +20,7 @@ import glob
 import json
 import logging
 import os
+from typing import Any
 from typing import Dict
 from typing import List
 from typing import Optional
@@ -90,6 +91,38 @@ class NormStats:
                 'observation.state.std': np.asarray(self.state_std, np.float32),
                 'action.mean': np.asarray(self.action_mean, np.float32),
                 'action.std': np.asarray(self.action_std, np.float32)}
+
+
+def as_norm_stats(stats: Any, state_dim: int, action_dim: int) -> NormStats:
+    """Coerce statistics into :class:`NormStats` and check their sizes.
+
+    Accepts a :class:`NormStats`; ``None`` (identity); LeRobot-style nested dicts
+    ``{'observation.state': {'mean', 'std'}, 'action': {...}}``; flat LeRobot tensor dicts
+    (``observation.state.mean`` ...); openpi dicts ``{'state': ..., 'actions': ...}``
+    (optionally under ``norm_stats``).
+
+    :raises ValueError: unknown form or wrong sizes.
+    """
+    if stats is None:
+        out = NormStats.identity(state_dim, action_dim)
+    elif isinstance(stats, NormStats):
+        out = stats
+    elif isinstance(stats, dict):
+        data = stats.get('norm_stats', stats)
+        if 'observation.state.mean' in data:
+            out = _from_tensors({k: np.asarray(v) for k, v in data.items()}, 'dict')
+        else:
+            state = data.get('observation.state', data.get('state'))
+            action = data.get('action', data.get('actions'))
+            if not isinstance(state, dict) or not isinstance(action, dict):
+                raise ValueError('normalization stats dict needs observation.state/state and '
+                                 f'action/actions entries, got keys {sorted(data)}')
+            out = NormStats(*(np.asarray(v, np.float64).reshape(-1) for v in (
+                state['mean'], state['std'], action['mean'], action['std'])), source='dict')
+    else:
+        raise ValueError(f'cannot use {type(stats).__name__} as normalization statistics')
+    out.check(state_dim, action_dim)
+    return out
 
 
 def _from_tensors(values: Dict[str, np.ndarray], source: str) -> NormStats:
