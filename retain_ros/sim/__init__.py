@@ -1,6 +1,6 @@
 """Simulated robot: planar arm, table, coloured blocks, camera, tasks and a scripted expert.
 
-Pure Python (numpy + OpenCV); the ROS node wrapping it is :mod:`retain_ros.ros.sim_robot`.
+Pure Python (numpy + OpenCV); the ROS node wrapping it is the ``sim_robot`` node (ros layer).
 """
 from retain_ros.sim.tasks import SPLITS
 from retain_ros.sim.tasks import Task

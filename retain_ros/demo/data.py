@@ -1,0 +1,111 @@
+"""Scripted demonstrations for the demo policies: (image, instruction, state, action chunk).
+
+The expert (:mod:`retain_ros.sim.expert`) is rolled out in the simulated world; with a small
+probability per step the *executed* command is perturbed (the recorded label stays the expert's
+chunk from the state actually reached), so the data covers states off the expert's path and the
+policy learns to recover from its own errors (DART-style noise injection).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+import logging
+from typing import List
+from typing import Sequence
+
+import numpy as np
+
+from retain_ros.sim.expert import expert_chunk
+from retain_ros.sim.world import SimWorld
+
+LOG = logging.getLogger(__name__)
+
+#: Scene seeds of training demonstrations start here; evaluation uses seeds below it.
+TRAIN_SEED_OFFSET = 100_000
+
+
+@dataclass
+class DemoData:
+    """Demonstration samples, one per recorded control step.
+
+    :param images: ``(N, S, S, 3)`` uint8 camera images.
+    :param instructions: the distinct instruction strings.
+    :param instruction_index: ``(N,)`` index into ``instructions``.
+    :param states: ``(N, D)`` float32 joint positions.
+    :param actions: ``(N, H, D)`` float32 expert joint-target chunks.
+    :param episodes: number of episodes the samples came from.
+    """
+
+    images: np.ndarray
+    instructions: List[str]
+    instruction_index: np.ndarray
+    states: np.ndarray
+    actions: np.ndarray
+    episodes: int
+
+    def __len__(self) -> int:
+        return int(self.states.shape[0])
+
+
+def generate_demos(tasks: Sequence[str], split: str, episodes_per_task: int, horizon: int,
+                   dt: float, steps: int, image_size: int = 96, noise_prob: float = 0.3,
+                   noise_std: float = 0.15, seed_offset: int = TRAIN_SEED_OFFSET,
+                   progress=None) -> DemoData:
+    """Roll out the scripted expert and record training samples.
+
+    :param tasks: task names (each must belong to ``split``).
+    :param split: scene distribution to draw from.
+    :param episodes_per_task: episodes (scenes) per task.
+    :param horizon: actions per chunk.
+    :param dt: control period (s).
+    :param steps: control steps recorded per episode.
+    :param image_size: camera image side (px).
+    :param noise_prob: probability per step of perturbing the executed command.
+    :param noise_std: standard deviation (rad) of that perturbation.
+    :param seed_offset: first scene seed (episode ``i`` of a task uses ``seed_offset + i``).
+    :param progress: optional callable ``progress(n)`` called after each episode.
+    :return: :class:`DemoData`.
+    """
+    world = SimWorld(image_size=image_size)
+    images, states, actions, index = [], [], [], []
+    instructions: List[str] = []
+    for task in tasks:
+        for episode in range(int(episodes_per_task)):
+            seed = int(seed_offset) + episode
+            info = world.reset(task, split, seed)
+            if info.instruction not in instructions:
+                instructions.append(info.instruction)
+            which = instructions.index(info.instruction)
+            rng = np.random.default_rng([seed, which, 7])
+            for _ in range(int(steps)):
+                chunk = expert_chunk(world, horizon, dt)
+                images.append(world.render())
+                states.append(world.joint_positions())
+                actions.append(chunk)
+                index.append(which)
+                command = chunk[0]
+                if rng.random() < noise_prob:
+                    command = command + rng.normal(0.0, noise_std, size=command.shape)
+                world.set_joint_targets(command)
+                world.step(dt)
+            if progress is not None:
+                progress(1)
+    return DemoData(images=np.stack(images), instructions=instructions,
+                    instruction_index=np.asarray(index, np.int64),
+                    states=np.asarray(states, np.float32),
+                    actions=np.asarray(actions, np.float32),
+                    episodes=len(tasks) * int(episodes_per_task))
+
+
+def norm_stats(data: DemoData) -> dict:
+    """Mean / std of state and action over the samples (what the checkpoint normalizes with).
+
+    :return: ``{'observation.state': {'mean', 'std'}, 'action': {'mean', 'std'}}`` with
+        float32 numpy arrays (std floored at 1e-3).
+    """
+    flat = data.actions.reshape(-1, data.actions.shape[-1])
+    return {
+        'observation.state': {'mean': data.states.mean(0).astype(np.float32),
+                              'std': np.maximum(data.states.std(0), 1e-3).astype(np.float32)},
+        'action': {'mean': flat.mean(0).astype(np.float32),
+                   'std': np.maximum(flat.std(0), 1e-3).astype(np.float32)},
+    }
