@@ -15,3 +15,7 @@ class KeyMismatchError(MergeError):
 
 class SpecError(ValueError):
     """A merge specification is invalid (alpha out of range, unknown recipe, ...)."""
+
+
+class InvalidMergeSpecError(MergeError, SpecError):
+    """A merge specification was refused by a merger (both a MergeError and a SpecError)."""

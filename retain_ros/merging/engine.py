@@ -1,0 +1,216 @@
+"""Shared merge machinery: validation of sources and per-tensor merging with all checks."""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from typing import Dict
+from typing import Iterator
+from typing import List
+from typing import Optional
+from typing import Sequence
+from typing import Union
+
+import torch
+
+from retain_ros.merging.checkpoint import CheckpointSource
+from retain_ros.merging.checkpoint import is_float
+from retain_ros.merging.checkpoint import open_checkpoint
+from retain_ros.merging.errors import CheckpointError
+from retain_ros.merging.errors import KeyMismatchError
+from retain_ros.merging.errors import MergeError
+from retain_ros.merging.recipes import get as get_recipe
+from retain_ros.merging.recipes.base import Recipe
+from retain_ros.merging.spec import MergeSpec
+
+LOG = logging.getLogger(__name__)
+
+CONVENTION = 'theta = (1 - alpha) * theta_pre + alpha * theta_ft (alpha = weight on finetuned)'
+SourceLike = Union[str, os.PathLike, CheckpointSource]
+_SHOW = 5
+
+
+def _adapter_base(path: str) -> Optional[str]:
+    cfg = os.path.join(path, 'adapter_config.json')
+    try:
+        with open(cfg, encoding='utf-8') as fh:
+            base = json.load(fh).get('base_model_name_or_path')
+    except (OSError, ValueError):
+        return None
+    if base and not os.path.isabs(base):
+        base = os.path.join(path, base)
+    return base if base and os.path.exists(base) else None
+
+
+def open_sources(pretrained: SourceLike, finetuned: Sequence[SourceLike],
+                 family: str = 'auto'):
+    """Open the pretrained and finetuned checkpoints.
+
+    A finetuned LoRA adapter whose own base is not a local path is applied to ``pretrained``.
+
+    :return: ``(pretrained_source, [finetuned_source, ...])``.
+    """
+    if isinstance(finetuned, (str, os.PathLike, CheckpointSource)):
+        finetuned = [finetuned]
+    if not finetuned:
+        raise MergeError('no finetuned checkpoint given')
+    pre = open_checkpoint(pretrained, family=family)
+    fts = []
+    for f in finetuned:
+        if isinstance(f, CheckpointSource):
+            fts.append(f)
+            continue
+        path = os.fspath(f)
+        if os.path.isdir(path) and os.path.isfile(os.path.join(path, 'adapter_config.json')):
+            fts.append(open_checkpoint(path, family=family, base=_adapter_base(path) or pre))
+        else:
+            fts.append(open_checkpoint(path, family=family))
+    return pre, fts
+
+
+def _names(keys: Sequence[str]) -> str:
+    keys = sorted(keys)
+    more = f' (+{len(keys) - _SHOW} more)' if len(keys) > _SHOW else ''
+    return ', '.join(repr(k) for k in keys[:_SHOW]) + more
+
+
+def validate_sources(pre: CheckpointSource, fts: Sequence[CheckpointSource]) -> None:
+    """Same canonical keys, shapes and dtype families, before anything changes.
+
+    :raises KeyMismatchError: naming the files and the first offending keys.
+    """
+    pre_keys = set(pre.keys())
+    for ft in fts:
+        ft_keys = set(ft.keys())
+        missing, extra = pre_keys - ft_keys, ft_keys - pre_keys
+        if missing or extra:
+            parts = []
+            if missing:
+                parts.append(f'{len(missing)} tensor(s) of the pretrained checkpoint missing from '
+                             f'the finetuned one: {_names(missing)}')
+            if extra:
+                parts.append(f'{len(extra)} tensor(s) only in the finetuned one: {_names(extra)}')
+            raise KeyMismatchError(
+                f'{ft.path} ({ft.family}/{ft.dialect}) does not hold the same tensors as '
+                f'{pre.path} ({pre.family}/{pre.dialect}) after key normalization: '
+                + '; '.join(parts))
+        for k in sorted(pre_keys):
+            if tuple(pre.shape(k)) != tuple(ft.shape(k)):
+                raise KeyMismatchError(
+                    f'tensor {k!r}: shape {list(pre.shape(k))} in {pre.file_of(k)} but '
+                    f'{list(ft.shape(k))} in {ft.file_of(k)}')
+            if is_float(pre.dtype(k)) != is_float(ft.dtype(k)):
+                raise KeyMismatchError(
+                    f'tensor {k!r}: dtype {pre.dtype(k)} in {pre.file_of(k)} but '
+                    f'{ft.dtype(k)} in {ft.file_of(k)} (floating vs integer/bool)')
+
+
+def fingerprint(pre: CheckpointSource, fts: Sequence[CheckpointSource], spec: MergeSpec,
+                alphas: Dict[str, object]) -> str:
+    """Short id of a merged state: input digests + recipe + coefficients per group."""
+    payload = {
+        'pretrained': pre.digest(), 'finetuned': [f.digest() for f in fts],
+        'recipe': spec.recipe, 'alphas': alphas, 'lambdas': list(spec.lambdas),
+        'convention': 'alpha=weight_on_finetuned',
+    }
+    raw = json.dumps(payload, sort_keys=True).encode()
+    return hashlib.sha256(raw).hexdigest()[:16]
+
+
+class TensorMerger:
+    """Merge one canonical tensor at a time with every check.
+
+    :param pre: pretrained source.
+    :param fts: finetuned sources.
+    :param spec: merge spec (validated against the recipe here).
+    :param groups: canonical key -> group.
+    """
+
+    def __init__(self, pre: CheckpointSource, fts: Sequence[CheckpointSource], spec: MergeSpec,
+                 groups: Dict[str, str]):
+        self.pre, self.fts, self.spec, self.groups = pre, list(fts), spec, groups
+        self.recipe: Recipe = get_recipe(spec.recipe)
+        self.recipe.check(spec, len(self.fts))
+        self.coefs = {g: self.recipe.coefficients(spec, g, len(self.fts))
+                      for g in set(groups.values()) | {'other'}}
+
+    def coefs_for(self, key: str):
+        return self.coefs[self.groups.get(key, 'other')]
+
+    def check_equal(self, key: str, pre_t: torch.Tensor, ft_ts: Sequence[torch.Tensor]) -> None:
+        """Integer / bool tensors are never interpolated: they must match exactly."""
+        for ft, t in zip(self.fts, ft_ts):
+            if pre_t.dtype != t.dtype or not torch.equal(pre_t, t.to(pre_t.device)):
+                raise KeyMismatchError(
+                    f'non-float tensor {key!r} ({pre_t.dtype}) differs between '
+                    f'{self.pre.file_of(key)} and {ft.file_of(key)}; integer/bool tensors are '
+                    'copied, never interpolated, so they must be equal')
+
+    def diagnose_nonfinite(self, key: str, inputs: Sequence[torch.Tensor], coefs) -> MergeError:
+        """Error naming the input file with non-finite values, else the coefficients."""
+        for src, t in zip([self.pre] + self.fts, inputs):
+            if is_float(t.dtype) and not bool(torch.isfinite(t).all()):
+                return CheckpointError(f'non-finite values (nan/inf) in tensor {key!r} of '
+                                       f'{src.file_of(key)}')
+        return MergeError(f'merging tensor {key!r} with coefficients {list(coefs)} '
+                          f'({self.spec.recipe}) produced non-finite values (overflow)')
+
+    def merge_chunks(self, key: str, out_dtype: torch.dtype, chunk_elems: int = 1 << 24
+                     ) -> Iterator[torch.Tensor]:
+        """Merged tensor ``key`` as flat chunks in ``out_dtype`` (bounded memory)."""
+        pre_t = self.pre.get(key)
+        ft_ts = [f.get(key) for f in self.fts]
+        if not is_float(pre_t.dtype):
+            self.check_equal(key, pre_t, ft_ts)
+            yield ft_ts[0].reshape(-1).to(out_dtype)
+            return
+        coefs = self.coefs_for(key)
+        flat = [pre_t.reshape(-1)] + [t.reshape(-1) for t in ft_ts]
+        n = flat[0].numel()
+        for i in range(0, max(n, 1), chunk_elems):
+            parts = [t[i:i + chunk_elems] for t in flat]
+            res = self.recipe.combine(parts[0], parts[1:], coefs)
+            if res.numel() and not bool(torch.isfinite(res).all()):
+                raise self.diagnose_nonfinite(key, parts, coefs)
+            yield res.to(out_dtype)
+
+    def merge(self, key: str, out_dtype: torch.dtype, device='cpu') -> torch.Tensor:
+        """Whole merged tensor ``key`` in ``out_dtype`` on ``device``."""
+        pre_t = self.pre.get(key, device)
+        ft_ts = [f.get(key, device) for f in self.fts]
+        return self.merge_tensors(key, pre_t, ft_ts, out_dtype)
+
+    def merge_tensors(self, key: str, pre_t: torch.Tensor, ft_ts: Sequence[torch.Tensor],
+                      out_dtype: torch.dtype, check_finite: bool = True,
+                      out: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Merge given input tensors; if ``out`` is given the result is copied into it."""
+        if not is_float(pre_t.dtype):
+            self.check_equal(key, pre_t, ft_ts)
+            res = ft_ts[0]
+            return res.to(out_dtype) if out is None else out.copy_(res)
+        coefs = self.coefs_for(key)
+        direct = out is not None and out.dtype == torch.float32 and all(
+            t.dtype in (torch.float32, torch.bfloat16, torch.float16) for t in [pre_t, *ft_ts])
+        res = self.recipe.combine(pre_t, ft_ts, coefs, out=out if direct else None)
+        if check_finite and res.numel() and not bool(torch.isfinite(res).all()):
+            raise self.diagnose_nonfinite(key, [pre_t, *ft_ts], coefs)
+        if out is None:
+            return res.to(out_dtype)
+        if not direct:
+            out.copy_(res)
+        return out
+
+    def alphas(self) -> Dict[str, object]:
+        """Coefficient(s) per group, as reported in merge states (floats for one finetuned)."""
+        from retain_ros.merging.spec import GROUPS
+        out: Dict[str, object] = {}
+        for g in GROUPS:
+            c = self.recipe.coefficients(self.spec, g, len(self.fts))
+            out[g] = c[0] if len(set(c)) == 1 else list(c)
+        return out
+
+
+def describe_sources(pre: CheckpointSource, fts: List[CheckpointSource]) -> str:
+    return (f'pretrained {pre.path} [{pre.family}/{pre.dialect}], finetuned '
+            + ', '.join(f'{f.path} [{f.family}/{f.dialect}]' for f in fts))

@@ -1,0 +1,239 @@
+"""Minimal safetensors reader and streaming writer.
+
+The reader parses the header itself and maps the file once (``mmap``), so a tensor is a zero-copy
+view of the page cache and a truncated or corrupted file is caught with a message that names the
+file and the tensor. The writer lays out the header first and then streams tensors one by one, so
+memory stays near one tensor.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import mmap
+import os
+import struct
+from typing import Dict
+from typing import Iterable
+from typing import List
+from typing import Optional
+from typing import Tuple
+
+import torch
+
+from retain_ros.merging.errors import CheckpointError
+
+LOG = logging.getLogger(__name__)
+
+DTYPES: Dict[str, torch.dtype] = {
+    'F64': torch.float64, 'F32': torch.float32, 'F16': torch.float16, 'BF16': torch.bfloat16,
+    'I64': torch.int64, 'I32': torch.int32, 'I16': torch.int16, 'I8': torch.int8,
+    'U8': torch.uint8, 'BOOL': torch.bool,
+}
+for _name, _attr in (('F8_E4M3', 'float8_e4m3fn'), ('F8_E5M2', 'float8_e5m2'),
+                     ('U16', 'uint16'), ('U32', 'uint32'), ('U64', 'uint64')):
+    if hasattr(torch, _attr):
+        DTYPES[_name] = getattr(torch, _attr)
+DTYPE_NAMES: Dict[torch.dtype, str] = {v: k for k, v in DTYPES.items()}
+
+_MAX_HEADER = 512 * 1024 * 1024
+
+
+class TensorInfo:
+    """Where one tensor lives in a safetensors file."""
+
+    __slots__ = ('name', 'dtype', 'shape', 'start', 'end')
+
+    def __init__(self, name: str, dtype: torch.dtype, shape: Tuple[int, ...], start: int,
+                 end: int):
+        self.name = name
+        self.dtype = dtype
+        self.shape = shape
+        self.start = start
+        self.end = end
+
+    @property
+    def nbytes(self) -> int:
+        return self.end - self.start
+
+
+class SafetensorsFile:
+    """A safetensors file opened lazily: header parsed and checked, data mapped on demand.
+
+    :param path: the ``.safetensors`` file.
+    :raises CheckpointError: missing, truncated or corrupted file (naming file and tensor).
+    """
+
+    def __init__(self, path: str):
+        self.path = os.path.abspath(path)
+        self._mm: Optional[mmap.mmap] = None
+        self._fh = None
+        try:
+            size = os.path.getsize(self.path)
+            with open(self.path, 'rb') as fh:
+                raw = fh.read(8)
+                if len(raw) < 8:
+                    raise CheckpointError(
+                        f'{self.path}: truncated safetensors file ({size} bytes, no header)')
+                (n,) = struct.unpack('<Q', raw)
+                if n > min(size - 8, _MAX_HEADER):
+                    raise CheckpointError(
+                        f'{self.path}: corrupted or truncated safetensors file (header claims '
+                        f'{n} bytes, file has {size})')
+                header_bytes = fh.read(n)
+        except OSError as exc:
+            raise CheckpointError(f'{self.path}: cannot read checkpoint: {exc}') from exc
+        try:
+            header = json.loads(header_bytes.decode('utf-8'))
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise CheckpointError(
+                f'{self.path}: corrupted safetensors header (not JSON): {exc}') from exc
+        if not isinstance(header, dict):
+            raise CheckpointError(f'{self.path}: corrupted safetensors header (not an object)')
+        meta = header.pop('__metadata__', None) or {}
+        self.metadata: Dict[str, str] = {str(k): str(v) for k, v in meta.items()}
+        self.data_start = 8 + n
+        data_size = size - self.data_start
+        self.tensors: Dict[str, TensorInfo] = {}
+        for name, entry in header.items():
+            self.tensors[name] = self._parse_entry(name, entry, data_size)
+        spans = sorted((t.start, t.end, t.name) for t in self.tensors.values() if t.nbytes)
+        for (s0, e0, n0), (s1, _, n1) in zip(spans, spans[1:]):
+            if s1 < e0:
+                raise CheckpointError(
+                    f'{self.path}: corrupted safetensors header: tensors {n0!r} and {n1!r} '
+                    'overlap')
+
+    def _parse_entry(self, name: str, entry, data_size: int) -> TensorInfo:
+        try:
+            dtype = DTYPES[entry['dtype']]
+            shape = tuple(int(s) for s in entry['shape'])
+            start, end = (int(x) for x in entry['data_offsets'])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CheckpointError(
+                f'{self.path}: corrupted safetensors header entry for tensor {name!r}: '
+                f'{entry!r}') from exc
+        numel = 1
+        for s in shape:
+            if s < 0:
+                raise CheckpointError(f'{self.path}: tensor {name!r} has a negative dimension')
+            numel *= s
+        itemsize = torch.empty((), dtype=dtype).element_size()
+        if end - start != numel * itemsize or start < 0:
+            raise CheckpointError(
+                f'{self.path}: corrupted safetensors header: tensor {name!r} shape {list(shape)} '
+                f'{entry["dtype"]} needs {numel * itemsize} bytes, offsets give {end - start}')
+        if end > data_size:
+            raise CheckpointError(
+                f'{self.path}: truncated file: tensor {name!r} needs bytes up to {end} of the '
+                f'data section but only {data_size} are present')
+        return TensorInfo(name, dtype, shape, start, end)
+
+    def keys(self) -> List[str]:
+        return list(self.tensors)
+
+    def _map(self) -> mmap.mmap:
+        if self._mm is None:
+            try:
+                self._fh = open(self.path, 'rb')
+                self._mm = mmap.mmap(self._fh.fileno(), 0, access=mmap.ACCESS_COPY)
+            except (OSError, ValueError) as exc:
+                raise CheckpointError(f'{self.path}: cannot map file: {exc}') from exc
+        return self._mm
+
+    def get(self, name: str) -> torch.Tensor:
+        """Zero-copy CPU tensor backed by the file mapping (treat as read-only).
+
+        :raises CheckpointError: unknown tensor name.
+        """
+        info = self.tensors.get(name)
+        if info is None:
+            raise CheckpointError(f'{self.path}: no tensor named {name!r}')
+        if info.nbytes == 0:
+            return torch.empty(info.shape, dtype=info.dtype)
+        mm = self._map()
+        flat = torch.frombuffer(mm, dtype=torch.uint8, count=info.nbytes,
+                                offset=self.data_start + info.start)
+        return flat.view(info.dtype).view(info.shape)
+
+    def close(self) -> None:
+        """Drop the mapping (it stays alive while tensors still reference it)."""
+        mm, fh = self._mm, self._fh
+        self._mm = self._fh = None
+        if mm is not None:
+            try:
+                mm.close()
+            except BufferError:
+                pass  # tensors still view it; released with the last of them
+        if fh is not None:
+            fh.close()
+
+
+def tensor_bytes(tensor: torch.Tensor) -> memoryview:
+    """Raw little-endian bytes of a CPU tensor (contiguous copy only when needed)."""
+    t = tensor.detach()
+    if t.device.type != 'cpu':
+        t = t.cpu()
+    t = t.contiguous().reshape(-1)
+    if t.numel() == 0:
+        return memoryview(b'')
+    return memoryview(t.view(torch.uint8).numpy())
+
+
+class StreamingWriter:
+    """Write one safetensors file whose layout is known up front, one tensor at a time.
+
+    :param path: output file (the caller renames it into place).
+    :param layout: ``[(name, dtype, shape), ...]`` in file order.
+    :param metadata: ``__metadata__`` strings.
+    """
+
+    def __init__(self, path: str, layout: Iterable[Tuple[str, torch.dtype, Tuple[int, ...]]],
+                 metadata: Optional[Dict[str, str]] = None):
+        self.path = path
+        header: Dict[str, object] = {}
+        if metadata:
+            header['__metadata__'] = dict(metadata)
+        offset = 0
+        self._expect: List[Tuple[str, torch.dtype, Tuple[int, ...], int]] = []
+        for name, dtype, shape in layout:
+            numel = 1
+            for s in shape:
+                numel *= s
+            nbytes = numel * torch.empty((), dtype=dtype).element_size()
+            header[name] = {'dtype': DTYPE_NAMES[dtype], 'shape': list(shape),
+                            'data_offsets': [offset, offset + nbytes]}
+            self._expect.append((name, dtype, tuple(shape), nbytes))
+            offset += nbytes
+        raw = json.dumps(header, separators=(',', ':')).encode('utf-8')
+        raw += b' ' * ((8 - len(raw) % 8) % 8)
+        self._fh = open(path, 'wb')
+        self._fh.write(struct.pack('<Q', len(raw)))
+        self._fh.write(raw)
+        self._next = 0
+        self.total_bytes = offset
+
+    def write(self, name: str, tensor: torch.Tensor) -> None:
+        """Append the next tensor; it must be the one the layout names next."""
+        exp_name, dtype, shape, _ = self._expect[self._next]
+        if name != exp_name or tensor.dtype != dtype or tuple(tensor.shape) != shape:
+            raise ValueError(f'{self.path}: writer expected {exp_name!r} {dtype} {list(shape)}, '
+                             f'got {name!r} {tensor.dtype} {list(tensor.shape)}')
+        self._fh.write(tensor_bytes(tensor))
+        self._next += 1
+
+    def close(self) -> None:
+        """Flush and close; raises if tensors are missing."""
+        if self._fh is None:
+            return
+        fh, self._fh = self._fh, None
+        fh.flush()
+        os.fsync(fh.fileno())
+        fh.close()
+        if self._next != len(self._expect):
+            raise ValueError(f'{self.path}: only {self._next} of {len(self._expect)} tensors '
+                             'were written')
+
+    def abort(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
