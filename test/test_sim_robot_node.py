@@ -75,6 +75,10 @@ class Graph:
         self.node.create_subscription(JointState, '/joint_states', self.joint_states.append, 50)
         self.node.create_subscription(Image, '/camera/image_raw', self.images.append, 5)
         self.node.create_subscription(Bool, '/sim_robot/success', self.success.append, 10)
+        self.episodes = []
+        self.node.create_subscription(String, '/sim_robot/episode',
+                                      lambda m: self.episodes.append(json.loads(m.data)), LATCHED)
+        self.end_reply = (True, 'ok')
         self.node.create_service(SetBool, '/test_policy/end_episode', self._end_episode)
         self.traj_pub = self.node.create_publisher(
             JointTrajectory, '/arm_controller/joint_trajectory', 10)
@@ -89,8 +93,7 @@ class Graph:
 
     def _end_episode(self, request, response):
         self.end_calls.append((request.data, self.sim.world.time))
-        response.success = True
-        response.message = 'ok'
+        response.success, response.message = self.end_reply
         return response
 
     def close(self):
@@ -232,16 +235,26 @@ def test_auto_end_episode_timeout_and_success(graph):
     assert graph.end_calls[0][0] is False and graph.end_calls[0][1] >= 0.6
     time.sleep(0.4)
     assert len(graph.end_calls) == 1  # once per reset
+    assert wait_for(lambda: graph.episodes and graph.episodes[-1]['seed'] == 4, 2.0)
+    outcome = graph.episodes[-1]
+    assert outcome['success'] is False and outcome['reason'] == 'timeout'
+    assert outcome['reported'] is True and outcome['task'] == 'reach_red'
 
     graph.end_calls.clear()
+    graph.end_reply = (False, 'no episode is running')
     graph.reset(seed=6, episode_timeout=8.0)
     goal = inverse_kinematics(graph.sim.world.target_position())
     graph.send_trajectory(graph.sim.joint_names, [(1.0, goal)])
     assert wait_for(lambda: graph.end_calls, 8.0), 'end_episode not called on success'
     assert graph.end_calls[0][0] is True and graph.end_calls[0][1] < 8.0
     assert wait_for(lambda: graph.success and graph.success[-1].data, 1.0)
+    assert wait_for(lambda: graph.episodes[-1]['seed'] == 6, 2.0)
+    outcome = graph.episodes[-1]
+    assert outcome['success'] is True and outcome['reason'] == 'success'
+    assert outcome['reported'] is False and outcome['message'] == 'no episode is running'
     time.sleep(0.3)
     assert len(graph.end_calls) == 1
+    graph.end_reply = (True, 'ok')
     graph.sim.set_parameters([Parameter('auto_end_episode', value=False)])
 
 

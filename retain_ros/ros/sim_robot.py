@@ -10,7 +10,9 @@ instruction of the current scene is published (transient local) so the policy no
 Evaluation rollouts: ``~/reset`` draws the scene for the current ``task`` / ``split`` / ``seed``
 parameters; with ``auto_end_episode`` the node then tells the policy node how the episode ended
 (``<policy_node>/end_episode``, ``std_srvs/SetBool``, data = success) as soon as the task's success
-test holds or ``episode_timeout`` seconds have passed.
+test holds or ``episode_timeout`` seconds have passed, and publishes the outcome on ``~/episode``
+(``std_msgs/String`` JSON, transient local: ``reset``, ``success``, ``time_s``, ``reason``, the
+SceneInfo fields, ``reported`` = the policy node accepted it, ``message`` = its reply).
 
 Run it as ``ros2 run retain_ros sim_robot`` or ``retain-ros sim [--ros-args -p task:=...]``.
 """
@@ -124,8 +126,7 @@ class SimRobotNode(Node):
         self._last_q = self.world.joint_positions()
         self._velocity = np.zeros(len(self.joint_names))
         self._episode_open = False
-        self._end_pending = None  # (success, since) while waiting for the service
-        self._end_future = None
+        self._end_pending = None  # (outcome, since) while waiting for the service
         self._resets = 0
         self.rejected = 0
 
@@ -136,6 +137,7 @@ class SimRobotNode(Node):
         self.instruction_pub = self.create_publisher(String, p('instruction_topic'), latched)
         self.scene_pub = self.create_publisher(String, '~/scene', latched)
         self.success_pub = self.create_publisher(Bool, '~/success', 10)
+        self.episode_pub = self.create_publisher(String, '~/episode', latched)
         self.create_subscription(JointTrajectory, p('trajectory_topic'),
                                  self.trajectory_callback, 10)
         self.create_subscription(Float64MultiArray, p('command_topic'), self.command_callback, 10)
@@ -273,34 +275,46 @@ class SimRobotNode(Node):
             success = bool(self.world.success())
             if success or self.world.time >= self._param('episode_timeout'):
                 self._episode_open = False
-                self._end_pending = (success, time.monotonic())
+                outcome = {'reset': self._resets, 'success': success,
+                           'time_s': round(self.world.time, 3),
+                           'reason': 'success' if success else 'timeout',
+                           **asdict(self.world.info)}
+                self._end_pending = (outcome, time.monotonic())
         if self._end_pending is None:
             return
-        success, since = self._end_pending
+        outcome, since = self._end_pending
         if self.end_client.service_is_ready():
             self._end_pending = None
-            request = SetBool.Request(data=success)
-            future = self.end_client.call_async(request)
-            future.add_done_callback(self._end_done)
-            self._end_future = future
+            future = self.end_client.call_async(SetBool.Request(data=outcome['success']))
+            future.add_done_callback(lambda f, o=outcome: self._end_done(f, o))
             self.get_logger().info(
-                f'episode over after {self.world.time:.1f} s: '
-                f'{"SUCCESS" if success else "failure (timeout)"}; calling '
+                f'episode over after {outcome["time_s"]:.1f} s: '
+                f'{"SUCCESS" if outcome["success"] else "failure (timeout)"}; calling '
                 f'{self.end_client.srv_name}')
         elif time.monotonic() - since > END_EPISODE_WAIT:
             self._end_pending = None
-            self.get_logger().error(
-                f'{self.end_client.srv_name} not available after {END_EPISODE_WAIT:g} s; '
-                'episode outcome not reported')
+            message = f'{self.end_client.srv_name} not available after {END_EPISODE_WAIT:g} s'
+            self.get_logger().error(f'{message}; episode outcome not reported')
+            self._publish_outcome(outcome, False, message)
 
-    def _end_done(self, future) -> None:
+    def _end_done(self, future, outcome) -> None:
         try:
             result = future.result()
-        except Exception as exc:  # noqa: B902 (any failure of the remote call is logged)
+        except Exception as exc:  # noqa: B902 (any failure of the remote call is reported)
             self.get_logger().error(f'end_episode call failed: {exc}')
+            self._publish_outcome(outcome, False, str(exc))
             return
-        if result is not None and not result.success:
+        if result is None:
+            self._publish_outcome(outcome, False, 'no response')
+            return
+        if not result.success:
             self.get_logger().warning(f'end_episode refused: {result.message}')
+        self._publish_outcome(outcome, bool(result.success), result.message)
+
+    def _publish_outcome(self, outcome, reported: bool, message: str) -> None:
+        """Publish the episode's end on ``~/episode`` (JSON), for orchestrators and operators."""
+        data = dict(outcome, reported=reported, message=message)
+        self.episode_pub.publish(String(data=json.dumps(data)))
 
 
 def _usage() -> str:
@@ -310,7 +324,7 @@ def _usage() -> str:
     for name, (default, desc) in PARAMETERS.items():
         lines.append(f'  {name} (default {default!r}): {desc.description}')
     lines += ['', 'Services: ~/reset (std_srvs/Trigger). Topics out: joint_states, '
-              'camera/image_raw, instruction (latched), ~/scene, ~/success.']
+              'camera/image_raw, instruction (latched), ~/scene, ~/success, ~/episode.']
     return '\n'.join(lines)
 
 
