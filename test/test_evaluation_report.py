@@ -126,3 +126,26 @@ def test_cli_dispatch(log_path, capsys):
     from retain_ros import cli
     assert cli.main(['report', str(log_path)]) == 0
     assert 'alpha=1 ' in capsys.readouterr().out
+
+
+def test_per_task_and_write_report(tmp_path, capsys):
+    path = tmp_path / 'log.jsonl'
+    rec = EpisodeRecorder(str(path))
+    for task, k in (('reach_red', 2), ('reach_blue', 1)):
+        for i in range(3):
+            rec.start('x', f'split=generalist;task={task}', {'vision': 0.5, 'language': 0.5},
+                      'interpolate', 'fp')
+            rec.end(i < k)
+    assert report.main([str(path), '--by-task']) == 0
+    out = capsys.readouterr().out
+    assert 'generalist: reach_blue' in out and 'generalist: reach_red' in out
+    summary = report.write_report(str(path), markdown=str(tmp_path / 'r.md'),
+                                  plot=str(tmp_path / 'p.png'), json_path=str(tmp_path / 'j.json'))
+    setting = summary.settings[0]
+    assert summary.task_cell(setting, 'generalist', 'reach_red').k == 2
+    assert (summary.cell(setting, 'generalist').k, summary.cell(setting, 'generalist').n) == (3, 6)
+    text = (tmp_path / 'r.md').read_text()
+    assert '## Per task' in text and '2/3 (67%)' in text
+    assert '![success rate per alpha](p.png)' in text
+    assert (tmp_path / 'p.png').stat().st_size > 10000
+    assert json.loads((tmp_path / 'j.json').read_text())['rows'][0]['setting'] == 'alpha=0.5'

@@ -133,9 +133,17 @@ class Summary:
     sources: List[str] = field(default_factory=list)
     fingerprints: Dict[Setting, List[str]] = field(default_factory=dict)
     multi_recipe: bool = False
+    task_cells: Dict[Tuple[Setting, str, str], Cell] = field(default_factory=dict)
 
     def cell(self, setting: Setting, split: str) -> Cell:
         return self.cells.get((setting, split), Cell())
+
+    def tasks(self, split: str) -> List[str]:
+        """Task names seen in ``split`` (sorted)."""
+        return sorted({t for (_, sp, t) in self.task_cells if sp == split})
+
+    def task_cell(self, setting: Setting, split: str, task: str) -> Cell:
+        return self.task_cells.get((setting, split, task), Cell())
 
     def label(self, setting: Setting) -> str:
         return setting.label(with_recipe=self.multi_recipe)
@@ -266,6 +274,7 @@ def summarize(episodes: Iterable[Dict[str, Any]], skipped: int = 0,
     :param sources: log paths to mention in the output.
     """
     cells: Dict[Tuple[Setting, str], Cell] = {}
+    task_cells: Dict[Tuple[Setting, str, str], Cell] = {}
     fingerprints: Dict[Setting, List[str]] = {}
     settings = set()
     splits = set()
@@ -281,6 +290,10 @@ def summarize(episodes: Iterable[Dict[str, Any]], skipped: int = 0,
         cell = cells.setdefault((setting, split), Cell())
         cell.n += 1
         cell.k += int(bool(record['success']))
+        task = str(record.get('task') or '?')
+        tcell = task_cells.setdefault((setting, split, task), Cell())
+        tcell.n += 1
+        tcell.k += int(bool(record['success']))
         settings.add(setting)
         splits.add(split)
         recipes.add(recipe)
@@ -295,7 +308,7 @@ def summarize(episodes: Iterable[Dict[str, Any]], skipped: int = 0,
                         'different checkpoints', setting.label(), len(fingerprints[setting]))
     return Summary(settings=ordered, splits=_split_order(splits), cells=cells, n_episodes=count,
                    skipped=skipped, sources=[str(s) for s in sources], fingerprints=fingerprints,
-                   multi_recipe=len(recipes) > 1)
+                   multi_recipe=len(recipes) > 1, task_cells=task_cells)
 
 
 # ----------------------------------------------------------------------------------- printing
@@ -346,6 +359,23 @@ def format_table(summary: Summary) -> str:
     return '\n'.join(lines)
 
 
+def format_task_table(summary: Summary) -> str:
+    """Plain-text table per task: one row per setting, one column per (split, task)."""
+    columns = [(sp, t) for sp in summary.splits for t in summary.tasks(sp)]
+    if not columns:
+        return 'no episodes'
+    headers = ['setting'] + [f'{_split_title(sp)}: {t}' for sp, t in columns]
+    rows = [[summary.label(st)] + [_cell_text(summary.task_cell(st, sp, t)).strip()
+                                   for sp, t in columns]
+            for st in summary.settings]
+    widths = [max(len(r[i]) for r in [headers] + rows) for i in range(len(headers))]
+    lines = ['Success rate per task (k/n rate [95% Wilson interval])', '']
+    lines.append(' | '.join(h.ljust(w) for h, w in zip(headers, widths)).rstrip())
+    lines.append('-+-'.join('-' * w for w in widths))
+    lines += [' | '.join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    return '\n'.join(lines)
+
+
 def format_markdown(summary: Summary, plot_path: Optional[str] = None,
                     title: str = 'Evaluation rollouts: success rate per alpha') -> str:
     """Markdown report: header, table (with intervals), per-split best setting, plot link."""
@@ -389,6 +419,19 @@ def format_markdown(summary: Summary, plot_path: Optional[str] = None,
                        f'{summary.label(best)} ({cell.k}/{cell.n}).')
     out += ['', 'Overlapping intervals mean the data do not separate those settings; '
             'run more episodes before choosing alpha.', '']
+    columns = [(sp, t) for sp in summary.splits for t in summary.tasks(sp)]
+    if len(columns) > len(summary.splits):
+        out += ['## Per task', '']
+        out.append('| setting | ' + ' | '.join(f'{_split_title(sp)}: `{t}`'
+                                               for sp, t in columns) + ' |')
+        out.append('|---|' + '|'.join(['---:'] * len(columns)) + '|')
+        for setting in summary.settings:
+            cells = []
+            for sp, t in columns:
+                cell = summary.task_cell(setting, sp, t)
+                cells.append(f'{cell.k}/{cell.n} ({100 * cell.rate:.0f}%)' if cell.n else '–')
+            out.append(f'| {summary.label(setting)} | ' + ' | '.join(cells) + ' |')
+        out.append('')
     return '\n'.join(out)
 
 
@@ -536,6 +579,41 @@ def plot_summary(summary: Summary, path: str, title: Optional[str] = None,
     return path
 
 
+# ---------------------------------------------------------------------------------- one call
+
+def write_report(logs: Union[str, Sequence[str]], markdown: Optional[str] = None,
+                 plot: Optional[str] = None, json_path: Optional[str] = None,
+                 title: Optional[str] = None) -> Summary:
+    """Load logs, summarize, and write the requested files (what ``retain-ros demo`` needs).
+
+    :param logs: episode log path(s).
+    :param markdown: markdown report path (links the plot relative to itself).
+    :param plot: plot path (``.png``).
+    :param json_path: summary JSON path.
+    :param title: title of the plot and the markdown.
+    :return: the :class:`Summary` (print it with :func:`format_table`).
+    """
+    paths = [logs] if isinstance(logs, (str, os.PathLike)) else list(logs)
+    episodes, skipped = load_episodes(paths)
+    summary = summarize(episodes, skipped=skipped, sources=[str(p) for p in paths])
+    if plot:
+        plot_summary(summary, plot, title=title)
+    if markdown:
+        plot_ref = None
+        if plot:
+            plot_ref = os.path.relpath(os.path.abspath(plot),
+                                       os.path.dirname(os.path.abspath(markdown)))
+        text = format_markdown(summary, plot_ref, **({'title': title} if title else {}))
+        os.makedirs(os.path.dirname(os.path.abspath(markdown)), exist_ok=True)
+        with open(markdown, 'w', encoding='utf-8') as handle:
+            handle.write(text)
+    if json_path:
+        os.makedirs(os.path.dirname(os.path.abspath(json_path)), exist_ok=True)
+        with open(json_path, 'w', encoding='utf-8') as handle:
+            json.dump(summary.to_dict(), handle, indent=2)
+    return summary
+
+
 # --------------------------------------------------------------------------------------- CLI
 
 def build_parser() -> argparse.ArgumentParser:
@@ -548,6 +626,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--markdown', metavar='MD', help='write a markdown report here')
     parser.add_argument('--json', metavar='JSON', help='write the summary as JSON here')
     parser.add_argument('--title', default=None, help='plot / markdown title')
+    parser.add_argument('--by-task', action='store_true',
+                        help='also print success per task')
     return parser
 
 
@@ -555,34 +635,21 @@ def main(argv: Optional[List[str]] = None) -> int:
     """Entry point of ``retain-ros report``; returns the exit status."""
     args = build_parser().parse_args(argv)
     if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format='%(levelname)s %(name)s: %(message)s')
+        logging.basicConfig(level=logging.WARNING, format='%(levelname)s %(name)s: %(message)s')
     missing = [p for p in args.logs if not os.path.isfile(p)]
     if missing:
         print(f'retain-ros report: no such log file: {", ".join(missing)}', file=sys.stderr)
         return 2
-    episodes, skipped = load_episodes(args.logs)
-    summary = summarize(episodes, skipped=skipped, sources=args.logs)
+    summary = write_report(args.logs, markdown=args.markdown, plot=args.plot,
+                           json_path=args.json, title=args.title)
     print(format_table(summary))
-    if args.plot:
-        plot_summary(summary, args.plot, title=args.title)
-        print(f'\nplot: {args.plot}')
-    if args.markdown:
-        plot_ref = None
-        if args.plot:
-            plot_ref = os.path.relpath(os.path.abspath(args.plot),
-                                       os.path.dirname(os.path.abspath(args.markdown)))
-        text = format_markdown(summary, plot_ref, **({'title': args.title} if args.title
-                                                     else {}))
-        os.makedirs(os.path.dirname(os.path.abspath(args.markdown)), exist_ok=True)
-        with open(args.markdown, 'w', encoding='utf-8') as handle:
-            handle.write(text)
-        print(f'markdown: {args.markdown}')
-    if args.json:
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        with open(args.json, 'w', encoding='utf-8') as handle:
-            json.dump(summary.to_dict(), handle, indent=2)
-        print(f'json: {args.json}')
-    if not episodes:
+    if args.by_task and summary.n_episodes:
+        print()
+        print(format_task_table(summary))
+    for what, path in (('plot', args.plot), ('markdown', args.markdown), ('json', args.json)):
+        if path:
+            print(f'{what}: {path}')
+    if not summary.n_episodes:
         print('retain-ros report: no valid episodes in the log(s)', file=sys.stderr)
         return 1
     return 0
