@@ -210,6 +210,7 @@ class StreamingWriter:
         self._fh.write(struct.pack('<Q', len(raw)))
         self._fh.write(raw)
         self._next = 0
+        self._part_bytes = 0
         self.total_bytes = offset
 
     def write(self, name: str, tensor: torch.Tensor) -> None:
@@ -219,6 +220,27 @@ class StreamingWriter:
             raise ValueError(f'{self.path}: writer expected {exp_name!r} {dtype} {list(shape)}, '
                              f'got {name!r} {tensor.dtype} {list(tensor.shape)}')
         self._fh.write(tensor_bytes(tensor))
+        self._next += 1
+
+    def write_part(self, name: str, part: torch.Tensor) -> None:
+        """Append the next flat piece of tensor ``name`` (finish it with :meth:`end_tensor`)."""
+        exp_name, dtype, _, nbytes = self._expect[self._next]
+        if name != exp_name or part.dtype != dtype:
+            raise ValueError(f'{self.path}: writer expected {exp_name!r} {dtype}, got {name!r} '
+                             f'{part.dtype}')
+        data = tensor_bytes(part)
+        self._part_bytes += data.nbytes
+        if self._part_bytes > nbytes:
+            raise ValueError(f'{self.path}: too many bytes for tensor {name!r}')
+        self._fh.write(data)
+
+    def end_tensor(self, name: str) -> None:
+        """Check that tensor ``name`` was written completely and move to the next one."""
+        exp_name, _, _, nbytes = self._expect[self._next]
+        if name != exp_name or self._part_bytes != nbytes:
+            raise ValueError(f'{self.path}: tensor {exp_name!r} got {self._part_bytes} of '
+                             f'{nbytes} bytes')
+        self._part_bytes = 0
         self._next += 1
 
     def close(self) -> None:
