@@ -61,7 +61,7 @@ def _policy_node(context, *args, **kwargs):
     if overrides:
         parameters.append(overrides)
     return [Node(
-        package=PACKAGE,
+        package='retain_ros',
         executable='policy_node',
         name='retain_policy',
         namespace=arg('namespace'),

@@ -32,35 +32,36 @@ TEST_JOINTS = ('j0', 'j1', 'j2', 'j3')
 TEST_INSTRUCTION = 'put the gripper on the red block'
 
 
-def _tiny_checkpoint(out_dir, seed):
+def write_tiny_pi0(out_dir, seed, camera_names=('base',), image_size=32, chunk_size=10,
+                   control_period=0.1):
+    """Write a randomly initialised tiny pi0 checkpoint (LeRobot layout) and return its path.
+
+    Uses the policies package's own ``tiny_pi0_config`` and ``save_pi0_checkpoint``; state and
+    action widths are ``len(TEST_JOINTS)``, normalization statistics the identity.
+    """
+    from retain_ros.policies.pi0 import load_tokenizer
+    from retain_ros.policies.pi0 import NormStats
+    from retain_ros.policies.pi0 import Pi0Policy
+    from retain_ros.policies.pi0 import pi0_config_from_dict
+    from retain_ros.policies.pi0 import save_byte_tokenizer
     from retain_ros.policies.pi0 import save_pi0_checkpoint
     from retain_ros.policies.pi0 import tiny_pi0_config
 
-    config = tiny_pi0_config(state_dim=len(TEST_JOINTS), action_dim=len(TEST_JOINTS))
-    save_pi0_checkpoint_random(save_pi0_checkpoint, config, out_dir, seed)
-    return str(out_dir)
-
-
-def save_pi0_checkpoint_random(save, config, out_dir, seed):
-    """Write a randomly initialised tiny pi0 with ``seed`` (normalization stats: identity)."""
-    import torch
-    from retain_ros.policies.pi0 import Pi0Policy
-
-    torch.manual_seed(seed)
-    policy = Pi0Policy.from_config(config)
     dim = len(TEST_JOINTS)
-    stats = {'observation.state': {'mean': np.zeros(dim), 'std': np.ones(dim)},
-             'action': {'mean': np.zeros(dim), 'std': np.ones(dim)}}
-    save(policy, out_dir, stats)
+    spec = pi0_config_from_dict(tiny_pi0_config(
+        state_dim=dim, action_dim=dim, chunk_size=chunk_size, camera_names=tuple(camera_names),
+        image_size=image_size, control_period=control_period))
+    tokenizer = load_tokenizer(save_byte_tokenizer(os.path.join(str(out_dir), 'tokenizer')))
+    policy = Pi0Policy.from_spec(spec, tokenizer, NormStats.identity(dim, dim),
+                                 init_weights=True, init_seed=seed)
+    return save_pi0_checkpoint(policy, str(out_dir))
 
 
 @pytest.fixture(scope='session')
 def tiny_pi0_checkpoints(tmp_path_factory):
     """Two tiny pi0 checkpoints ``(pretrained_dir, finetuned_dir)`` with different weights."""
     root = tmp_path_factory.mktemp('tiny_pi0')
-    pre = _tiny_checkpoint(root / 'pretrained', seed=1)
-    ft = _tiny_checkpoint(root / 'finetuned', seed=2)
-    return pre, ft
+    return write_tiny_pi0(root / 'pretrained', seed=1), write_tiny_pi0(root / 'finetuned', seed=2)
 
 
 class Collector:
@@ -229,9 +230,10 @@ class RosHarness:
         return self.call(SetParameters, f'{node_name}/set_parameters', request, timeout).results
 
     def shutdown(self):
-        for node in list(self.nodes):
-            self.stop_node(node)
         self.executor.shutdown(timeout_sec=5)
+        for node in list(self.nodes):
+            node.destroy_node()
+        self.nodes.clear()
         self.probe.destroy_node()
         self.context.try_shutdown()
         self._thread.join(timeout=5)

@@ -246,7 +246,7 @@ class PolicyNode(Node):
                 pretrained, finetuned, spec, family=self._cfg['family'],
                 device=self._cfg['device'], dtype=self._cfg['dtype'],
                 keep_sources=self._cfg['keep_sources'],
-                tokenizer_path=self._cfg['tokenizer_path'])
+                tokenizer_path=self._cfg['tokenizer_path'], warmup=False)
         except Exception as exc:
             raise StartupError(f'cannot load and merge the checkpoints: {exc}') from exc
         state = merger.state
@@ -269,7 +269,7 @@ class PolicyNode(Node):
             raise StartupError('control_period is 0 and the policy declares no period')
         self._replan_steps = int(cfg['replan_steps'])
         if self._replan_steps > self._horizon:
-            self.get_logger().warn(
+            self.get_logger().warning(
                 f'replan_steps={self._replan_steps} exceeds the chunk length {self._horizon}; '
                 f'replanning every {self._horizon} steps')
             self._replan_steps = self._horizon
@@ -365,7 +365,7 @@ class PolicyNode(Node):
             count = self._dropped[key]
             self._last_error = f'{key}: {reason}'
         if count == 1 or count % 100 == 0:
-            self.get_logger().warn(f'dropped {key} ({count} so far): {reason}')
+            self.get_logger().warning(f'dropped {key} ({count} so far): {reason}')
 
     def _camera_callback(self, topic: str, slot: str, msg) -> None:
         t0 = time.perf_counter()
@@ -448,7 +448,7 @@ class PolicyNode(Node):
         previous, self._hold_reason = self._hold_reason, reason
         if reason and reason != previous and (
                 previous is None or previous.split(' (')[0] != reason.split(' (')[0]):
-            self.get_logger().warn(f'holding (no new commands): {reason}')
+            self.get_logger().warning(f'holding (no new commands): {reason}')
         elif reason is None and previous is not None:
             self.get_logger().info('observations fresh: acting')
 
