@@ -300,3 +300,29 @@ def test_help(capsys):
     assert sim_robot.main(['--help']) == 0
     out = capsys.readouterr().out
     assert 'auto_end_episode' in out and 'episode_timeout' in out
+
+
+def test_closed_loop_expert_chunks_succeed(graph):
+    """Chunked trajectories, replanned from joint_states like the policy node does, solve a task.
+
+    The planner only sees what a policy would (joint_states from the topic); the goal comes from
+    the scripted expert of the sim package.
+    """
+    from retain_ros.sim.expert import expert_chunk
+    graph.episodes.clear()
+    graph.end_calls.clear()
+    graph.reset(task='reach_yellow', split='new_ood', seed=11, auto_end_episode=True,
+                episode_timeout=10.0)
+    dt, horizon = 0.1, 10
+    deadline = time.monotonic() + 10.0
+    while not graph.end_calls and time.monotonic() < deadline:
+        q = graph.latest_q()
+        chunk = expert_chunk(graph.sim.world, horizon, dt, start=q)
+        graph.send_trajectory(graph.sim.joint_names,
+                              [((i + 1) * dt, row) for i, row in enumerate(chunk)],
+                              stamp_now=True)
+        time.sleep(3 * dt)  # replan every 3 actions; the new chunk replaces the old one
+    assert graph.end_calls and graph.end_calls[0][0] is True
+    assert wait_for(lambda: graph.episodes and graph.episodes[-1]['seed'] == 11, 2.0)
+    assert graph.episodes[-1]['success'] is True
+    graph.sim.set_parameters([Parameter('auto_end_episode', value=False)])
