@@ -1,7 +1,6 @@
 """π0 config translation, byte tokenizer, processor maths and normalization-stat loaders."""
 import json
 import os
-import shutil
 
 import numpy as np
 import pytest
@@ -25,8 +24,11 @@ DATA = os.path.join(os.path.dirname(__file__), 'data')
 FIXTURE = os.path.join(DATA, 'lerobot_pi0_tiny')
 
 
-def write_layout_weights(out_dir, seed=0):
-    """A model.safetensors with exactly the names, shapes and metadata LeRobot wrote."""
+def write_layout_weights(out_dir, seed=0, num_inference_steps=None):
+    """A model.safetensors with exactly the names, shapes and metadata LeRobot wrote.
+
+    The fixture's config.json goes with it (``num_inference_steps`` overridden when given).
+    """
     from safetensors.torch import save_file as save_torch
     import torch
 
@@ -37,7 +39,12 @@ def write_layout_weights(out_dir, seed=0):
                for k, v in layout['tensors'].items()}
     os.makedirs(out_dir, exist_ok=True)
     save_torch(tensors, os.path.join(out_dir, 'model.safetensors'), metadata=layout['metadata'])
-    shutil.copy(os.path.join(FIXTURE, 'config.json'), os.path.join(out_dir, 'config.json'))
+    with open(os.path.join(FIXTURE, 'config.json'), encoding='utf-8') as f:
+        cfg = json.load(f)
+    if num_inference_steps:
+        cfg['num_inference_steps'] = int(num_inference_steps)
+    with open(os.path.join(out_dir, 'config.json'), 'w', encoding='utf-8') as f:
+        json.dump(cfg, f, indent=4)
     return out_dir
 
 
