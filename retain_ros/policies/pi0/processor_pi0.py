@@ -1,6 +1,6 @@
 """π0 pre/post-processing: the same steps as transformers ``PI0Processor`` / PaliGemma.
 
-- prompt: ``<image>`` × (image tokens per camera × cameras), then ``bos + instruction + '\\n'``
+- prompt: ``<image>`` × (image tokens per camera × cameras), then bos + instruction + newline
   as text tokens, right-padded (or truncated) to ``tokenizer_max_length`` text tokens;
   attention mask 1 on images and real text tokens, 0 on padding;
 - images: RGB ``uint8`` ``(H, W, 3)``, resized with OpenCV to the model's image size (aspect
@@ -260,7 +260,7 @@ class Pi0Processor:
 
     # -- text ---------------------------------------------------------------------------------
     def text_ids(self, instruction: str) -> List[int]:
-        """``bos + instruction + '\\n'`` ids, truncated to ``tokenizer_max_length``."""
+        """Ids of bos + instruction + newline, truncated to ``tokenizer_max_length``."""
         ids = self._prompt_cache.get(instruction)
         if ids is None:
             image_id = self.spec.image_token_id
