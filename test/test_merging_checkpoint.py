@@ -1,0 +1,253 @@
+"""Checkpoint sources: layouts, pi0 dialects, groups, LoRA, refused and broken files."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+
+import pytest
+from safetensors.torch import save_file
+import torch
+
+from retain_ros.merging.checkpoint import open_checkpoint
+from retain_ros.merging.errors import CheckpointError
+from retain_ros.merging.groups import assign_groups
+from retain_ros.merging.groups import GroupRules
+from test_merging_util import LEROBOT_PI0
+from test_merging_util import save_lerobot
+from test_merging_util import save_transformers
+from test_merging_util import smolvla_keys
+from test_merging_util import tiny_pi0
+
+
+@pytest.fixture(scope='module')
+def pi0_dirs(tmp_path_factory):
+    root = tmp_path_factory.mktemp('pi0')
+    model = tiny_pi0(seed=1)
+    state = model.state_dict()
+    return {
+        'state': state,
+        'lerobot': save_lerobot(state, str(root / 'lerobot')),
+        'openpi': save_lerobot(state, str(root / 'openpi'), openpi=True),
+        'transformers': save_transformers(model, str(root / 'transformers')),
+    }
+
+
+def test_lerobot_fixture_maps_to_runtime_names():
+    src = open_checkpoint(LEROBOT_PI0)
+    assert (src.family, src.dialect) == ('pi0', 'lerobot')
+    assert src.keys() == sorted(tiny_pi0().state_dict().keys())
+    assert src.file_key('model.vlm.language_model.embed_tokens.weight') == \
+        'model.paligemma_with_expert.paligemma.lm_head.weight'
+    assert src.metadata['model.paligemma_with_expert.paligemma.model.language_model.'
+                        'embed_tokens.weight'] == \
+        'model.paligemma_with_expert.paligemma.lm_head.weight'
+    assert [os.path.basename(p) for p in src.aux_files()] == ['config.json']
+    assert src.config['type'] == 'pi0'
+
+
+@pytest.mark.parametrize('dialect', ['lerobot', 'openpi', 'transformers'])
+def test_every_pi0_dialect_gives_the_runtime_state_dict(pi0_dirs, dialect):
+    src = open_checkpoint(pi0_dirs[dialect])
+    assert src.family == 'pi0'
+    assert src.dialect == dialect
+    state = pi0_dirs['state']
+    assert src.keys() == sorted(state)
+    for k, v in state.items():
+        assert torch.equal(src.get(k), v), k
+
+
+def test_transformers_save_stores_embed_tokens_and_expert_lm_head(pi0_dirs):
+    src = open_checkpoint(pi0_dirs['transformers'])
+    assert src.file_key('model.vlm.language_model.embed_tokens.weight') == \
+        'paligemma_with_expert.paligemma.model.language_model.model.embed_tokens.weight'
+    assert src.file_key('model.dit.embed_tokens.weight') == \
+        'paligemma_with_expert.gemma_expert.lm_head.weight'
+
+
+def test_pi0_groups_put_tied_lm_head_in_language():
+    src = open_checkpoint(LEROBOT_PI0)
+    groups = assign_groups(src.keys(), src.family)
+    assert groups['model.vlm.language_model.embed_tokens.weight'] == 'language'
+    assert groups['model.vlm.multi_modal_projector.linear.weight'] == 'vision'
+    assert groups['model.vlm.vision_tower.embeddings.patch_embedding.weight'] == 'vision'
+    assert groups['model.dit.layers.0.mlp.up_proj.weight'] == 'action'
+    assert groups['embed_action_time.state_proj.weight'] == 'action'
+    assert groups['action_out_proj.bias'] == 'action'
+    assert 'other' not in groups.values()
+
+
+def test_smolvla_and_openvla_presets_detected_from_keys(tmp_path):
+    keys = smolvla_keys()
+    groups = assign_groups(keys)
+    assert groups['model.vlm_with_expert.vlm.model.connector.modality_projection.proj.weight'] \
+        == 'vision'
+    assert {groups[k] for k in keys if '.text_model.' in k} == {'language'}
+    assert {groups[k] for k in keys if '.vision_model.' in k} == {'vision'}
+    assert {groups[k] for k in keys if '.lm_expert.' in k} == {'action'}
+    assert groups['model.action_time_mlp_in.weight'] == 'action'
+    assert 'other' not in groups.values()
+    path = tmp_path / 'smol.safetensors'
+    save_file({k: torch.zeros(shape) for k, (_, shape) in keys.items() if 'lm_expert' in k},
+              str(path))
+    assert open_checkpoint(str(path)).family == 'smolvla'
+    openvla = ['vision_backbone.featurizer.blocks.0.attn.qkv.weight',
+               'vision_backbone.fused_featurizer.blocks.0.mlp.fc1.weight',
+               'projector.fc1.weight', 'language_model.model.layers.0.mlp.up_proj.weight',
+               'language_model.lm_head.weight']
+    assert [assign_groups(openvla)[k] for k in openvla] == \
+        ['vision', 'vision', 'vision', 'language', 'language']
+
+
+def test_pi05_keys_detected_and_grouped():
+    keys = ['paligemma_with_expert.gemma_expert.model.layers.0.input_layernorm.dense.weight',
+            'paligemma_with_expert.paligemma.model.language_model.layers.0.mlp.up_proj.weight',
+            'time_mlp_in.weight', 'action_out_proj.weight']
+    from retain_ros.merging.dialects import canonical_map
+    from retain_ros.merging.dialects import detect_family
+    assert detect_family(keys) == 'pi05'
+    canon = canonical_map(keys, 'pi05', 'openpi')
+    groups = assign_groups(canon.values(), 'pi05')
+    assert groups[canon['time_mlp_in.weight']] == 'action'
+    assert groups[canon[keys[0]]] == 'action'
+    assert groups[canon[keys[1]]] == 'language'
+
+
+def test_unknown_family_is_one_group_with_warning(caplog):
+    with caplog.at_level(logging.WARNING):
+        groups = assign_groups(['encoder.w', 'decoder.w'])
+    assert set(groups.values()) == {'other'}
+    assert 'ONE group' in caplog.text
+    with pytest.raises(ValueError, match='unknown group'):
+        GroupRules([('x', 'nope')])
+
+
+def test_sharded_checkpoint_dir_and_index(tmp_path, pi0_dirs):
+    state = pi0_dirs['state']
+    keys = sorted(state)
+    shards = {'model-00001-of-00002.safetensors': keys[:40],
+              'model-00002-of-00002.safetensors': keys[40:]}
+    weight_map = {}
+    for name, part in shards.items():
+        save_file({k: state[k].contiguous() for k in part}, str(tmp_path / name))
+        weight_map.update({k: name for k in part})
+    with open(tmp_path / 'model.safetensors.index.json', 'w') as fh:
+        json.dump({'metadata': {}, 'weight_map': weight_map}, fh)
+    for path in (tmp_path, tmp_path / 'model.safetensors.index.json'):
+        src = open_checkpoint(str(path))
+        assert src.keys() == keys
+        assert src.dialect == 'canonical'
+        assert torch.equal(src.get(keys[-1]), state[keys[-1]])
+        assert len(src.layout()) == 2
+    os.remove(tmp_path / 'model-00002-of-00002.safetensors')
+    with pytest.raises(CheckpointError, match='shard model-00002-of-00002.safetensors is missing'):
+        open_checkpoint(str(tmp_path))
+
+
+@pytest.mark.parametrize('suffix', ['.bin', '.pt', '.ckpt'])
+def test_pickle_refused(tmp_path, suffix):
+    path = tmp_path / ('pytorch_model' + suffix)
+    path.write_bytes(b'not even read')
+    with pytest.raises(CheckpointError, match='executes'):
+        open_checkpoint(str(path))
+    with pytest.raises(CheckpointError, match='pickle'):
+        open_checkpoint(str(tmp_path))
+
+
+def test_truncated_and_corrupted_files_named(tmp_path):
+    good = tmp_path / 'good.safetensors'
+    save_file({'a': torch.ones(8, 8), 'b': torch.ones(4)}, str(good))
+    raw = good.read_bytes()
+    truncated = tmp_path / 'truncated.safetensors'
+    truncated.write_bytes(raw[:-10])
+    with pytest.raises(CheckpointError, match=r'truncated.safetensors: truncated file: tensor'):
+        open_checkpoint(str(truncated))
+    garbage = tmp_path / 'garbage.safetensors'
+    garbage.write_bytes(raw[:8] + b'{not json' + raw[17:])
+    with pytest.raises(CheckpointError, match='garbage.safetensors: corrupted safetensors header'):
+        open_checkpoint(str(garbage))
+    tiny = tmp_path / 'tiny.safetensors'
+    tiny.write_bytes(b'\x01\x02')
+    with pytest.raises(CheckpointError, match='tiny.safetensors: truncated'):
+        open_checkpoint(str(tiny))
+    huge = tmp_path / 'huge.safetensors'
+    huge.write_bytes((10 ** 9).to_bytes(8, 'little') + b'{}')
+    with pytest.raises(CheckpointError, match='header claims'):
+        open_checkpoint(str(huge))
+    with pytest.raises(CheckpointError, match='no such checkpoint'):
+        open_checkpoint(str(tmp_path / 'missing'))
+
+
+def test_bf16_and_int_tensors_read_back_exactly(tmp_path):
+    t = {'w': torch.randn(3, 5).to(torch.bfloat16), 'i': torch.arange(7), 'b': torch.ones(2) > 0}
+    save_file(t, str(tmp_path / 'x.safetensors'))
+    src = open_checkpoint(str(tmp_path / 'x.safetensors'))
+    assert src.family == 'unknown' and src.dialect == 'plain'
+    for k, v in t.items():
+        assert src.get(k).dtype == v.dtype and torch.equal(src.get(k), v)
+    assert len(src.digest()) == 64
+
+
+def _write_lora(adapter_dir, base_state, targets, rank=2, alpha=4.0, base_path=None, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    os.makedirs(adapter_dir, exist_ok=True)
+    tensors, deltas = {}, {}
+    for key in targets:
+        out_f, in_f = base_state[key].shape
+        a = torch.randn(rank, in_f, generator=gen)
+        b = torch.randn(out_f, rank, generator=gen)
+        module = key[:-len('.weight')]
+        tensors[f'base_model.model.{module}.lora_A.weight'] = a
+        tensors[f'base_model.model.{module}.lora_B.weight'] = b
+        deltas[key] = (alpha / rank) * (b.double() @ a.double())
+    save_file(tensors, os.path.join(adapter_dir, 'adapter_model.safetensors'))
+    with open(os.path.join(adapter_dir, 'adapter_config.json'), 'w') as fh:
+        json.dump({'peft_type': 'LORA', 'r': rank, 'lora_alpha': alpha,
+                   'base_model_name_or_path': base_path}, fh)
+    return deltas
+
+
+def test_lora_adapter_is_base_plus_delta(tmp_path, pi0_dirs):
+    state = pi0_dirs['state']
+    targets = ['model.vlm.language_model.layers.0.self_attn.q_proj.weight',
+               'model.dit.layers.1.mlp.up_proj.weight']
+    deltas = _write_lora(str(tmp_path / 'lora'), state, targets,
+                         base_path=pi0_dirs['transformers'])
+    src = open_checkpoint(str(tmp_path / 'lora'))
+    assert src.is_lora and src.keys() == sorted(state)
+    for k in targets:
+        want = state[k].double() + deltas[k]
+        assert torch.allclose(src.get(k).double(), want, atol=1e-5)
+    untouched = 'model.vlm.language_model.layers.1.self_attn.q_proj.weight'
+    assert torch.equal(src.get(untouched), state[untouched])
+    assert src.digest() != src.base.digest()
+
+
+def test_lora_on_wrong_base_refused(tmp_path, pi0_dirs):
+    state = dict(pi0_dirs['state'])
+    key = 'model.vlm.language_model.layers.0.self_attn.q_proj.weight'
+    state[key] = torch.zeros(32, 64)  # trained on a base with another width
+    _write_lora(str(tmp_path / 'lora'), state, [key])
+    with pytest.raises(CheckpointError, match='does not match this base'):
+        open_checkpoint(str(tmp_path / 'lora'), base=pi0_dirs['lerobot'])
+    bad = tmp_path / 'lora2'
+    bad.mkdir()
+    save_file({'base_model.model.not.a.module.lora_A.weight': torch.zeros(2, 4),
+               'base_model.model.not.a.module.lora_B.weight': torch.zeros(4, 2)},
+              str(bad / 'adapter_model.safetensors'))
+    (bad / 'adapter_config.json').write_text(json.dumps({'r': 2, 'lora_alpha': 2}))
+    with pytest.raises(CheckpointError, match="targets 'not.a.module.weight'"):
+        open_checkpoint(str(bad), base=pi0_dirs['lerobot'])
+    with pytest.raises(CheckpointError, match='pass the base'):
+        open_checkpoint(str(bad))
+
+
+def test_aux_files_skip_weights(tmp_path, pi0_dirs):
+    d = tmp_path / 'ck'
+    shutil.copytree(pi0_dirs['lerobot'], d)
+    (d / 'tokenizer').mkdir()
+    (d / 'tokenizer' / 'tokenizer.json').write_text('{}')
+    src = open_checkpoint(str(d))
+    rel = sorted(os.path.relpath(p, str(d)) for p in src.aux_files())
+    assert rel == ['config.json', 'policy_preprocessor.json', 'tokenizer/tokenizer.json']
