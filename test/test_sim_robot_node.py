@@ -88,8 +88,14 @@ class Graph:
         self.executor = MultiThreadedExecutor(num_threads=3, context=self.context)
         self.executor.add_node(self.sim)
         self.executor.add_node(self.node)
-        self.thread = threading.Thread(target=self.executor.spin, daemon=True)
+        self._running = True
+        self.thread = threading.Thread(target=self._spin, daemon=True)
         self.thread.start()
+
+    def _spin(self):
+        # spin_once in a loop (not spin()) so close() can stop it before anything is destroyed
+        while self._running and self.context.ok():
+            self.executor.spin_once(timeout_sec=0.05)
 
     def _end_episode(self, request, response):
         self.end_calls.append((request.data, self.sim.world.time))
@@ -97,8 +103,9 @@ class Graph:
         return response
 
     def close(self):
+        self._running = False
+        self.thread.join(timeout=5.0)
         self.executor.shutdown(timeout_sec=2.0)
-        self.thread.join(timeout=2.0)
         self.sim.destroy_node()
         self.node.destroy_node()
         rclpy.try_shutdown(context=self.context)
@@ -113,6 +120,9 @@ class Graph:
         assert self.reset_client.wait_for_service(timeout_sec=5.0)
         future = self.reset_client.call_async(Trigger.Request())
         assert wait_for(future.done, 5.0)
+        # joint states published before the reset may still be in flight: wait for new ones
+        count = len(self.joint_states)
+        assert wait_for(lambda: len(self.joint_states) >= count + 3, 5.0)
         return future.result()
 
     def send_trajectory(self, names, points, stamp_now=False):
@@ -214,17 +224,14 @@ def test_reset_service_and_parameters(graph):
 def test_instruction_latched_for_late_subscriber(graph):
     response = graph.reset(task='reach_blue', split='generalist', seed=3)
     assert response.success
+    # subscriptions made after the reset (never destroyed while the executor spins: rclpy races)
     got = []
-    sub = graph.node.create_subscription(String, '/instruction', got.append, LATCHED)
+    graph.node.create_subscription(String, '/instruction', got.append, LATCHED)
     scene = []
-    sub2 = graph.node.create_subscription(String, '/sim_robot/scene', scene.append, LATCHED)
-    try:
-        assert wait_for(lambda: got and scene, 5.0), 'late subscriber got no instruction'
-        assert got[-1].data == 'touch the blue block'
-        assert json.loads(scene[-1].data)['task'] == 'reach_blue'
-    finally:
-        graph.node.destroy_subscription(sub)
-        graph.node.destroy_subscription(sub2)
+    graph.node.create_subscription(String, '/sim_robot/scene', scene.append, LATCHED)
+    assert wait_for(lambda: got and scene, 5.0), 'late subscriber got no instruction'
+    assert got[-1].data == 'touch the blue block'
+    assert json.loads(scene[-1].data)['task'] == 'reach_blue'
 
 
 def test_auto_end_episode_timeout_and_success(graph):
