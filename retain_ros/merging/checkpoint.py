@@ -163,6 +163,12 @@ class CheckpointSource:
             t = t.to(device)
         return t
 
+    def release(self, key: str) -> None:
+        """Drop the resident file pages of ``key`` (see :meth:`SafetensorsFile.release`)."""
+        fk = self._to_file.get(key)
+        if fk is not None:
+            self._file_of[fk].release(fk)
+
     # -- identity and layout ---------------------------------------------------------------------
     def digest(self) -> str:
         """Content digest: sha256 over the weight files' bytes (cached)."""
@@ -332,6 +338,9 @@ class LoraSource(CheckpointSource):
             delta = delta.T
         merged = base.to(torch.float32) + self.scale * delta
         return merged.to(base.dtype)
+
+    def release(self, key: str) -> None:
+        self.base.release(key)
 
     def digest(self) -> str:
         if self._digest is None:

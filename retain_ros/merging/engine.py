@@ -22,6 +22,7 @@ from retain_ros.merging.errors import KeyMismatchError
 from retain_ros.merging.errors import MergeError
 from retain_ros.merging.recipes import get as get_recipe
 from retain_ros.merging.recipes.base import Recipe
+from retain_ros.merging.recipes.interpolate import native_lerp_exact
 from retain_ros.merging.spec import MergeSpec
 
 LOG = logging.getLogger(__name__)
@@ -29,6 +30,8 @@ LOG = logging.getLogger(__name__)
 CONVENTION = 'theta = (1 - alpha) * theta_pre + alpha * theta_ft (alpha = weight on finetuned)'
 SourceLike = Union[str, os.PathLike, CheckpointSource]
 _SHOW = 5
+_LOWP = (torch.bfloat16, torch.float16)
+_F32_INPUTS = (torch.float32, torch.bfloat16, torch.float16)
 
 
 def _adapter_base(path: str) -> Optional[str]:
@@ -156,6 +159,16 @@ class TensorMerger:
         return MergeError(f'merging tensor {key!r} with coefficients {list(coefs)} '
                           f'({self.spec.recipe}) produced non-finite values (overflow)')
 
+    def native_lowp(self, dtype: torch.dtype, tensors: Sequence[torch.Tensor]) -> bool:
+        """True when the recipe can write ``dtype`` directly (exact float32-internal math)."""
+        return (self.recipe.lowp_out and dtype in _LOWP and native_lerp_exact(dtype)
+                and all(t.dtype == dtype for t in tensors))
+
+    def release(self, key: str) -> None:
+        """Let the OS drop the file pages of ``key`` (keeps resident memory near one tensor)."""
+        for src in [self.pre] + self.fts:
+            src.release(key)
+
     def merge_chunks(self, key: str, out_dtype: torch.dtype, chunk_elems: int = 1 << 24
                      ) -> Iterator[torch.Tensor]:
         """Merged tensor ``key`` as flat chunks in ``out_dtype`` (bounded memory)."""
@@ -170,7 +183,8 @@ class TensorMerger:
         n = flat[0].numel()
         for i in range(0, max(n, 1), chunk_elems):
             parts = [t[i:i + chunk_elems] for t in flat]
-            res = self.recipe.combine(parts[0], parts[1:], coefs)
+            out = torch.empty_like(parts[0]) if self.native_lowp(out_dtype, parts) else None
+            res = self.recipe.combine(parts[0], parts[1:], coefs, out=out)
             if res.numel() and not bool(torch.isfinite(res).all()):
                 raise self.diagnose_nonfinite(key, parts, coefs)
             yield res.to(out_dtype)
@@ -190,8 +204,9 @@ class TensorMerger:
             res = ft_ts[0]
             return res.to(out_dtype) if out is None else out.copy_(res)
         coefs = self.coefs_for(key)
-        direct = out is not None and out.dtype == torch.float32 and all(
-            t.dtype in (torch.float32, torch.bfloat16, torch.float16) for t in [pre_t, *ft_ts])
+        direct = out is not None and (
+            (out.dtype == torch.float32 and all(t.dtype in _F32_INPUTS for t in [pre_t, *ft_ts]))
+            or self.native_lowp(out.dtype, [pre_t, *ft_ts]))
         res = self.recipe.combine(pre_t, ft_ts, coefs, out=out if direct else None)
         if check_finite and res.numel() and not bool(torch.isfinite(res).all()):
             raise self.diagnose_nonfinite(key, [pre_t, *ft_ts], coefs)

@@ -218,6 +218,8 @@ class LiveMerger:
                 snapshot[key] = target.to('cpu', copy=True)
             done.append(key)
             merger.merge_tensors(key, pre_t, ft_ts, target.dtype, check_finite=check, out=target)
+            if self._cache is None:
+                merger.release(key)
 
     def _sync(self) -> None:
         if any(t.is_cuda for t in self._targets.values()):

@@ -155,6 +155,21 @@ class SafetensorsFile:
                                 offset=self.data_start + info.start)
         return flat.view(info.dtype).view(info.shape)
 
+    def release(self, name: str) -> None:
+        """Drop the resident pages of tensor ``name`` (re-read from the file if used again)."""
+        info = self.tensors.get(name)
+        if self._mm is None or info is None or not hasattr(mmap, 'MADV_DONTNEED'):
+            return
+        start = self.data_start + info.start
+        end = self.data_start + info.end
+        start -= start % mmap.PAGESIZE
+        end -= end % mmap.PAGESIZE  # keep a page shared with the next tensor
+        if end > start:
+            try:
+                self._mm.madvise(mmap.MADV_DONTNEED, start, end - start)
+            except (OSError, ValueError):
+                pass
+
     def close(self) -> None:
         """Drop the mapping (it stays alive while tensors still reference it)."""
         mm, fh = self._mm, self._fh

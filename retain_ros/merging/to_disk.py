@@ -117,6 +117,7 @@ def merge_to_disk(pretrained: SourceLike, finetuned, spec: MergeSpec, out: str,
                     for part in merger.merge_chunks(canon[fk], dtype):
                         writer.write_part(fk, part)
                     writer.end_tensor(fk)
+                    merger.release(canon[fk])
                     if bar is not None:
                         bar.update(1)
                 writer.close()

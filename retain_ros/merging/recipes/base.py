@@ -41,6 +41,9 @@ class Recipe(ABC):
     reference_url: str = ''
     min_finetuned: int = 1
     max_finetuned: Optional[int] = 1
+    #: combine() may write a bfloat16 / float16 ``out`` of the inputs' own dtype (exact
+    #: float32-internal lerp) instead of producing a float32 result first
+    lowp_out: bool = False
 
     def check(self, spec: MergeSpec, n_finetuned: int) -> None:
         """Validate the number of finetuned checkpoints and of lambdas.
