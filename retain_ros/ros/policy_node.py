@@ -446,11 +446,12 @@ class PolicyNode(Node):
 
     def _set_hold(self, reason: Optional[str]) -> None:
         previous, self._hold_reason = self._hold_reason, reason
-        if reason and reason != previous and (
-                previous is None or previous.split(' (')[0] != reason.split(' (')[0]):
-            self.get_logger().warning(f'holding (no new commands): {reason}')
+        if reason and (previous is None or previous.split(' (')[0] != reason.split(' (')[0]):
+            # throttled: flapping inputs must not flood the log
+            self.get_logger().warning(f'holding (no new commands): {reason}',
+                                      throttle_duration_sec=5.0)
         elif reason is None and previous is not None:
-            self.get_logger().info('observations fresh: acting')
+            self.get_logger().info('observations fresh: acting', throttle_duration_sec=5.0)
 
     # ------------------------------------------------------------------ inference
     def _infer(self) -> Optional[Tuple[np.ndarray, np.ndarray, StepTiming]]:
@@ -489,14 +490,11 @@ class PolicyNode(Node):
         t1 = time.perf_counter()
         with self._io_lock:
             names = list(self._joint_names)
-        msg = JointTrajectory()
+        dt = self._dt
+        msg = JointTrajectory(joint_names=names, points=[
+            JointTrajectoryPoint(positions=row, time_from_start=sec_to_duration((i + 1) * dt))
+            for i, row in enumerate(safe.tolist())])
         msg.header.stamp = self.get_clock().now().to_msg()
-        msg.joint_names = names
-        for i, row in enumerate(safe):
-            point = JointTrajectoryPoint()
-            point.positions = [float(v) for v in row]
-            point.time_from_start = sec_to_duration((i + 1) * self._dt)
-            msg.points.append(point)
         self._publish(msg)
         self._finish_step(timing, t1)
 

@@ -1,0 +1,263 @@
+"""Latency of the retain_policy node: camera message published -> action chunk received.
+
+For 1-3 cameras at 224x224 (rgb8), the tiny pi0 on CPU, each sample publishes one joint state and
+one image per camera (uniquely stamped), then waits for the JointTrajectory computed from exactly
+those images. The end-to-end time is split with the node's own step timings:
+
+- ``model``: ``policy.predict`` wall time (pre-processing, flow-matching sampler, unnormalize);
+- ``wait``: from the observation being complete to the inference timer picking it up (a phase
+  of the replan timer, at most one timer period; not overhead of the node's code path, reported
+  separately);
+- ``overhead`` = end-to-end - model - wait: publish, DDS transport both ways, deserialization,
+  image conversion, safety filter, message build (what ROS and the node add to the model).
+
+Between samples the inputs are left to go stale so the node holds (no inference runs in the
+background while a sample is measured). Node and publisher share one process (rclpy
+MultiThreadedExecutor), transport is Fast DDS on loopback.
+
+    .venv/bin/python benchmarks/node_latency.py [--samples 60] [--cameras 1 2 3] [--results]
+
+``--results`` writes the table into the ``## Node latency`` section of benchmarks/RESULTS.md
+(replacing that section only).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import random
+import sys
+import tempfile
+import threading
+import time
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+os.environ.setdefault('ROS_DOMAIN_ID', str(random.SystemRandom().randint(101, 200)))
+os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
+
+JOINTS = ('j0', 'j1', 'j2', 'j3')
+CAMERAS = ('base', 'wrist', 'side')
+SIDE = 224
+SECTION = '## Node latency'
+
+
+def write_checkpoint(out_dir: str, seed: int, cameras) -> str:
+    """A randomly initialised tiny pi0 (default tiny widths, 64 px model input)."""
+    from retain_ros.policies.pi0 import load_tokenizer
+    from retain_ros.policies.pi0 import NormStats
+    from retain_ros.policies.pi0 import Pi0Policy
+    from retain_ros.policies.pi0 import pi0_config_from_dict
+    from retain_ros.policies.pi0 import save_byte_tokenizer
+    from retain_ros.policies.pi0 import save_pi0_checkpoint
+    from retain_ros.policies.pi0 import tiny_pi0_config
+
+    dim = len(JOINTS)
+    spec = pi0_config_from_dict(tiny_pi0_config(state_dim=dim, action_dim=dim,
+                                                camera_names=tuple(cameras)))
+    tokenizer = load_tokenizer(save_byte_tokenizer(os.path.join(out_dir, 'tokenizer')))
+    policy = Pi0Policy.from_spec(spec, tokenizer, NormStats.identity(dim, dim),
+                                 init_weights=True, init_seed=seed)
+    return save_pi0_checkpoint(policy, out_dir)
+
+
+class Bench:
+    """Node + probe in one context; measures ``samples`` publish -> chunk round trips."""
+
+    def __init__(self, pretrained: str, finetuned: str, cameras: int):
+        import rclpy
+        from rclpy.context import Context
+        from rclpy.executors import MultiThreadedExecutor
+        from rclpy.parameter import Parameter
+        from sensor_msgs.msg import Image
+        from sensor_msgs.msg import JointState
+        from trajectory_msgs.msg import JointTrajectory
+
+        from retain_ros.ros.policy_node import PolicyNode
+
+        self.context = Context()
+        rclpy.init(context=self.context)
+        self.topics = [f'cam{i}/image_raw' for i in range(cameras)]
+        values = {
+            'pretrained_path': pretrained, 'finetuned_paths': [finetuned],
+            'camera_topics': self.topics, 'joint_names': list(JOINTS), 'device': 'cpu',
+            'dtype': 'float32', 'default_instruction': 'put the gripper on the red block',
+            # a 20 ms replan timer; inputs older than 60 ms make the node hold between samples
+            'control_period': 0.02, 'replan_steps': 1, 'max_observation_age': 0.06,
+            'episode_log': os.path.join(tempfile.gettempdir(), 'node_latency_episodes.jsonl'),
+        }
+        self.node = PolicyNode(context=self.context, parameter_overrides=[
+            Parameter(k, value=v) for k, v in values.items()])
+        self.probe = rclpy.create_node('node_latency_probe', context=self.context)
+        self.image_pubs = [self.probe.create_publisher(Image, t, 10) for t in self.topics]
+        self.joint_pub = self.probe.create_publisher(JointState, 'joint_states', 10)
+        self._arrived = {}
+        self._cond = threading.Condition()
+        self.probe.create_subscription(JointTrajectory, '/arm_controller/joint_trajectory',
+                                       self._chunk_callback, 10)
+        self.executor = MultiThreadedExecutor(num_threads=4, context=self.context)
+        self.executor.add_node(self.node)
+        self.executor.add_node(self.probe)
+        self.thread = threading.Thread(target=self.executor.spin, daemon=True)
+        self.thread.start()
+        rng = np.random.default_rng(0)
+        self.images = [rng.integers(0, 256, (SIDE, SIDE, 3), dtype=np.uint8)
+                       for _ in self.topics]
+        time.sleep(1.0)  # discovery
+
+    def _chunk_callback(self, msg) -> None:
+        now = time.monotonic()
+        with self._cond:
+            self._arrived[len(self._arrived)] = now
+            self._cond.notify_all()
+
+    def sample(self, index: int):
+        """Publish one stamped observation; return the timings of the chunk made from it."""
+        from sensor_msgs.msg import JointState
+
+        from retain_ros.ros.conversions import rgb_to_image
+
+        stamp_sec = 1000 + index
+        msgs = []
+        for rgb in self.images:
+            msg = rgb_to_image(rgb)
+            msg.header.stamp.sec = stamp_sec
+            msgs.append(msg)
+        joints = JointState(name=list(JOINTS), position=[0.0] * len(JOINTS))
+        joints.header.stamp.sec = stamp_sec
+        with self._cond:
+            seen = len(self._arrived)
+        t_pub = time.monotonic()
+        self.joint_pub.publish(joints)
+        for pub, msg in zip(self.image_pubs, msgs):
+            pub.publish(msg)
+        deadline = t_pub + 10.0
+        timing = None
+        while timing is None and time.monotonic() < deadline:
+            with self._cond:
+                self._cond.wait(0.05)
+            for step in list(self.node.step_timings):
+                if step.image_stamps and all(int(s) == stamp_sec for s in step.image_stamps):
+                    timing = step
+        if timing is None:
+            raise RuntimeError(f'no chunk for sample {index}')
+        with self._cond:
+            while len(self._arrived) <= seen:
+                self._cond.wait(1.0)
+            # the chunk that carried this step is the first one after it was published
+            t_arr = min(t for k, t in self._arrived.items() if k >= seen and
+                        t >= timing.published - 1e-6)
+        e2e = (t_arr - t_pub) * 1e3
+        wait = (timing.start - timing.obs_ready) * 1e3
+        return {
+            'e2e': e2e, 'model': timing.model_ms, 'wait': wait,
+            'overhead': e2e - timing.model_ms - wait,
+            'inbound': (timing.obs_ready - t_pub) * 1e3, 'convert': timing.convert_ms,
+            'post': timing.post_ms, 'outbound': (t_arr - timing.published) * 1e3,
+        }
+
+    def close(self) -> None:
+        self.executor.shutdown(timeout_sec=5)
+        self.node.destroy_node()
+        self.probe.destroy_node()
+        self.context.try_shutdown()
+        self.thread.join(timeout=5)
+
+
+def run(cameras: int, samples: int, warmup: int = 5):
+    """Measure ``samples`` round trips with ``cameras`` cameras; return the list of dicts."""
+    with tempfile.TemporaryDirectory() as tmp:
+        names = CAMERAS[:cameras]
+        pre = write_checkpoint(os.path.join(tmp, 'pre'), 1, names)
+        ft = write_checkpoint(os.path.join(tmp, 'ft'), 2, names)
+        bench = Bench(pre, ft, cameras)
+        try:
+            rows = []
+            for i in range(warmup + samples):
+                row = bench.sample(i)
+                if i >= warmup:
+                    rows.append(row)
+                time.sleep(0.12)  # inputs go stale: the node holds until the next sample
+            return rows
+        finally:
+            bench.close()
+
+
+def summarize(rows):
+    out = {}
+    for key in rows[0]:
+        values = np.array([r[key] for r in rows])
+        out[key] = (float(np.percentile(values, 50)), float(np.percentile(values, 99)))
+    return out
+
+
+def table(results, samples: int) -> str:
+    lines = [
+        f'Tiny pi0 (random weights, 64 px model input) on CPU, {SIDE}x{SIDE} rgb8 cameras, '
+        f'{samples} samples per row; p50 / p99 in ms. Overhead = end-to-end - model - timer '
+        'wait (publish, DDS loopback both ways, deserialization, image conversion, safety, '
+        'message build). Node and publisher in one process.',
+        '',
+        '| cameras | end-to-end | model (predict) | timer wait | overhead | overhead / model '
+        '(p50) | of which: inbound | convert | post | outbound |',
+        '|---|---|---|---|---|---|---|---|---|---|',
+    ]
+    for cams, s in results.items():
+        ratio = s['overhead'][0] / s['model'][0] * 100
+        lines.append(
+            f'| {cams} | {s["e2e"][0]:.1f} / {s["e2e"][1]:.1f} | {s["model"][0]:.1f} / '
+            f'{s["model"][1]:.1f} | {s["wait"][0]:.1f} / {s["wait"][1]:.1f} | '
+            f'{s["overhead"][0]:.2f} / {s["overhead"][1]:.2f} | {ratio:.0f}% | '
+            f'{s["inbound"][0]:.2f} | {s["convert"][0]:.2f} | {s["post"][0]:.2f} | '
+            f'{s["outbound"][0]:.2f} |')
+    return '\n'.join(lines)
+
+
+def write_results(text: str, path: str) -> None:
+    """Replace (or append) the ``## Node latency`` section of ``path``, keeping the rest."""
+    old = open(path, encoding='utf-8').read() if os.path.exists(path) else '# Benchmarks\n'
+    start = old.find(SECTION)
+    if start < 0:
+        new = old.rstrip('\n') + '\n\n' + text.rstrip('\n') + '\n'
+    else:
+        end = old.find('\n## ', start + len(SECTION))
+        rest = '' if end < 0 else old[end:]
+        new = old[:start] + text.rstrip('\n') + '\n' + rest
+    with open(path, 'w', encoding='utf-8') as handle:
+        handle.write(new)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--samples', type=int, default=60)
+    parser.add_argument('--cameras', type=int, nargs='+', default=[1, 2, 3])
+    parser.add_argument('--results', action='store_true',
+                        help='write the section of benchmarks/RESULTS.md')
+    args = parser.parse_args(argv)
+    import torch
+
+    results = {}
+    for cams in args.cameras:
+        rows = run(cams, args.samples)
+        results[cams] = summarize(rows)
+        s = results[cams]
+        print(f'{cams} camera(s): e2e p50 {s["e2e"][0]:.1f} ms, model p50 {s["model"][0]:.1f} ms, '
+              f'overhead p50 {s["overhead"][0]:.2f} ms p99 {s["overhead"][1]:.2f} ms', flush=True)
+    machine = (f'{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, '
+               f'torch {torch.__version__}, {torch.get_num_threads()} torch threads, '
+               f'RMW {os.environ.get("RMW_IMPLEMENTATION", "default (Fast DDS)")}')
+    text = (f'{SECTION}\n\n`.venv/bin/python benchmarks/node_latency.py --results` on {machine}. '
+            'No GPU was lent for this task, so there are no GPU rows (pi0-sized bf16 model, '
+            'merge-at-startup / alpha-change time on GPU: not measured).\n\n'
+            + table(results, args.samples))
+    print(text)
+    if args.results:
+        write_results(text, os.path.join(ROOT, 'benchmarks', 'RESULTS.md'))
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
