@@ -72,6 +72,7 @@ def test_direct_command_cancels_trajectory():
 @pytest.mark.parametrize('names,points,match', [
     (['a', 'x'], [(1.0, [0, 0])], 'unknown joint'),
     (['a', 'a'], [(1.0, [0, 0])], 'repeated'),
+    ([], [(1.0, [])], 'no joint_names'),
     (NAMES, [(1.0, [0, 0])], '2 positions for 3'),
     (NAMES, [(1.0, [0, float('nan'), 0])], 'non-finite'),
     (NAMES, [(-1.0, [0, 0, 0])], 'negative'),

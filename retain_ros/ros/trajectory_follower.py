@@ -110,6 +110,8 @@ class TrajectoryFollower:
         if not points:
             self.hold(current)
             return 0
+        if not names:
+            raise TrajectoryError('trajectory has points but no joint_names')
         index = [self.joint_names.index(n) for n in names]
         base = self.sample(start) if self._times else self._hold.copy()
         # joints not named keep their current set-point; named ones start from where they are
