@@ -13,6 +13,7 @@ from retain_ros.evaluation.episodes import EpisodeError
 from retain_ros.evaluation.episodes import EpisodeRecorder
 from retain_ros.evaluation.episodes import make_tag
 from retain_ros.evaluation.episodes import parse_tag
+from retain_ros.evaluation.episodes import scene_tag
 from retain_ros.evaluation.schedule import AlphaSchedule
 from retain_ros.evaluation.schedule import effective_alphas
 from retain_ros.evaluation.schedule import parse_setting
@@ -89,6 +90,18 @@ def test_tags_round_trip():
     assert parse_tag(None) == {}
     with pytest.raises(ValueError):
         make_tag(task='a;b')
+
+
+def test_scene_tag_from_sim_scene():
+    from retain_ros.sim.world import SimWorld
+    info = SimWorld(image_size=32).reset('reach_yellow', 'new_ood', 3)
+    tag = scene_tag(info)
+    fields = parse_tag(tag)
+    assert fields['split'] == 'new_ood' and fields['task'] == 'reach_yellow'
+    assert fields['variation'] == info.variation_tag and fields['seed'] == '3'
+    as_json = json.dumps({'task': 'reach_red', 'split': 'generalist', 'variation_tag': 'v',
+                          'seed': 1, 'instruction': 'touch the red block'})
+    assert scene_tag(as_json) == 'split=generalist;task=reach_red;variation=v;seed=1'
 
 
 def test_recorder_writes_json_lines(tmp_path):

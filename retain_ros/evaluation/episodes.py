@@ -75,6 +75,20 @@ def make_tag(**fields: Any) -> str:
     return ';'.join(parts)
 
 
+def scene_tag(info: Any) -> str:
+    """Episode tag of a sim scene: ``'split=new_ood;task=reach_yellow;variation=...;seed=3'``.
+
+    :param info: a SceneInfo, or its dict / JSON text (the sim node's ``~/reset`` answer).
+    """
+    if isinstance(info, str):
+        info = json.loads(info)
+    if not isinstance(info, Mapping):
+        info = {k: getattr(info, k) for k in ('split', 'task', 'variation_tag', 'seed')}
+    return make_tag(split=info.get('split'), task=info.get('task'),
+                    variation=info.get('variation_tag', info.get('variation')),
+                    seed=info.get('seed'))
+
+
 def _iso(unix: float) -> str:
     stamp = datetime.datetime.fromtimestamp(unix, tz=datetime.timezone.utc)
     return stamp.isoformat(timespec='milliseconds')
