@@ -82,10 +82,35 @@ def test_startup_errors_are_clear(tiny_pi0_checkpoints, tmp_path):
             ({'pretrained_path': pre}, 'finetuned_paths is empty'),
             ({'pretrained_path': pre, 'finetuned_paths': [str(tmp_path / 'nope')]},
              'cannot load and merge'),
+            ({'pretrained_path': pre, 'finetuned_paths': [pre], 'device': 'cpu',
+              'camera_topics': ['a/image_raw', 'b/image_raw']}, 'camera slot'),
+            ({'pretrained_path': pre, 'finetuned_paths': [pre], 'device': 'cpu',
+              'output_mode': 'torque'}, 'output_mode'),
         )
         for values, message in cases:
             with pytest.raises(StartupError, match=message):
                 PolicyNode(context=harness.context, parameter_overrides=[
                     Parameter(k, value=v) for k, v in values.items()])
+    finally:
+        harness.shutdown()
+
+
+def test_empty_pretrained_path_means_demo_checkpoints(tiny_pi0_checkpoints, tmp_path,
+                                                      monkeypatch):
+    from rclpy.parameter import Parameter
+
+    monkeypatch.setenv('RETAIN_ROS_DEMO_DIR', str(tmp_path / 'demo'))
+    harness = RosHarness()
+    try:
+        overrides = [Parameter('device', value='cpu'),
+                     Parameter('default_instruction', value='reach')]
+        with pytest.raises(StartupError, match='retain-ros demo-train'):
+            PolicyNode(context=harness.context, parameter_overrides=overrides)
+        pre, ft = tiny_pi0_checkpoints
+        shutil.copytree(pre, tmp_path / 'demo' / 'generalist')
+        shutil.copytree(ft, tmp_path / 'demo' / 'finetuned')
+        node = PolicyNode(context=harness.context, parameter_overrides=overrides)
+        assert node.merger.state.alphas['vision'] == 0.5
+        node.destroy_node()
     finally:
         harness.shutdown()

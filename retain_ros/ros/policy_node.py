@@ -277,10 +277,10 @@ class PolicyNode(Node):
         topics = list(cfg['camera_topics'])
         if not topics:
             raise StartupError('camera_topics is empty; the policy needs at least one camera')
-        if len(topics) > len(slots):
+        if len(topics) != len(slots):
             raise StartupError(
-                f'{len(topics)} camera_topics but the policy has {len(slots)} camera slot(s) '
-                f'{slots}')
+                f'{len(topics)} camera_topics {topics} but the policy has {len(slots)} camera '
+                f'slot(s) {slots}: give one topic per slot, in that order')
         self._camera_slots = dict(zip(topics, slots))
         try:
             self._limits_from(cfg).validate(len(self._joint_names) or None)
