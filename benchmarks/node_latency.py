@@ -9,7 +9,10 @@ those images. The end-to-end time is split with the node's own step timings:
   of the replan timer, at most one timer period; not overhead of the node's code path, reported
   separately);
 - ``overhead`` = end-to-end - model - wait: publish, DDS transport both ways, deserialization,
-  image conversion, safety filter, message build (what ROS and the node add to the model).
+  image conversion, safety filter, message build (what ROS and the node add to the model);
+  split into ``inbound`` (publish -> observation complete in the node, conversion included),
+  ``convert`` (image conversion alone), ``post`` (safety filter + trajectory message build) and
+  ``outbound`` (publish call -> chunk received).
 
 Between samples the inputs are left to go stale so the node holds (no inference runs in the
 background while a sample is measured). Node and publisher share one process (rclpy
@@ -94,7 +97,7 @@ class Bench:
         self.probe = rclpy.create_node('node_latency_probe', context=self.context)
         self.image_pubs = [self.probe.create_publisher(Image, t, 10) for t in self.topics]
         self.joint_pub = self.probe.create_publisher(JointState, 'joint_states', 10)
-        self._arrived = {}
+        self._arrived = []
         self._cond = threading.Condition()
         self.probe.create_subscription(JointTrajectory, '/arm_controller/joint_trajectory',
                                        self._chunk_callback, 10)
@@ -111,7 +114,7 @@ class Bench:
     def _chunk_callback(self, msg) -> None:
         now = time.monotonic()
         with self._cond:
-            self._arrived[len(self._arrived)] = now
+            self._arrived.append(now)
             self._cond.notify_all()
 
     def sample(self, index: int):
@@ -128,28 +131,27 @@ class Bench:
             msgs.append(msg)
         joints = JointState(name=list(JOINTS), position=[0.0] * len(JOINTS))
         joints.header.stamp.sec = stamp_sec
-        with self._cond:
-            seen = len(self._arrived)
         t_pub = time.monotonic()
         self.joint_pub.publish(joints)
         for pub, msg in zip(self.image_pubs, msgs):
             pub.publish(msg)
         deadline = t_pub + 10.0
-        timing = None
-        while timing is None and time.monotonic() < deadline:
+        timing, t_arr = None, None
+        while t_arr is None:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f'no chunk for sample {index}')
+            if timing is None:
+                # the first inference step that used exactly this sample's images
+                timing = next((step for step in list(self.node.step_timings)
+                               if step.image_stamps and
+                               all(int(s) == stamp_sec for s in step.image_stamps)), None)
             with self._cond:
-                self._cond.wait(0.05)
-            for step in list(self.node.step_timings):
-                if step.image_stamps and all(int(s) == stamp_sec for s in step.image_stamps):
-                    timing = step
-        if timing is None:
-            raise RuntimeError(f'no chunk for sample {index}')
-        with self._cond:
-            while len(self._arrived) <= seen:
-                self._cond.wait(1.0)
-            # the chunk that carried this step is the first one after it was published
-            t_arr = min(t for k, t in self._arrived.items() if k >= seen and
-                        t >= timing.published - 1e-6)
+                if timing is not None:
+                    # chunks arrive in order: the first one after it was published is it
+                    later = [t for t in self._arrived if t >= timing.published - 1e-6]
+                    t_arr = min(later) if later else None
+                if t_arr is None:
+                    self._cond.wait(0.01)
         e2e = (t_arr - t_pub) * 1e3
         wait = (timing.start - timing.obs_ready) * 1e3
         return {

@@ -131,8 +131,8 @@ PARAMS: Tuple[ParamSpec, ...] = (
               read_only=True, int_range=(1, 10000)),
     # safety
     ParamSpec('max_observation_age', _D, 1.0,
-              'hold (publish nothing new) when a camera image or the joint state is older than '
-              'this many seconds', float_range=(0.001, 3600.0)),
+              'hold (publish nothing new) when a camera image or the joint state arrived more '
+              'than this many seconds ago', float_range=(0.001, 3600.0)),
     ParamSpec('joint_lower_limits', _DA, [], 'per-joint lower position limits; empty = none'),
     ParamSpec('joint_upper_limits', _DA, [], 'per-joint upper position limits; empty = none'),
     ParamSpec('max_joint_step', _D, 0.0,

@@ -118,8 +118,8 @@ class StepTiming:
     :param start: monotonic time inference started.
     :param model_ms: ``policy.predict`` wall time.
     :param convert_ms: conversion time of the images used (spent in the subscription callbacks).
-    :param post_ms: safety filter + message build + publish.
-    :param published: monotonic time the chunk was handed to rclpy.
+    :param post_ms: safety filter + message build (before publishing).
+    :param published: monotonic time the chunk was handed to rclpy (stream mode: to the queue).
     """
 
     image_stamps: Tuple[float, ...]
@@ -495,12 +495,12 @@ class PolicyNode(Node):
             JointTrajectoryPoint(positions=row, time_from_start=sec_to_duration((i + 1) * dt))
             for i, row in enumerate(safe.tolist())])
         msg.header.stamp = self.get_clock().now().to_msg()
-        self._publish(msg)
-        self._finish_step(timing, t1)
-
-    def _finish_step(self, timing: StepTiming, t_post: float) -> None:
-        timing.post_ms += (time.perf_counter() - t_post) * 1e3
+        timing.post_ms += (time.perf_counter() - t1) * 1e3
         timing.published = time.monotonic()
+        self._publish(msg)
+        self._finish_step(timing)
+
+    def _finish_step(self, timing: StepTiming) -> None:
         with self._io_lock:
             self._chunks_published += 1
             self._step_ms.append((timing.published - timing.start) * 1e3)
@@ -529,7 +529,9 @@ class PolicyNode(Node):
         skip = min(int(elapsed / self._dt), safe.shape[0] - 1)
         with self._queue_lock:
             self._queue = deque(np.array(row) for row in safe[skip:])
-        self._finish_step(timing, t1)
+        timing.post_ms += (time.perf_counter() - t1) * 1e3
+        timing.published = time.monotonic()
+        self._finish_step(timing)
 
     def _stream_callback(self) -> None:
         if self._hold_reason:
