@@ -38,8 +38,8 @@ def test_stream_commands_at_fixed_rate(stream_env):
     rate = (len(got) - 1) / (times[-1] - times[0])
     # 1 / control_period, minus the odd late timer tick on a busy machine; the queue is refilled
     # before it runs dry, so there are no long gaps
-    assert 0.7 / DT <= rate <= 1.2 / DT, rate
-    assert np.max(np.diff(times)) < 6 * DT
+    assert 0.6 / DT <= rate <= 1.2 / DT, rate
+    assert np.max(np.diff(times)) < 10 * DT
     # consecutive commands respect max_joint_step
     assert np.all(np.abs(np.diff(values, axis=0)) <= 0.05 + 1e-9)
 
