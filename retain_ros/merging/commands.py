@@ -50,6 +50,8 @@ def _merge_parser() -> argparse.ArgumentParser:
     p.add_argument('--family', default='auto',
                    help='model family: auto, pi0, pi05, smolvla, openvla')
     p.add_argument('--out', required=True, help='output directory (or .safetensors file)')
+    p.add_argument('--fsync', action='store_true',
+                   help='flush the weights to disk before renaming into place')
     p.add_argument('--no-progress', action='store_true', help='no progress bar')
     p.add_argument('-q', '--quiet', action='store_true', help='only errors')
     return p
@@ -76,7 +78,8 @@ def merge_main(argv: Optional[List[str]] = None) -> int:
                          lambdas=tuple(args.lambdas or ()),
                          allow_extrapolation=args.allow_extrapolation)
         summary = merge_to_disk(args.pretrained, args.finetuned, spec, args.out,
-                                progress=not args.no_progress, family=args.family)
+                                progress=not args.no_progress, family=args.family,
+                                fsync=args.fsync)
     except (MergeError, SpecError) as exc:
         print(f'retain-ros merge: error: {exc}', file=sys.stderr)
         return 1

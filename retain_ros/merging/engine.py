@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 from typing import Dict
 from typing import Iterator
@@ -109,6 +110,20 @@ def validate_sources(pre: CheckpointSource, fts: Sequence[CheckpointSource]) -> 
                     f'{ft.dtype(k)} in {ft.file_of(k)} (floating vs integer/bool)')
 
 
+def all_finite(t: torch.Tensor) -> bool:
+    """True when no element is nan / inf.
+
+    A float sum is finite only if every element is (nan and inf propagate); only when the sum
+    is not finite (a non-finite element, or an overflow of the sum) is the exact test run.
+    """
+    if t.numel() == 0:
+        return True
+    acc = torch.float64 if t.dtype == torch.float64 else torch.float32
+    if math.isfinite(float(t.sum(dtype=acc))):
+        return True
+    return bool(torch.isfinite(t).all())
+
+
 def fingerprint(pre: CheckpointSource, fts: Sequence[CheckpointSource], spec: MergeSpec,
                 alphas: Dict[str, object]) -> str:
     """Short id of a merged state: input digests + recipe + coefficients per group."""
@@ -153,7 +168,7 @@ class TensorMerger:
     def diagnose_nonfinite(self, key: str, inputs: Sequence[torch.Tensor], coefs) -> MergeError:
         """Error naming the input file with non-finite values, else the coefficients."""
         for src, t in zip([self.pre] + self.fts, inputs):
-            if is_float(t.dtype) and not bool(torch.isfinite(t).all()):
+            if is_float(t.dtype) and not all_finite(t):
                 return CheckpointError(f'non-finite values (nan/inf) in tensor {key!r} of '
                                        f'{src.file_of(key)}')
         return MergeError(f'merging tensor {key!r} with coefficients {list(coefs)} '
@@ -185,7 +200,7 @@ class TensorMerger:
             parts = [t[i:i + chunk_elems] for t in flat]
             out = torch.empty_like(parts[0]) if self.native_lowp(out_dtype, parts) else None
             res = self.recipe.combine(parts[0], parts[1:], coefs, out=out)
-            if res.numel() and not bool(torch.isfinite(res).all()):
+            if not all_finite(res):
                 raise self.diagnose_nonfinite(key, parts, coefs)
             yield res.to(out_dtype)
 
@@ -208,7 +223,7 @@ class TensorMerger:
             (out.dtype == torch.float32 and all(t.dtype in _F32_INPUTS for t in [pre_t, *ft_ts]))
             or self.native_lowp(out.dtype, [pre_t, *ft_ts]))
         res = self.recipe.combine(pre_t, ft_ts, coefs, out=out if direct else None)
-        if check_finite and res.numel() and not bool(torch.isfinite(res).all()):
+        if check_finite and not all_finite(res):
             raise self.diagnose_nonfinite(key, [pre_t, *ft_ts], coefs)
         if out is None:
             return res.to(out_dtype)

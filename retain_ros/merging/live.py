@@ -28,6 +28,7 @@ from torch import nn
 
 from retain_ros.merging.checkpoint import CheckpointSource
 from retain_ros.merging.checkpoint import is_float
+from retain_ros.merging.engine import all_finite
 from retain_ros.merging.engine import CONVENTION
 from retain_ros.merging.engine import describe_sources
 from retain_ros.merging.engine import fingerprint
@@ -161,7 +162,7 @@ class LiveMerger:
             tensors = []
             for src in [pre] + fts:
                 t = src.get(k)
-                if is_float(t.dtype) and t.numel() and not bool(torch.isfinite(t).all()):
+                if is_float(t.dtype) and not all_finite(t):
                     raise CheckpointError(
                         f'non-finite values (nan/inf) in tensor {k!r} of {src.file_of(k)}')
                 if where.type == 'cpu':

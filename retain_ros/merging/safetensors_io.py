@@ -200,11 +200,13 @@ class StreamingWriter:
     :param path: output file (the caller renames it into place).
     :param layout: ``[(name, dtype, shape), ...]`` in file order.
     :param metadata: ``__metadata__`` strings.
+    :param fsync: force the data to disk on close (durable across power loss, slower).
     """
 
     def __init__(self, path: str, layout: Iterable[Tuple[str, torch.dtype, Tuple[int, ...]]],
-                 metadata: Optional[Dict[str, str]] = None):
+                 metadata: Optional[Dict[str, str]] = None, fsync: bool = False):
         self.path = path
+        self.fsync = fsync
         header: Dict[str, object] = {}
         if metadata:
             header['__metadata__'] = dict(metadata)
@@ -264,7 +266,8 @@ class StreamingWriter:
             return
         fh, self._fh = self._fh, None
         fh.flush()
-        os.fsync(fh.fileno())
+        if self.fsync:
+            os.fsync(fh.fileno())
         fh.close()
         if self._next != len(self._expect):
             raise ValueError(f'{self.path}: only {self._next} of {len(self._expect)} tensors '

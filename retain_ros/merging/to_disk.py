@@ -13,6 +13,7 @@ import logging
 import os
 import shutil
 import tempfile
+import threading
 import time
 from typing import Dict
 from typing import Optional
@@ -68,7 +69,8 @@ def _progress(total: int, enabled: bool, desc: str):
 
 
 def merge_to_disk(pretrained: SourceLike, finetuned, spec: MergeSpec, out: str,
-                  progress: bool = True, family: str = 'auto') -> Dict[str, object]:
+                  progress: bool = True, family: str = 'auto',
+                  fsync: bool = False) -> Dict[str, object]:
     """Merge and write a checkpoint; nothing appears at ``out`` unless everything succeeded.
 
     :param pretrained: path or source of the pretrained checkpoint.
@@ -78,6 +80,7 @@ def merge_to_disk(pretrained: SourceLike, finetuned, spec: MergeSpec, out: str,
         file); an existing one is replaced only after the new one is complete.
     :param progress: show a tqdm progress bar.
     :param family: model family (``'auto'``).
+    :param fsync: flush weight files to disk before the rename (durable across power loss).
     :return: summary dict (out, fingerprint, alphas, recipe, seconds, bytes written).
     :raises MergeError: invalid inputs or failure; ``out`` untouched.
     """
@@ -90,6 +93,10 @@ def merge_to_disk(pretrained: SourceLike, finetuned, spec: MergeSpec, out: str,
     lay = layout_source(spec, fts)
     LOG.info('merging %s with %s; output in the layout of %s [%s]; convention: %s',
              describe_sources(pre, fts), spec.describe(), lay.path, lay.dialect, CONVENTION)
+    # Content digests (for the fingerprint) are hashed in a background thread while merging;
+    # hashlib releases the GIL on large buffers.
+    hasher = threading.Thread(target=lambda: [s.digest() for s in [pre] + fts], daemon=True)
+    hasher.start()
     out = os.path.abspath(out)
     as_file = lay.root is None and out.endswith('.safetensors')
     parent = os.path.dirname(out)
@@ -111,7 +118,7 @@ def merge_to_disk(pretrained: SourceLike, finetuned, spec: MergeSpec, out: str,
             meta['retain_ros.merge'] = json.dumps(
                 {'recipe': spec.recipe, 'alpha': merger.alphas(), 'convention': CONVENTION})
             fmt = [(fk, lay.dtype(canon[fk]), tuple(lay.shape(canon[fk]))) for fk in stored]
-            writer = StreamingWriter(dest, fmt, meta)
+            writer = StreamingWriter(dest, fmt, meta, fsync=fsync)
             try:
                 for fk, dtype, _ in fmt:
                     for part in merger.merge_chunks(canon[fk], dtype):
@@ -139,6 +146,7 @@ def merge_to_disk(pretrained: SourceLike, finetuned, spec: MergeSpec, out: str,
                 os.makedirs(os.path.dirname(dest), exist_ok=True)
                 shutil.copyfile(path, dest)
         _chmod_tree(tmp)
+        hasher.join()
         fp = fingerprint(pre, fts, spec, merger.alphas())
         final_tmp = os.path.join(tmp, os.path.basename(out)) if as_file else tmp
         _replace(final_tmp, out)
