@@ -14,7 +14,8 @@ from retain_ros.demo.paths import demo_checkpoints
 from retain_ros.demo.paths import demo_dir
 from retain_ros.demo.paths import DemoCheckpointsMissing
 from retain_ros.demo.rollout import run_episode
-from retain_ros.demo.rollout import StateDictInterpolator
+from retain_ros.demo.rollout import load_pair
+from retain_ros.demo.rollout import merge_spec
 from retain_ros.sim import SimWorld
 
 
@@ -78,12 +79,43 @@ def test_demos_are_seeded():
     assert a.actions.shape == (3, 4, 3) and a.instructions == ['touch the red block']
 
 
-def test_interpolator_endpoints():
-    module = torch.nn.Linear(2, 2)
-    pre = {k: torch.zeros_like(v) for k, v in module.state_dict().items()}
-    ft = {k: torch.ones_like(v) for k, v in module.state_dict().items()}
-    merger = StateDictInterpolator(module, pre, ft)
-    merger.apply(0.25)
-    assert torch.allclose(module.weight, torch.full((2, 2), 0.25))
-    merger.apply(1.0, action=0.0)
-    assert torch.allclose(module.weight, torch.zeros(2, 2))
+def test_offline_sweep_merges_like_the_node(trained):
+    """The offline harness uses the merging library's LiveMerger on the checkpoints on disk."""
+    policy, merger = load_pair(os.path.join(trained, 'generalist'),
+                               os.path.join(trained, 'finetuned'))
+    groups = merger.groups
+    pre_source, (ft_source,) = merger.sources
+    pre = {k: pre_source.get(k) for k in groups}
+    ft = {k: ft_source.get(k) for k in groups}
+    assert {'vision', 'language', 'action'} <= set(groups.values())
+    live = policy.module.state_dict()
+    changed = [k for k in pre if not torch.equal(pre[k], ft[k])]
+    assert changed, 'the finetune changed nothing'
+    for k in changed:
+        torch.testing.assert_close(live[k], pre[k])
+    merger.apply(merge_spec({'alpha': 1.0, 'language': 0.5}))
+    live = policy.module.state_dict()
+    for k in changed:
+        want = torch.lerp(pre[k].float(), ft[k].float(), 0.5) if groups[k] == 'language' \
+            else ft[k]
+        torch.testing.assert_close(live[k], want)
+    rows = train.offline_sweep(trained, 1, train.quick_settings(), progress=False,
+                               sweep=({'alpha': 0.0}, {'alpha': 1.0, 'language': 0.5}))
+    assert [(r['setting'], r['split'], r['episodes']) for r in rows][:3] == [
+        ({'alpha': 0.0}, 'new_id', 1), ({'alpha': 0.0}, 'new_ood', 1),
+        ({'alpha': 0.0}, 'generalist', 1)]
+    assert 'alpha=1,language=0.5' in train.format_sweep(rows)
+
+
+def test_default_sweep_has_the_demo_language_merge():
+    assert {'alpha': 1.0, 'language': 0.5} in train.DEFAULT_SWEEP
+    assert {'alpha': 0.0} in train.DEFAULT_SWEEP and {'alpha': 1.0} in train.DEFAULT_SWEEP
+
+
+def test_set_overrides_any_setting():
+    args = train._parser().parse_args(['--quick', '--set', 'generalist_lr=0.002',
+                                       '--set', 'model-image-size=32'])
+    settings = train.settings_from_args(args)
+    assert settings.generalist_lr == 0.002 and settings.model_image_size == 32
+    with pytest.raises(SystemExit):
+        train.settings_from_args(train._parser().parse_args(['--set', 'nope=1']))

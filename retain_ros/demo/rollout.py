@@ -7,7 +7,6 @@ and policy nodes; the episode protocol is the same (see :func:`run_episode`).
 from __future__ import annotations
 
 import logging
-import re
 from typing import Callable
 from typing import Dict
 from typing import List
@@ -15,7 +14,6 @@ from typing import Optional
 from typing import Sequence
 
 import numpy as np
-import torch
 
 from retain_ros.policies.base import Observation
 from retain_ros.sim.tasks import tasks_for_split
@@ -29,20 +27,6 @@ EPISODE_STEPS = 40
 REPLAN_STEPS = 5
 #: Camera slot of the sim's camera.
 CAMERA = 'base'
-
-#: Parameter-name rules for the pi0 groups (runtime names of PI0ForConditionalGeneration).
-_GROUP_RULES = (
-    ('vision', re.compile(r'(^|\.)vlm\.(model\.)?(vision_tower|multi_modal_projector)\.')),
-    ('language', re.compile(r'(^|\.)vlm\.(model\.)?language_model\.|(^|\.)vlm\.lm_head\.')),
-)
-
-
-def group_of(name: str) -> str:
-    """Parameter group (vision / language / action) of a pi0 runtime parameter name."""
-    for group, rule in _GROUP_RULES:
-        if rule.search(name):
-            return group
-    return 'action'
 
 
 def run_episode(policy, world: SimWorld, task: str, split: str, seed: int,
@@ -101,46 +85,37 @@ def evaluate_split(policy, split: str, episodes: int, seed_offset: int = 0,
     return results
 
 
-class StateDictInterpolator:
-    """Write ``(1 - a_g) * pre + a_g * ft`` into a module's parameters, in place.
+def load_pair(generalist_dir: str, finetuned_dir: str, alpha: float = 0.0,
+              noise_seed: int = 0):
+    """The policy and its live merger, exactly as the policy node builds them.
 
-    A small stand-in for :class:`retain_ros.merging.live.LiveMerger` used by the offline harness
-    (same alpha convention: ``a`` is the weight on the FINETUNED model; groups by
-    :func:`group_of`).
+    :func:`retain_ros.policies.loader.load_merged_policy`: the model, its normalization
+    statistics and tokenizer come from the FINETUNED checkpoint; a
+    :class:`~retain_ros.merging.live.LiveMerger` writes ``(1 - a) * generalist + a * finetuned``
+    into its parameters in place (``a`` is the weight on the FINETUNED model; parameter groups
+    from :mod:`retain_ros.merging.groups`).
 
-    :param module: the module whose parameters are rewritten.
-    :param pretrained: state dict of the pretrained model (runtime names).
-    :param finetuned: state dict of the finetuned model (runtime names).
+    :return: ``(policy, merger)``.
     """
+    from retain_ros.merging.spec import MergeSpec
+    from retain_ros.policies.loader import load_merged_policy
 
-    def __init__(self, module: torch.nn.Module, pretrained: Dict[str, torch.Tensor],
-                 finetuned: Dict[str, torch.Tensor]):
-        own = module.state_dict()
-        missing = sorted(set(own) - set(pretrained)) + sorted(set(own) - set(finetuned))
-        if missing:
-            raise KeyError(f'state dicts lack {missing[:5]}')
-        self.module = module
-        self.pretrained = {k: pretrained[k].detach().float().clone() for k in own}
-        self.finetuned = {k: finetuned[k].detach().float().clone() for k in own}
+    return load_merged_policy(generalist_dir, [finetuned_dir], MergeSpec(alpha=float(alpha)),
+                              device='cpu', dtype='float32', keep_sources='device',
+                              noise_seed=noise_seed, warmup=False)
 
-    @torch.no_grad()
-    def apply(self, alpha: float, **group_alpha: Optional[float]) -> Dict[str, float]:
-        """Set the merged weights.
 
-        :param alpha: weight on the finetuned model.
-        :param group_alpha: per-group overrides (``vision=``, ``language=``, ``action=``).
-        :return: the effective alpha per group.
-        """
-        alphas = {g: float(alpha if group_alpha.get(g) is None else group_alpha[g])
-                  for g in ('vision', 'language', 'action')}
-        for name, tensor in self.module.state_dict(keep_vars=True).items():
-            a = alphas[group_of(name)]
-            pre, ft = self.pretrained[name], self.finetuned[name]
-            if not torch.is_floating_point(tensor):
-                tensor.copy_(ft.to(tensor.dtype))
-                continue
-            tensor.data.copy_(torch.lerp(pre, ft, a).to(tensor.dtype))
-        return alphas
+def merge_spec(setting: Dict[str, float]):
+    """A :class:`~retain_ros.merging.spec.MergeSpec` from a sweep setting.
+
+    :param setting: ``{'alpha': a}`` plus optional per-group overrides, e.g.
+        ``{'alpha': 1.0, 'language': 0.5}``.
+    """
+    from retain_ros.merging.spec import MergeSpec
+
+    setting = dict(setting)
+    alpha = float(setting.pop('alpha'))
+    return MergeSpec(alpha=alpha, group_alpha={g: float(v) for g, v in setting.items()})
 
 
 def alpha_sweep(policy, merger, settings: Sequence[Dict[str, float]], episodes: Dict[str, int],
@@ -149,7 +124,8 @@ def alpha_sweep(policy, merger, settings: Sequence[Dict[str, float]], episodes: 
     """Success rate per merge setting and split.
 
     :param policy: the policy whose module ``merger`` rewrites.
-    :param merger: object with ``apply(alpha, **group_alpha)``.
+    :param merger: a :class:`~retain_ros.merging.live.LiveMerger` (``apply(MergeSpec)``), e.g.
+        from :func:`load_pair`.
     :param settings: e.g. ``[{'alpha': 0.0}, {'alpha': 1.0, 'language': 0.8}]``.
     :param episodes: split -> episodes per setting.
     :param seed_offset: first evaluation scene seed (keep it apart from training seeds).
@@ -159,13 +135,11 @@ def alpha_sweep(policy, merger, settings: Sequence[Dict[str, float]], episodes: 
     """
     rows = []
     for setting in settings:
-        setting = dict(setting)
-        alpha = setting.pop('alpha')
-        merger.apply(alpha, **setting)
+        merger.apply(merge_spec(setting))
         for split, n in episodes.items():
             results = evaluate_split(policy, split, n, seed_offset, progress=progress, **kwargs)
             wins = sum(r['success'] for r in results)
-            rows.append({'setting': dict(alpha=alpha, **setting), 'split': split,
+            rows.append({'setting': dict(setting), 'split': split,
                          'successes': wins, 'episodes': len(results),
                          'rate': wins / max(1, len(results))})
     return rows

@@ -84,8 +84,20 @@ class TrainSettings:
 
     def digest(self) -> str:
         """Hash of the settings and :data:`FORMAT_VERSION`."""
-        blob = json.dumps({'format': FORMAT_VERSION, **asdict(self)}, sort_keys=True)
+        blob = json.dumps({'format': FORMAT_VERSION, 'sim': _sim_signature(), **asdict(self)},
+                          sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _sim_signature() -> Dict[str, object]:
+    """The sim world's geometry constants: a change there makes cached checkpoints stale."""
+    from retain_ros.sim import world
+
+    out: Dict[str, object] = {}
+    for name, value in sorted(vars(world).items()):
+        if name.isupper() and isinstance(value, (int, float, tuple, np.ndarray)):
+            out[name] = np.asarray(value).tolist()
+    return out
 
 
 def quick_settings() -> TrainSettings:
@@ -339,39 +351,58 @@ def ensure_demo_checkpoints(root: Optional[str] = None,
 
 
 # ------------------------------------------------------------------------------- evaluation
+#: The offline sweep: alpha (weight on the FINETUNED model) for all groups, and a
+#: language-only merge (vision and action finetuned, language half way), as in the ROS demo.
 DEFAULT_SWEEP = ({'alpha': 0.0}, {'alpha': 0.25}, {'alpha': 0.5}, {'alpha': 0.75},
-                 {'alpha': 1.0}, {'alpha': 1.0, 'language': 0.75})
+                 {'alpha': 1.0}, {'alpha': 1.0, 'language': 0.5})
+#: Scene seeds of the offline sweep start here (training scenes use
+#: :data:`retain_ros.demo.data.TRAIN_SEED_OFFSET` and up).
+EVAL_SEED_OFFSET = 0
 
 
-def offline_sweep(result: Dict, episodes: int, settings: TrainSettings,
-                  progress: bool = True) -> List[Dict]:
-    """Closed-loop alpha sweep (no ROS) over the freshly trained pair; prints a table."""
+def offline_sweep(root: str, episodes: int, settings: TrainSettings, progress: bool = True,
+                  sweep=DEFAULT_SWEEP) -> List[Dict]:
+    """Closed-loop alpha sweep (no ROS) over the checkpoints in ``root``; prints a table.
+
+    The policy and merger are built exactly as the policy node builds them
+    (:func:`retain_ros.demo.rollout.load_pair`: finetuned config / statistics / tokenizer, the
+    merging library's LiveMerger), so the numbers are those of the same merged weights.
+    """
     from retain_ros.demo.rollout import alpha_sweep
-    from retain_ros.demo.rollout import StateDictInterpolator
+    from retain_ros.demo.rollout import load_pair
 
-    policy = result['policy']
-    merger = StateDictInterpolator(policy.module, result['generalist'], result['finetuned'])
+    policy, merger = load_pair(os.path.join(root, GENERALIST), os.path.join(root, FINETUNED),
+                               noise_seed=settings.seed)
     splits = {'new_id': episodes, 'new_ood': episodes, 'generalist': episodes}
-    with _progress_bar(len(DEFAULT_SWEEP) * 3 * episodes, 'offline alpha sweep', progress) as b:
-        rows = alpha_sweep(policy, merger, DEFAULT_SWEEP, splits, progress=b.update)
+    t0 = time.perf_counter()
+    with _progress_bar(len(sweep) * 3 * episodes, 'offline alpha sweep', progress) as b:
+        rows = alpha_sweep(policy, merger, sweep, splits, seed_offset=EVAL_SEED_OFFSET,
+                           progress=b.update, image_size=settings.sim_image_size)
     print(format_sweep(rows))
+    print(f'({episodes} episodes per cell; 95% Wilson interval in brackets; '
+          f'{time.perf_counter() - t0:.0f} s)')
     return rows
 
 
 def format_sweep(rows: List[Dict]) -> str:
-    """Plain-text table: one line per setting, success rate per split."""
+    """Plain-text table: one line per setting, success rate (and 95% Wilson interval) per
+    split."""
+    from retain_ros.evaluation.stats import wilson_interval
+
     splits = []
     for row in rows:
         if row['split'] not in splits:
             splits.append(row['split'])
-    lines = ['setting                 ' + ''.join(f'{s:>14}' for s in splits)]
+    width = 22
+    lines = ['setting                 ' + ''.join(f'{s:>{width}}' for s in splits)]
     table: Dict[str, Dict[str, str]] = {}
     for row in rows:
         key = ','.join(f'{k}={v:g}' for k, v in row['setting'].items())
+        low, high = wilson_interval(row['successes'], row['episodes'])
         table.setdefault(key, {})[row['split']] = \
-            f'{row["successes"]}/{row["episodes"]} {row["rate"]:.2f}'
+            f'{row["successes"]}/{row["episodes"]} {row["rate"]:.2f} [{low:.2f},{high:.2f}]'
     for key, cells in table.items():
-        lines.append(f'{key:<24}' + ''.join(f'{cells.get(s, ""):>14}' for s in splits))
+        lines.append(f'{key:<24}' + ''.join(f'{cells.get(s, ""):>{width}}' for s in splits))
     return '\n'.join(lines)
 
 
@@ -394,9 +425,13 @@ def _parser() -> argparse.ArgumentParser:
                    help='generalist demonstrations per task')
     p.add_argument('--finetune-stats', choices=('generalist', 'own'), default=None,
                    help="normalization statistics of the finetuned checkpoint")
+    p.add_argument('--set', action='append', default=[], metavar='NAME=VALUE',
+                   help='override any training setting (repeatable), e.g. '
+                        '--set generalist_lr=2e-3')
     p.add_argument('--eval', type=int, default=0, metavar='N',
-                   help='after training, run an offline (no ROS) closed-loop alpha sweep with '
-                        'N episodes per split and print success rates')
+                   help='then run an offline (no ROS) closed-loop alpha sweep with N episodes '
+                        'per split and setting, and print success rates (trains only when the '
+                        'checkpoints are missing or stale)')
     p.add_argument('--no-progress', action='store_true', help='no progress bars')
     return p
 
@@ -409,9 +444,16 @@ def settings_from_args(args) -> TrainSettings:
                  'finetune_episodes': args.finetune_episodes,
                  'generalist_episodes_per_task': args.generalist_episodes,
                  'finetune_stats': args.finetune_stats}
-    names = {f.name for f in fields(TrainSettings)}
+    types = {f.name: type(getattr(settings, f.name)) for f in fields(TrainSettings)}
+    for item in getattr(args, 'set', None) or []:
+        key, sep, value = item.partition('=')
+        key = key.strip().replace('-', '_')
+        if not sep or key not in types:
+            raise SystemExit(f'--set {item!r}: expected NAME=VALUE with NAME one of '
+                             f'{sorted(types)}')
+        overrides[key] = types[key](value)
     for key, value in overrides.items():
-        if value is not None and key in names:
+        if value is not None and key in types:
             setattr(settings, key, value)
     return settings
 
@@ -425,18 +467,20 @@ def main(argv: Optional[List[str]] = None) -> int:
     root = demo_dir(args.dir)
     progress = not args.no_progress
     summary = cached_summary(root, settings)
-    if summary is not None and not args.force and not args.eval:
+    if summary is not None and not args.force:
         print(f'demo checkpoints up to date in {root} (settings hash {settings.digest()}); '
               'use --force to retrain')
-        return 0
-    result = train_demo(settings, root, progress=progress)
-    seconds = result['summary']['seconds']
-    print(f'generalist: {os.path.join(root, GENERALIST)}\n'
-          f'finetuned:  {os.path.join(root, FINETUNED)}\n'
-          f'trained in {seconds["total"]:.0f} s (generalist {seconds["generalist"]:.0f} s, '
-          f'finetune {seconds["finetune"]:.0f} s)')
+    else:
+        summary = train_demo(settings, root, progress=progress)['summary']
+        seconds = summary['seconds']
+        print(f'generalist: {os.path.join(root, GENERALIST)}\n'
+              f'finetuned:  {os.path.join(root, FINETUNED)}\n'
+              f'trained in {seconds["total"]:.0f} s (generalist {seconds["generalist"]:.0f} s, '
+              f'finetune {seconds["finetune"]:.0f} s); final losses: generalist '
+              f'{summary["generalist_final_loss"]:.4f}, finetune '
+              f'{summary["finetune_final_loss"]:.4f}')
     if args.eval:
-        rows = offline_sweep(result, args.eval, settings, progress=progress)
+        rows = offline_sweep(root, args.eval, settings, progress=progress)
         with open(os.path.join(root, 'offline_sweep.json'), 'w', encoding='utf-8') as f:
             json.dump(rows, f, indent=2)
     return 0
