@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import random
 import sys
+import tempfile
 import threading
 import time
 
@@ -20,6 +21,8 @@ import pytest
 
 os.environ.setdefault('ROS_DOMAIN_ID', str(random.SystemRandom().randint(1, 200)))
 os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
+# ROS logs and the nodes' default episode logs go to a per-run directory, not ~/.ros
+os.environ['ROS_HOME'] = tempfile.mkdtemp(prefix='retain_ros_test_home_')
 _VENV = os.path.dirname(os.path.dirname(sys.executable))
 if os.path.isdir(os.path.join(_VENV, 'share', 'ament_index')) or 'AMENT_PREFIX_PATH' not in \
         os.environ:
@@ -107,22 +110,29 @@ class RosHarness:
         import rclpy
         from rclpy.context import Context
         from rclpy.executors import MultiThreadedExecutor
+        from rclpy.executors import SingleThreadedExecutor
 
         self.context = Context()
         rclpy.init(context=self.context)
         self.probe = rclpy.create_node('retain_test_probe', context=self.context)
+        # the probe and the nodes under test spin on separate executors (as separate processes
+        # would), so a busy node never delays what the probe receives or its timestamps
+        self.probe_executor = SingleThreadedExecutor(context=self.context)
+        self.probe_executor.add_node(self.probe)
         self.executor = MultiThreadedExecutor(num_threads=4, context=self.context)
-        self.executor.add_node(self.probe)
         self.nodes = []
         self._publishers = {}
-        self._thread = threading.Thread(target=self._spin, daemon=True)
-        self._thread.start()
+        self._threads = [threading.Thread(target=self._spin, args=(e,), daemon=True)
+                         for e in (self.probe_executor, self.executor)]
+        for thread in self._threads:
+            thread.start()
 
-    def _spin(self):
+    @staticmethod
+    def _spin(executor):
         from rclpy.executors import ExternalShutdownException
 
         try:
-            self.executor.spin()
+            executor.spin()
         except ExternalShutdownException:
             pass
 
@@ -190,6 +200,10 @@ class RosHarness:
         self.publisher(JointState, topic).publish(msg)
         return msg
 
+    def now(self):
+        """ROS time (s) of the probe's clock: compare with the nodes' header stamps."""
+        return self.probe.get_clock().now().nanoseconds * 1e-9
+
     def feed(self, duration, joints=(0.0, 0.0, 0.0, 0.0), period=0.05, **image_kwargs):
         """Publish fresh images and joint states for ``duration`` seconds."""
         end = time.monotonic() + duration
@@ -231,12 +245,14 @@ class RosHarness:
 
     def shutdown(self):
         self.executor.shutdown(timeout_sec=5)
+        self.probe_executor.shutdown(timeout_sec=5)
         for node in list(self.nodes):
             node.destroy_node()
         self.nodes.clear()
         self.probe.destroy_node()
         self.context.try_shutdown()
-        self._thread.join(timeout=5)
+        for thread in self._threads:
+            thread.join(timeout=5)
 
 
 @pytest.fixture
