@@ -33,6 +33,7 @@ from typing import Tuple
 
 from rcl_interfaces.msg import Parameter as ParameterMsg
 from rcl_interfaces.srv import SetParameters
+from rcl_interfaces.srv import SetParametersAtomically
 import rclpy
 from rclpy.node import Node
 from rclpy.parameter import Parameter
@@ -132,7 +133,9 @@ class DemoRunner(Node):
 
     def __init__(self):
         super().__init__('retain_demo')
-        self._policy_params = self.create_client(SetParameters, f'/{POLICY}/set_parameters')
+        # atomically: all alpha parameters of a setting in one call, hence one re-merge
+        self._policy_params = self.create_client(SetParametersAtomically,
+                                                 f'/{POLICY}/set_parameters_atomically')
         self._start = self.create_client(Trigger, f'/{POLICY}/start_episode')
         self._end = self.create_client(SetBool, f'/{POLICY}/end_episode')
         self._sim_params = self.create_client(SetParameters, f'/{SIM}/set_parameters')
@@ -169,13 +172,14 @@ class DemoRunner(Node):
             rclpy.spin_once(self, timeout_sec=0.2)
 
     def set_params(self, client, params: Dict[str, object]) -> None:
-        request = SetParameters.Request(
+        """Set parameters through ``client`` (SetParameters or SetParametersAtomically)."""
+        request = client.srv_type.Request(
             parameters=[_param_msg(k, v) for k, v in params.items()])
         response = self._call(client, request)
-        failed = [f'{name}: {r.reason}' for name, r in zip(params, response.results)
-                  if not r.successful]
+        results = [response.result] if hasattr(response, 'result') else response.results
+        failed = [r.reason for r in results if not r.successful]
         if failed:
-            raise DemoError(f'{client.srv_name} refused: {"; ".join(failed)}')
+            raise DemoError(f'{client.srv_name} refused {sorted(params)}: {"; ".join(failed)}')
 
     # ---------------------------------------------------------------------------- episodes
     def run_episode(self, plan: EpisodePlan, timeout: float) -> dict:

@@ -7,6 +7,7 @@ safety limits can change live (alpha changes re-merge the weights in place).
 from __future__ import annotations
 
 from dataclasses import dataclass
+import os
 from typing import Any
 from typing import Dict
 from typing import List
@@ -27,9 +28,15 @@ GROUP_OF_PARAM = {'alpha_vision': 'vision', 'alpha_language': 'language',
                   'alpha_action': 'action'}
 #: per-group value meaning "follow alpha"
 FOLLOW = -1.0
-#: default episode log (relative to the node's working directory)
-DEFAULT_EPISODE_LOG = 'retain_episodes.jsonl'
+#: default episode log, under ``$ROS_HOME`` (``~/.ros``, where ROS keeps its own logs)
+DEFAULT_EPISODE_LOG = 'retain_ros/episodes.jsonl'
 OUTPUT_MODES = ('trajectory', 'stream')
+
+
+def default_episode_log() -> str:
+    """``$ROS_HOME/retain_ros/episodes.jsonl`` (``~/.ros`` when ROS_HOME is unset)."""
+    home = os.environ.get('ROS_HOME') or os.path.join('~', '.ros')
+    return os.path.abspath(os.path.expanduser(os.path.join(home, DEFAULT_EPISODE_LOG)))
 
 
 @dataclass(frozen=True)
@@ -142,7 +149,7 @@ PARAMS: Tuple[ParamSpec, ...] = (
     # evaluation
     ParamSpec('episode_log', _S, '',
               'JSON-lines episode log of ~/start_episode / ~/end_episode; empty = '
-              f'./{DEFAULT_EPISODE_LOG} in the working directory', read_only=True),
+              f'$ROS_HOME/{DEFAULT_EPISODE_LOG} ($ROS_HOME defaults to ~/.ros)', read_only=True),
     ParamSpec('episode_tag', _S, '',
               "scene tag of the next episode, 'split=...;task=...;variation=...'"),
     ParamSpec('alpha_schedule', _SA, [],

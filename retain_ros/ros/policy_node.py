@@ -304,7 +304,7 @@ class PolicyNode(Node):
         from retain_ros.evaluation.episodes import EpisodeRecorder
         from retain_ros.evaluation.schedule import AlphaSchedule
 
-        path = self._cfg['episode_log'] or os.path.join(os.getcwd(), P.DEFAULT_EPISODE_LOG)
+        path = self._cfg['episode_log'] or P.default_episode_log()
         self._recorder = EpisodeRecorder(path)
         self._blind = bool(self._cfg['blind'])
         self._schedule = None
@@ -602,15 +602,17 @@ class PolicyNode(Node):
                 return SetParametersResult(successful=False, reason=str(exc))
         if not set(P.MERGE_PARAMS) & set(changes):
             return SetParametersResult(successful=True)
+        try:
+            spec = self._spec_from(values)
+        except Exception as exc:
+            return SetParametersResult(successful=False, reason=f'invalid merge: {exc}')
+        if spec == self._merger.state.spec:
+            return SetParametersResult(successful=True)     # these weights are already live
         if self._recorder.active:
             return SetParametersResult(
                 successful=False,
                 reason=(f'episode {self._recorder.episode_id} is running; end it before '
                         'changing the merge (its log line must describe one set of weights)'))
-        try:
-            spec = self._spec_from(values)
-        except Exception as exc:
-            return SetParametersResult(successful=False, reason=f'invalid merge: {exc}')
         try:
             with self._policy_lock:
                 state = self._merger.apply(spec)
@@ -843,22 +845,27 @@ def main(args: Optional[List[str]] = None) -> int:
         print(_usage())
         return 0
     logging.basicConfig(level=logging.INFO, format='[%(levelname)s] [%(name)s]: %(message)s')
+    # plain init / try_shutdown (not ``with rclpy.init()``): the context manager is newer than
+    # Humble's rclpy
+    rclpy.init(args=argv)
     node = None
+    executor = None
     try:
-        with rclpy.init(args=argv):
-            node = PolicyNode()
-            executor = MultiThreadedExecutor(num_threads=4)
-            executor.add_node(node)
-            try:
-                executor.spin()
-            finally:
-                executor.shutdown()
-                node.destroy_node()
+        node = PolicyNode()
+        executor = MultiThreadedExecutor(num_threads=4)
+        executor.add_node(node)
+        executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         return 0
     except StartupError as exc:
         print(f'{NODE_NAME}: cannot start: {exc}', file=sys.stderr)
         return 1
+    finally:
+        if executor is not None:
+            executor.shutdown()
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
     return 0
 
 
