@@ -149,3 +149,16 @@ def test_per_task_and_write_report(tmp_path, capsys):
     assert '![success rate per alpha](p.png)' in text
     assert (tmp_path / 'p.png').stat().st_size > 10000
     assert json.loads((tmp_path / 'j.json').read_text())['rows'][0]['setting'] == 'alpha=0.5'
+
+
+def test_highest_rate_wording_for_zero_successes_and_ties():
+    records = [{'alpha': {'vision': a, 'language': a, 'action': a, 'other': a},
+                'recipe': 'interpolate', 'split': split, 'task': 't', 'success': ok}
+               for a, split, ok in ((0.0, 'new_id', False), (1.0, 'new_id', False),
+                                    (0.0, 'generalist', True), (1.0, 'generalist', True))]
+    summary = report.summarize(records)
+    assert summary.best('new_id') is None
+    assert summary.leaders_text('new_id') == 'none (no successes)'
+    assert summary.leaders_text('generalist') == 'alpha=0, alpha=1 (1/1, tied)'
+    table = report.format_table(summary)
+    assert 'none (no successes)' in table and 'alpha=0, alpha=1 (1/1, tied)' in table

@@ -149,16 +149,29 @@ class Summary:
         return setting.label(with_recipe=self.multi_recipe)
 
     def best(self, split: str) -> Optional[Setting]:
-        """Return the setting with the highest success rate on ``split`` (ties: larger n)."""
-        best, best_key = None, None
-        for setting in self.settings:
-            cell = self.cell(setting, split)
-            if not cell.n:
-                continue
-            key = (cell.rate, cell.n)
-            if best_key is None or key > best_key:
-                best, best_key = setting, key
-        return best
+        """Return the setting with the highest success rate on ``split`` (ties: larger n).
+
+        None when no setting has a success there (a "best" of all-zero rates means nothing).
+        """
+        leaders = self.leaders(split)
+        return max(leaders, key=lambda st: self.cell(st, split).n) if leaders else None
+
+    def leaders(self, split: str) -> List[Setting]:
+        """All settings sharing the highest success rate on ``split``; empty when it is 0."""
+        cells = [(st, self.cell(st, split)) for st in self.settings]
+        rates = [c.rate for _, c in cells if c.n]
+        if not rates or max(rates) <= 0:
+            return []
+        return [st for st, c in cells if c.n and c.rate == max(rates)]
+
+    def leaders_text(self, split: str) -> str:
+        """E.g. ``alpha=0.5 (7/8)``, ``alpha=0, alpha=1 (8/8, tied)``, ``none (no successes)``."""
+        leaders = self.leaders(split)
+        if not leaders:
+            return 'none (no successes)'
+        cell = self.cell(leaders[0], split)
+        text = ', '.join(self.label(st) for st in leaders)
+        return f'{text} ({cell.k}/{cell.n}{", tied" if len(leaders) > 1 else ""})'
 
     def to_dict(self) -> Dict[str, Any]:
         """JSON-able form: one row per setting, one entry per split."""
@@ -351,11 +364,9 @@ def format_table(summary: Summary) -> str:
     lines += ['', 'cells: successes/episodes  rate  [95% Wilson interval]']
     lines += [f'  {_split_title(s)} = {SPLIT_NAMES[s]}' for s in summary.splits
               if s in SPLIT_NAMES]
-    best = [f'{_split_title(s)}: {summary.label(b)}' for s in summary.splits
-            for b in [summary.best(s)] if b is not None]
-    if best:
-        lines.append('highest observed rate: ' + '; '.join(best))
-        lines.append('  (overlapping intervals mean the data do not separate those settings)')
+    lines.append('highest observed rate: ' + '; '.join(
+        f'{_split_title(s)}: {summary.leaders_text(s)}' for s in summary.splits))
+    lines.append('  (overlapping intervals mean the data do not separate those settings)')
     return '\n'.join(lines)
 
 
@@ -412,11 +423,8 @@ def format_markdown(summary: Summary, plot_path: Optional[str] = None,
         out.append('| ' + ' | '.join([summary.label(setting), per_group] + cells) + ' |')
     out.append('')
     for split in summary.splits:
-        best = summary.best(split)
-        if best is not None:
-            cell = summary.cell(best, split)
-            out.append(f'- Highest observed on {SPLIT_NAMES.get(split, split)}: '
-                       f'{summary.label(best)} ({cell.k}/{cell.n}).')
+        out.append(f'- Highest observed on {SPLIT_NAMES.get(split, split)}: '
+                   f'{summary.leaders_text(split)}.')
     out += ['', 'Overlapping intervals mean the data do not separate those settings; '
             'run more episodes before choosing alpha.', '']
     columns = [(sp, t) for sp in summary.splits for t in summary.tasks(sp)]
