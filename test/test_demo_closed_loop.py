@@ -26,7 +26,7 @@ def test_demo_runs_end_to_end(tmp_path):
     out = tmp_path / 'out'
     cmd = [sys.executable, '-m', 'retain_ros.cli', 'demo', '--out', str(out), '--quick-train',
            '--episodes', '1', '--alphas', '0,1', '--language-only', '0.5',
-           '--episode-timeout', '1.0', '--startup-timeout', '120']
+           '--episode-timeout', '2.5', '--startup-timeout', '120']
     result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
 
