@@ -44,11 +44,8 @@ from diagnostic_msgs.msg import DiagnosticStatus
 from diagnostic_msgs.msg import KeyValue
 import numpy as np
 from rcl_interfaces.msg import SetParametersResult
-import rclpy
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.callback_groups import ReentrantCallbackGroup
-from rclpy.executors import ExternalShutdownException
-from rclpy.executors import MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy
@@ -73,6 +70,7 @@ from retain_ros.ros.conversions import joint_state_to_vector
 from retain_ros.ros.conversions import sec_to_duration
 from retain_ros.ros.conversions import stamp_to_sec
 from retain_ros.ros.conversions import to_rgb
+from retain_ros.ros.node_main import run_node
 from retain_ros.ros.safety import limit_steps
 from retain_ros.ros.safety import make_safe
 from retain_ros.ros.safety import SafetyLimits
@@ -839,34 +837,9 @@ def main(args: Optional[List[str]] = None) -> int:
         remaining arguments); None uses ``sys.argv`` (``ros2 run retain_ros policy_node``).
     :return: process exit status.
     """
-    argv = list(sys.argv) if args is None else ['retain-ros-node'] + list(args)
-    user_args = argv[1:argv.index('--ros-args')] if '--ros-args' in argv else argv[1:]
-    if '-h' in user_args or '--help' in user_args:
-        print(_usage())
-        return 0
     logging.basicConfig(level=logging.INFO, format='[%(levelname)s] [%(name)s]: %(message)s')
-    # plain init / try_shutdown (not ``with rclpy.init()``): the context manager is newer than
-    # Humble's rclpy
-    rclpy.init(args=argv)
-    node = None
-    executor = None
-    try:
-        node = PolicyNode()
-        executor = MultiThreadedExecutor(num_threads=4)
-        executor.add_node(node)
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        return 0
-    except StartupError as exc:
-        print(f'{NODE_NAME}: cannot start: {exc}', file=sys.stderr)
-        return 1
-    finally:
-        if executor is not None:
-            executor.shutdown()
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return run_node(NODE_NAME, PolicyNode, args, _usage, threads=4,
+                    startup_errors=(StartupError,))
 
 
 if __name__ == '__main__':

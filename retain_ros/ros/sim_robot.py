@@ -30,12 +30,11 @@ from rcl_interfaces.msg import FloatingPointRange
 from rcl_interfaces.msg import IntegerRange
 from rcl_interfaces.msg import ParameterDescriptor
 from rcl_interfaces.msg import SetParametersResult
-import rclpy
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy
 from rclpy.qos import QoSProfile
 from rclpy.qos import ReliabilityPolicy
+from retain_ros.ros.node_main import run_node
 from retain_ros.ros.trajectory_follower import TrajectoryError
 from retain_ros.ros.trajectory_follower import TrajectoryFollower
 from retain_ros.sim.tasks import get_task
@@ -335,23 +334,7 @@ def main(args: Optional[List[str]] = None) -> int:
         to use ``sys.argv`` (``ros2 run``).
     :return: exit status.
     """
-    argv = list(sys.argv if args is None else [NODE_NAME, *args])
-    user_args = argv[1:argv.index('--ros-args')] if '--ros-args' in argv else argv[1:]
-    if '-h' in user_args or '--help' in user_args:
-        print(_usage())
-        return 0
-    rclpy.init(args=argv)
-    node = None
-    try:
-        node = SimRobotNode()
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return run_node(NODE_NAME, SimRobotNode, args, _usage)
 
 
 if __name__ == '__main__':
