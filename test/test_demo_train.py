@@ -119,3 +119,22 @@ def test_set_overrides_any_setting():
     assert settings.generalist_lr == 0.002 and settings.model_image_size == 32
     with pytest.raises(SystemExit):
         train.settings_from_args(train._parser().parse_args(['--set', 'nope=1']))
+
+
+def test_all_targets_demonstrates_every_block_of_a_scene():
+    one = generate_demos(['reach_red', 'reach_blue'], 'generalist', 2, horizon=4, dt=0.1,
+                         steps=2, store_size=32)
+    every = generate_demos(['reach_red', 'reach_blue'], 'generalist', 2, horizon=4, dt=0.1,
+                           steps=2, all_targets=True, store_size=32)
+    assert one.episodes == 4 and one.images.shape[1:] == (32, 32, 3)
+    assert every.episodes > one.episodes and len(every) == 2 * every.episodes
+    # a scene demonstrated for another instruction starts from the same image and state
+    for start in range(0, len(every), 2):
+        same = [s for s in range(0, len(every), 2)
+                if np.array_equal(every.images[s], every.images[start])]
+        if len(same) > 1:
+            assert len({int(every.instruction_index[s]) for s in same}) == len(same)
+            np.testing.assert_array_equal(every.states[same[0]], every.states[same[1]])
+            break
+    else:
+        raise AssertionError('no scene was demonstrated twice')

@@ -133,3 +133,21 @@ def test_expert_solves_every_task(split):
             assert episode['success'], (task, split, seed)
             assert episode['actions'].shape == (40, 10, 3)
             assert episode['images'].shape == (40, 96, 96, 3)
+
+
+def test_retarget_keeps_the_scene_and_changes_the_target():
+    world = SimWorld()
+    info = world.reset('reach_red', 'generalist', 5)
+    image, q = world.render(), world.joint_positions()
+    colours = sorted(b.colour for b in world.blocks)
+    other = world.blocks[1]
+    new = world.retarget(f'reach_{other.colour}')
+    assert new.task == f'reach_{other.colour}' and new.instruction == world.instruction
+    assert (new.split, new.seed, new.variation_tag) == (info.split, info.seed,
+                                                        info.variation_tag)
+    np.testing.assert_array_equal(world.target_position(), [other.x, other.y])
+    np.testing.assert_array_equal(world.render(), image)
+    np.testing.assert_array_equal(world.joint_positions(), q)
+    assert sorted(b.colour for b in world.blocks) == colours
+    with pytest.raises(ValueError, match='no yellow block'):
+        world.retarget('reach_yellow')

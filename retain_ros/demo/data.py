@@ -10,11 +10,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 import logging
 from typing import List
+from typing import Optional
 from typing import Sequence
 
 import numpy as np
 
 from retain_ros.sim.expert import expert_chunk
+from retain_ros.sim.tasks import get_task
 from retain_ros.sim.world import SimWorld
 
 LOG = logging.getLogger(__name__)
@@ -49,7 +51,8 @@ class DemoData:
 def generate_demos(tasks: Sequence[str], split: str, episodes_per_task: int, horizon: int,
                    dt: float, steps: int, image_size: int = 96, noise_prob: float = 0.3,
                    noise_std: float = 0.15, seed_offset: int = TRAIN_SEED_OFFSET,
-                   progress=None) -> DemoData:
+                   progress=None, all_targets: bool = False,
+                   store_size: Optional[int] = None) -> DemoData:
     """Roll out the scripted expert and record training samples.
 
     :param tasks: task names (each must belong to ``split``).
@@ -62,38 +65,60 @@ def generate_demos(tasks: Sequence[str], split: str, episodes_per_task: int, hor
     :param noise_prob: probability per step of perturbing the executed command.
     :param noise_std: standard deviation (rad) of that perturbation.
     :param seed_offset: first scene seed (episode ``i`` of a task uses ``seed_offset + i``).
-    :param progress: optional callable ``progress(n)`` called after each episode.
+    :param progress: optional callable ``progress(n)`` called after each scene.
+    :param all_targets: demonstrate every block of each scene whose task is in ``tasks`` (the
+        same scene with several instructions), not only the block of the task the scene was
+        drawn for. Without it every training scene has one answer and a small policy learns to
+        recognise the scene instead of reading the instruction.
+    :param store_size: resize the recorded images to this side (the model's input size; saves
+        memory), with the processor's resize.
     :return: :class:`DemoData`.
     """
     world = SimWorld(image_size=image_size)
     images, states, actions, index = [], [], [], []
     instructions: List[str] = []
+    by_colour = {get_task(t).colour: get_task(t).name for t in tasks}
+    size = int(store_size) if store_size is not None else world.image_size
+    if size != world.image_size:
+        from retain_ros.policies.pi0.processor_pi0 import resize_image
+    episodes = 0
     for task in tasks:
         for episode in range(int(episodes_per_task)):
             seed = int(seed_offset) + episode
-            info = world.reset(task, split, seed)
-            if info.instruction not in instructions:
-                instructions.append(info.instruction)
-            which = instructions.index(info.instruction)
-            rng = np.random.default_rng([seed, which, 7])
-            for _ in range(int(steps)):
-                chunk = expert_chunk(world, horizon, dt)
-                images.append(world.render())
-                states.append(world.joint_positions())
-                actions.append(chunk)
-                index.append(which)
-                command = chunk[0]
-                if rng.random() < noise_prob:
-                    command = command + rng.normal(0.0, noise_std, size=command.shape)
-                world.set_joint_targets(command)
-                world.step(dt)
+            world.reset(task, split, seed)
+            targets = [task]
+            if all_targets:
+                targets += [by_colour[b.colour] for b in world.blocks[1:]
+                            if b.colour in by_colour]
+            for target in targets:
+                info = world.reset(task, split, seed)
+                if target != task:
+                    info = world.retarget(target)
+                if info.instruction not in instructions:
+                    instructions.append(info.instruction)
+                which = instructions.index(info.instruction)
+                rng = np.random.default_rng([seed, which, 7])
+                for _ in range(int(steps)):
+                    chunk = expert_chunk(world, horizon, dt)
+                    image = world.render()
+                    images.append(image if size == world.image_size else
+                                  resize_image(image, size, size))
+                    states.append(world.joint_positions())
+                    actions.append(chunk)
+                    index.append(which)
+                    command = chunk[0]
+                    if rng.random() < noise_prob:
+                        command = command + rng.normal(0.0, noise_std, size=command.shape)
+                    world.set_joint_targets(command)
+                    world.step(dt)
+                episodes += 1
             if progress is not None:
                 progress(1)
     return DemoData(images=np.stack(images), instructions=instructions,
                     instruction_index=np.asarray(index, np.int64),
                     states=np.asarray(states, np.float32),
                     actions=np.asarray(actions, np.float32),
-                    episodes=len(tasks) * int(episodes_per_task))
+                    episodes=episodes)
 
 
 def norm_stats(data: DemoData) -> dict:

@@ -73,6 +73,7 @@ class TrainSettings:
     noise_prob: float = 0.3
     noise_std: float = 0.15
     generalist_episodes_per_task: int = 150
+    generalist_all_targets: bool = True
     generalist_steps: int = 1500
     generalist_lr: float = 1e-3
     generalist_batch: int = 64
@@ -252,18 +253,21 @@ def train_demo(settings: TrainSettings, out_root: str, progress: bool = True) ->
     spec = build_spec(settings)
     common = dict(horizon=settings.chunk_size, dt=settings.control_period,
                   steps=settings.demo_steps, image_size=settings.sim_image_size,
-                  noise_prob=settings.noise_prob, noise_std=settings.noise_std)
+                  noise_prob=settings.noise_prob, noise_std=settings.noise_std,
+                  store_size=settings.model_image_size)
 
     n_gen = settings.generalist_episodes_per_task * len(GENERALIST_TASKS)
     with _progress_bar(n_gen, 'generalist demos', progress) as bar:
         gen_data = generate_demos(GENERALIST_TASKS, 'generalist',
                                   settings.generalist_episodes_per_task,
-                                  progress=bar.update, **common)
+                                  progress=bar.update,
+                                  all_targets=settings.generalist_all_targets, **common)
     gen_stats = compute_stats(gen_data, 'demo generalist training data')
     policy = _pi0().Pi0Policy.from_spec(spec, byte_tokenizer(), gen_stats, init_weights=True,
                                         init_seed=settings.seed, noise_seed=settings.seed)
     model = policy.module
     gen_set = TensorDataset(gen_data, policy.processor)
+    n_gen_samples, n_gen_episodes = len(gen_data), gen_data.episodes
     del gen_data
     t1 = time.perf_counter()
     gen_losses = train_model(model, gen_set, settings.generalist_steps, settings.generalist_lr,
@@ -305,7 +309,7 @@ def train_demo(settings: TrainSettings, out_root: str, progress: bool = True) ->
         shutil.rmtree(staging, ignore_errors=True)
     summary = {
         'hash': settings.digest(), 'format': FORMAT_VERSION, 'settings': asdict(settings),
-        'generalist_samples': int(n_gen * settings.demo_steps),
+        'generalist_samples': int(n_gen_samples), 'generalist_episodes': int(n_gen_episodes),
         'finetune_samples': int(ft_samples),
         'generalist_final_loss': float(np.mean(gen_losses[-50:])) if gen_losses else None,
         'finetune_final_loss': float(np.mean(ft_losses[-50:])) if ft_losses else None,
@@ -451,7 +455,12 @@ def settings_from_args(args) -> TrainSettings:
         if not sep or key not in types:
             raise SystemExit(f'--set {item!r}: expected NAME=VALUE with NAME one of '
                              f'{sorted(types)}')
-        overrides[key] = types[key](value)
+        if types[key] is bool:
+            if value.strip().lower() not in ('0', '1', 'true', 'false', 'yes', 'no'):
+                raise SystemExit(f'--set {item!r}: expected a boolean')
+            overrides[key] = value.strip().lower() in ('1', 'true', 'yes')
+        else:
+            overrides[key] = types[key](value)
     for key, value in overrides.items():
         if value is not None and key in types:
             setattr(settings, key, value)

@@ -48,15 +48,15 @@ HOME = np.array([0.0, 2.6, -1.0])
 #: Maximum joint speed (rad/s) of the simulated controller.
 MAX_VELOCITY = 1.6
 #: Gripper-to-block-centre distance (m) that counts as "on the block".
-SUCCESS_RADIUS = 0.09
+SUCCESS_RADIUS = 0.11
 #: Time (s) the gripper must stay on the block for success.
 HOLD_TIME = 0.3
 #: Half size of a block (m).
-BLOCK_HALF = 0.065
+BLOCK_HALF = 0.08
 #: Block placement: distance from the base and angle from the +y axis (positive toward -x).
 RADIUS_RANGE = (0.45, 0.95)
 ANGLE_RANGE = (-1.1, 1.1)
-MIN_SEPARATION = 0.3
+MIN_SEPARATION = 0.34
 #: The narrow finetuning setting of the new task (new_id): target and distractor regions.
 NARROW_TARGET = ((0.6, 0.75), (0.2, 0.5))
 NARROW_DISTRACTOR = ((0.6, 0.75), (-0.5, -0.2))
@@ -226,6 +226,30 @@ class SimWorld:
                f'bg:{"default" if narrow else "random"},'
                f'light:{brightness:.2f},distractors:{n_distractors}')
         self._info = SceneInfo(spec.name, spec.instruction, split, tag, int(seed))
+        return self._info
+
+    def retarget(self, task: str) -> SceneInfo:
+        """Make another block of the current scene the target, keeping everything else.
+
+        Used for training data: the same scene (same image before the arm moves) demonstrated
+        with several instructions, so the image alone does not tell which block to reach.
+
+        :param task: a task (name or instruction) whose colour is a block of the scene.
+        :return: the new :class:`SceneInfo` (same split, variation and seed).
+        :raises ValueError: no block of that task's colour in the scene.
+        """
+        spec = get_task(task)
+        match = [b for b in self._blocks if b.colour == spec.colour]
+        if not match:
+            raise ValueError(f'no {spec.colour} block in the scene (blocks: '
+                             f'{[b.colour for b in self._blocks]})')
+        self._blocks = match + [b for b in self._blocks if b.colour != spec.colour]
+        self._task = spec
+        self._hold = 0.0
+        self._success = False
+        info = self._info
+        self._info = SceneInfo(spec.name, spec.instruction, info.split, info.variation_tag,
+                               info.seed)
         return self._info
 
     def _place_target(self, rng: np.random.Generator, split: str) -> Tuple[float, float]:
