@@ -15,8 +15,9 @@ those images. The end-to-end time is split with the node's own step timings:
   ``outbound`` (publish call -> chunk received).
 
 Between samples the inputs are left to go stale so the node holds (no inference runs in the
-background while a sample is measured). Node and publisher share one process (rclpy
-MultiThreadedExecutor), transport is Fast DDS on loopback.
+background while a sample is measured). Node and publisher share one process (each on its own
+single-threaded executor and thread; the node's inference on its own thread), transport is Fast
+DDS on loopback.
 
     .venv/bin/python benchmarks/node_latency.py [--samples 60] [--cameras 1 2 3] [--results]
 
@@ -73,7 +74,7 @@ class Bench:
     def __init__(self, pretrained: str, finetuned: str, cameras: int):
         import rclpy
         from rclpy.context import Context
-        from rclpy.executors import MultiThreadedExecutor
+        from retain_ros.ros.node_main import make_executor
         from rclpy.parameter import Parameter
         from sensor_msgs.msg import Image
         from sensor_msgs.msg import JointState
@@ -101,11 +102,15 @@ class Bench:
         self._cond = threading.Condition()
         self.probe.create_subscription(JointTrajectory, '/arm_controller/joint_trajectory',
                                        self._chunk_callback, 10)
-        self.executor = MultiThreadedExecutor(num_threads=4, context=self.context)
+        # node and probe on separate executors and threads, as separate processes would be
+        self.executor = make_executor(context=self.context)
         self.executor.add_node(self.node)
-        self.executor.add_node(self.probe)
-        self.thread = threading.Thread(target=self.executor.spin, daemon=True)
-        self.thread.start()
+        self.probe_executor = make_executor(context=self.context)
+        self.probe_executor.add_node(self.probe)
+        self.threads = [threading.Thread(target=e.spin, daemon=True)
+                        for e in (self.executor, self.probe_executor)]
+        for thread in self.threads:
+            thread.start()
         rng = np.random.default_rng(0)
         self.images = [rng.integers(0, 256, (SIDE, SIDE, 3), dtype=np.uint8)
                        for _ in self.topics]

@@ -109,8 +109,8 @@ class RosHarness:
     def __init__(self):
         import rclpy
         from rclpy.context import Context
-        from rclpy.executors import MultiThreadedExecutor
         from rclpy.executors import SingleThreadedExecutor
+        from retain_ros.ros.node_main import make_executor
 
         self.context = Context()
         rclpy.init(context=self.context)
@@ -119,7 +119,7 @@ class RosHarness:
         # would), so a busy node never delays what the probe receives or its timestamps
         self.probe_executor = SingleThreadedExecutor(context=self.context)
         self.probe_executor.add_node(self.probe)
-        self.executor = MultiThreadedExecutor(num_threads=4, context=self.context)
+        self.executor = make_executor(context=self.context)   # what the node's main() spins
         self.nodes = []
         self._publishers = {}
         self._threads = [threading.Thread(target=self._spin, args=(e,), daemon=True)

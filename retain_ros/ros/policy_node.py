@@ -7,8 +7,9 @@ the FINETUNED model), warms the policy up and starts acting:
 - inputs: camera topics (``sensor_msgs/Image`` or ``CompressedImage``), the instruction
   (``std_msgs/String``, transient local) and ``sensor_msgs/JointState``; each subscription keeps
   only the latest message (a one-slot buffer); malformed messages are dropped and counted;
-- inference runs in its own callback group on a multi-threaded executor, so a slow model step never
-  blocks subscriptions, services or parameter changes;
+- inference (and, in stream mode, the fixed-rate command output) runs on the node's own threads
+  (:class:`~retain_ros.ros.control_loop.ControlLoop`), so a slow model step never blocks
+  subscriptions, services or parameter changes; the executor only runs short callbacks;
 - outputs: one ``trajectory_msgs/JointTrajectory`` chunk every ``replan_steps`` control periods,
   or (``output_mode: stream``) ``std_msgs/Float64MultiArray`` commands at ``1/control_period``
   from an action queue refilled before it runs dry; ``~/preview`` only when ``dry_run``;
@@ -44,8 +45,6 @@ from diagnostic_msgs.msg import DiagnosticStatus
 from diagnostic_msgs.msg import KeyValue
 import numpy as np
 from rcl_interfaces.msg import SetParametersResult
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy
@@ -64,6 +63,7 @@ from trajectory_msgs.msg import JointTrajectoryPoint
 
 from retain_ros.policies.base import Observation
 from retain_ros.ros import params as P
+from retain_ros.ros.control_loop import ControlLoop
 from retain_ros.ros.conversions import ConversionError
 from retain_ros.ros.conversions import is_compressed_topic
 from retain_ros.ros.conversions import joint_state_to_vector
@@ -178,6 +178,8 @@ class PolicyNode(Node):
         self.add_post_set_parameters_callback(self._post_set_parameters)
         self._publish_merge_state()
         self._hold_reason = 'waiting for observations'
+        for loop in self._loops:
+            loop.start()
         self.get_logger().info(
             f'acting: {self._output_mode} mode, chunk H={self._horizon}, dt={self._dt:g} s, '
             f'replan every {self._replan_steps} step(s) -> '
@@ -322,39 +324,47 @@ class PolicyNode(Node):
 
     def _setup_io(self) -> None:
         cfg = self._cfg
-        self._sensor_group = ReentrantCallbackGroup()
-        self._service_group = MutuallyExclusiveCallbackGroup()
-        self._inference_group = MutuallyExclusiveCallbackGroup()
-        self._stream_group = MutuallyExclusiveCallbackGroup()
         for topic, slot in self._camera_slots.items():
             msg_type = CompressedImage if is_compressed_topic(topic) else Image
             self.create_subscription(
                 msg_type, topic, functools.partial(self._camera_callback, topic, slot),
-                SENSOR_QOS, callback_group=self._sensor_group)
+                SENSOR_QOS)
         self.create_subscription(JointState, cfg['joint_states_topic'],
-                                 self._joint_state_callback, SENSOR_QOS,
-                                 callback_group=self._sensor_group)
+                                 self._joint_state_callback, SENSOR_QOS)
         self.create_subscription(String, cfg['instruction_topic'], self._instruction_callback,
-                                 LATCHED_QOS, callback_group=self._sensor_group)
+                                 LATCHED_QOS)
         out_type = JointTrajectory if self._output_mode == 'trajectory' else Float64MultiArray
         self._output_pub = self.create_publisher(out_type, cfg['output_topic'], 10)
         self._preview_pub = self.create_publisher(out_type, '~/preview', 10)
         self._merge_state_pub = self.create_publisher(String, '~/merge_state', LATCHED_QOS)
         self._diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
-        self.create_service(Trigger, '~/reload_weights', self._reload_callback,
-                            callback_group=self._service_group)
-        self.create_service(Trigger, '~/start_episode', self._start_episode_callback,
-                            callback_group=self._service_group)
-        self.create_service(SetBool, '~/end_episode', self._end_episode_callback,
-                            callback_group=self._service_group)
+        self.create_service(Trigger, '~/reload_weights', self._reload_callback)
+        self.create_service(Trigger, '~/start_episode', self._start_episode_callback)
+        self.create_service(SetBool, '~/end_episode', self._end_episode_callback)
+        self.create_timer(1.0, self._diagnostics_callback)
+        # inference and command output on their own threads, started once everything is set up
         if self._output_mode == 'trajectory':
-            self.create_timer(self._replan_steps * self._dt, self._trajectory_callback,
-                              callback_group=self._inference_group)
+            self._loops = [ControlLoop('retain_policy.inference', self._replan_steps * self._dt,
+                                       self._trajectory_step, self._loop_error)]
         else:
-            self.create_timer(self._dt, self._refill_callback,
-                              callback_group=self._inference_group)
-            self.create_timer(self._dt, self._stream_callback, callback_group=self._stream_group)
-        self.create_timer(1.0, self._diagnostics_callback, callback_group=self._sensor_group)
+            self._loops = [
+                ControlLoop('retain_policy.inference', self._dt, self._refill_step,
+                            self._loop_error),
+                ControlLoop('retain_policy.stream', self._dt, self._stream_step,
+                            self._loop_error)]
+
+    def _loop_error(self, exc: BaseException) -> bool:
+        if not self.context.ok():
+            return False        # shutting down: the publishers are gone, stop quietly
+        self.get_logger().error(f'control loop step failed: {type(exc).__name__}: {exc}',
+                                throttle_duration_sec=5.0)
+        return True
+
+    def destroy_node(self) -> None:
+        """Stop the inference / streaming threads, then destroy the node."""
+        for loop in getattr(self, '_loops', []):
+            loop.stop()
+        super().destroy_node()
 
     # ------------------------------------------------------------------ inputs
     def _drop(self, key: str, reason: str) -> None:
@@ -480,7 +490,7 @@ class PolicyNode(Node):
             self._model_ms.append(timing.model_ms)
         return safe, obs.state, timing
 
-    def _trajectory_callback(self) -> None:
+    def _trajectory_step(self) -> None:
         result = self._infer()
         if result is None:
             return
@@ -511,7 +521,7 @@ class PolicyNode(Node):
         else:
             self._output_pub.publish(msg)
 
-    def _refill_callback(self) -> None:
+    def _refill_step(self) -> None:
         with self._queue_lock:
             remaining = len(self._queue)
         if remaining > self._horizon - self._replan_steps:
@@ -531,7 +541,7 @@ class PolicyNode(Node):
         timing.published = time.monotonic()
         self._finish_step(timing)
 
-    def _stream_callback(self) -> None:
+    def _stream_step(self) -> None:
         if self._hold_reason:
             self._flush_queue()
             return
@@ -838,8 +848,7 @@ def main(args: Optional[List[str]] = None) -> int:
     :return: process exit status.
     """
     logging.basicConfig(level=logging.INFO, format='[%(levelname)s] [%(name)s]: %(message)s')
-    return run_node(NODE_NAME, PolicyNode, args, _usage, threads=4,
-                    startup_errors=(StartupError,))
+    return run_node(NODE_NAME, PolicyNode, args, _usage, startup_errors=(StartupError,))
 
 
 if __name__ == '__main__':
