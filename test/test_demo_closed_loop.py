@@ -49,3 +49,12 @@ def test_demo_runs_end_to_end(tmp_path):
     report = (out / 'report.md').read_text()
     assert 'Wilson' in report
     assert 'new task OOD' in result.stdout
+
+
+def test_ros_and_offline_episodes_have_one_length():
+    """The ROS demo's episode timeout is the offline harness's step budget (one protocol)."""
+    from retain_ros.demo import rollout
+    from retain_ros.ros import demo
+
+    assert demo.EPISODE_TIMEOUT == pytest.approx(rollout.EPISODE_STEPS * demo.CONTROL_PERIOD)
+    assert demo.REPLAN_STEPS == rollout.REPLAN_STEPS

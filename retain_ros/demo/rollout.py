@@ -22,7 +22,7 @@ from retain_ros.sim.world import SimWorld
 LOG = logging.getLogger(__name__)
 
 #: Episode protocol shared with the ROS demo: at most this many control steps ...
-EPISODE_STEPS = 40
+EPISODE_STEPS = 30
 #: ... executing this many actions of each chunk before asking the policy again.
 REPLAN_STEPS = 5
 #: Camera slot of the sim's camera.

@@ -65,7 +65,7 @@ DEFAULT_LANGUAGE_ONLY = 0.5
 #: Episode protocol (same as the offline harness in retain_ros.demo.rollout).
 CONTROL_PERIOD = 0.1
 REPLAN_STEPS = 5
-EPISODE_TIMEOUT = 4.0
+EPISODE_TIMEOUT = 3.0       # = rollout.EPISODE_STEPS * CONTROL_PERIOD (the expert needs ~1.5 s)
 
 
 class DemoError(RuntimeError):
@@ -249,7 +249,7 @@ def _parser() -> argparse.ArgumentParser:
         description='Closed-loop demo on the simulated robot: alpha sweep through the real ROS '
                     'graph, report and plot. ' + ALPHA_CONVENTION)
     p.add_argument('--out', default='demo_out', help='output directory (default: %(default)s)')
-    p.add_argument('--episodes', type=int, default=8,
+    p.add_argument('--episodes', type=int, default=6,
                    help='episodes per alpha setting and split (default: %(default)s)')
     p.add_argument('--alphas', default=DEFAULT_ALPHAS,
                    help='global alphas to sweep, comma-separated (default: %(default)s)')
