@@ -107,7 +107,7 @@ class Bench:
         self.executor.add_node(self.node)
         self.probe_executor = make_executor(context=self.context)
         self.probe_executor.add_node(self.probe)
-        self.threads = [threading.Thread(target=e.spin, daemon=True)
+        self.threads = [threading.Thread(target=self._spin, args=(e,), daemon=True)
                         for e in (self.executor, self.probe_executor)]
         for thread in self.threads:
             thread.start()
@@ -167,11 +167,22 @@ class Bench:
         }
 
     def close(self) -> None:
-        self.executor.shutdown(timeout_sec=5)
+        for executor in (self.executor, self.probe_executor):
+            executor.shutdown(timeout_sec=5)
         self.node.destroy_node()
         self.probe.destroy_node()
         self.context.try_shutdown()
-        self.thread.join(timeout=5)
+        for thread in self.threads:
+            thread.join(timeout=5)
+
+    @staticmethod
+    def _spin(executor) -> None:
+        from rclpy.executors import ExternalShutdownException
+
+        try:
+            executor.spin()
+        except ExternalShutdownException:
+            pass
 
 
 def run(cameras: int, samples: int, warmup: int = 5):
