@@ -86,7 +86,7 @@ def _actions(msg):
 
 
 def test_chunk_shape_joint_names_and_timing(env):
-    msgs = env.chunks(3)
+    msgs = env.chunks(5)
     horizon = env.node.policy.chunk_size
     for msg in msgs:
         assert list(msg.joint_names) == list(TEST_JOINTS)
@@ -99,8 +99,10 @@ def test_chunk_shape_joint_names_and_timing(env):
     stamps = [m.header.stamp.sec + 1e-9 * m.header.stamp.nanosec for m in msgs]
     gaps = np.diff(stamps)
     assert np.all(gaps > 0)
-    # a chunk every replan_steps control periods (later when the model is slower than that)
-    assert np.median(gaps) >= 0.8 * REPLAN * DT
+    # a chunk every replan_steps control periods (later when the model is slower than that).
+    # Steps start on a fixed schedule; stamps are taken after inference, so one slow step can
+    # shorten the next gap: check the mean over several chunks, not single gaps.
+    assert np.mean(gaps) >= 0.6 * REPLAN * DT, gaps
 
 
 def test_clamped_to_limits_and_max_step(env):
