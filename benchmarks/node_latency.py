@@ -75,6 +75,7 @@ class Bench:
         import rclpy
         from rclpy.context import Context
         from retain_ros.ros.node_main import make_executor
+        from retain_ros.ros.node_main import spin_in_background
         from rclpy.parameter import Parameter
         from sensor_msgs.msg import Image
         from sensor_msgs.msg import JointState
@@ -107,10 +108,7 @@ class Bench:
         self.executor.add_node(self.node)
         self.probe_executor = make_executor(context=self.context)
         self.probe_executor.add_node(self.probe)
-        self.threads = [threading.Thread(target=self._spin, args=(e,), daemon=True)
-                        for e in (self.executor, self.probe_executor)]
-        for thread in self.threads:
-            thread.start()
+        self.threads = [spin_in_background(e) for e in (self.executor, self.probe_executor)]
         rng = np.random.default_rng(0)
         self.images = [rng.integers(0, 256, (SIDE, SIDE, 3), dtype=np.uint8)
                        for _ in self.topics]
@@ -174,15 +172,6 @@ class Bench:
         self.context.try_shutdown()
         for thread in self.threads:
             thread.join(timeout=5)
-
-    @staticmethod
-    def _spin(executor) -> None:
-        from rclpy.executors import ExternalShutdownException
-
-        try:
-            executor.spin()
-        except ExternalShutdownException:
-            pass
 
 
 def run(cameras: int, samples: int, warmup: int = 5):

@@ -111,6 +111,7 @@ class RosHarness:
         from rclpy.context import Context
         from rclpy.executors import SingleThreadedExecutor
         from retain_ros.ros.node_main import make_executor
+        from retain_ros.ros.node_main import spin_in_background
 
         self.context = Context()
         rclpy.init(context=self.context)
@@ -122,19 +123,7 @@ class RosHarness:
         self.executor = make_executor(context=self.context)   # what the node's main() spins
         self.nodes = []
         self._publishers = {}
-        self._threads = [threading.Thread(target=self._spin, args=(e,), daemon=True)
-                         for e in (self.probe_executor, self.executor)]
-        for thread in self._threads:
-            thread.start()
-
-    @staticmethod
-    def _spin(executor):
-        from rclpy.executors import ExternalShutdownException
-
-        try:
-            executor.spin()
-        except ExternalShutdownException:
-            pass
+        self._threads = [spin_in_background(e) for e in (self.probe_executor, self.executor)]
 
     # ---------------------------------------------------------------- nodes
     def start_node(self, pretrained, finetuned, **params):

@@ -46,6 +46,7 @@ from tqdm import tqdm
 import yaml
 
 from retain_ros import ALPHA_CONVENTION
+from retain_ros.demo import rollout
 from retain_ros.evaluation.report import write_report
 from retain_ros.evaluation.schedule import describe
 from retain_ros.evaluation.schedule import parse_setting
@@ -64,8 +65,8 @@ DEFAULT_ALPHAS = '0,0.25,0.5,0.75,1'
 DEFAULT_LANGUAGE_ONLY = 0.5
 #: Episode protocol (same as the offline harness in retain_ros.demo.rollout).
 CONTROL_PERIOD = 0.1
-REPLAN_STEPS = 5
-EPISODE_TIMEOUT = 3.0       # = rollout.EPISODE_STEPS * CONTROL_PERIOD (the expert needs ~1.5 s)
+REPLAN_STEPS = rollout.REPLAN_STEPS
+EPISODE_TIMEOUT = rollout.EPISODE_STEPS * CONTROL_PERIOD
 
 
 class DemoError(RuntimeError):

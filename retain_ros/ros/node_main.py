@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import sys
+import threading
 from typing import Callable
 from typing import List
 from typing import Optional
@@ -30,6 +31,23 @@ def make_executor(context=None) -> SingleThreadedExecutor:
     10% for the same node on a ``SingleThreadedExecutor``).
     """
     return SingleThreadedExecutor(context=context)
+
+
+def spin_in_background(executor, name: str = 'ros-spin') -> threading.Thread:
+    """Spin ``executor`` on a daemon thread until it (or its context) is shut down.
+
+    For programs that host nodes beside their own work (tests, benchmarks): the thread ends
+    quietly when the context shuts down.
+    """
+    def spin() -> None:
+        try:
+            executor.spin()
+        except ExternalShutdownException:
+            pass
+
+    thread = threading.Thread(target=spin, name=name, daemon=True)
+    thread.start()
+    return thread
 
 
 def run_node(name: str, make_node: Callable[[], object], args: Optional[List[str]],
