@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from retain_ros.ros.control_loop import ControlLoop
+from retain_ros.control.control_loop import ControlLoop
 
 
 def wait_for(predicate, timeout=10.0):

@@ -16,9 +16,9 @@ from retain_ros.ros.conversions import is_compressed_topic  # noqa: E402
 from retain_ros.ros.conversions import joint_state_to_vector  # noqa: E402
 from retain_ros.ros.conversions import rgb_to_image  # noqa: E402
 from retain_ros.ros.conversions import sec_to_duration  # noqa: E402
-from retain_ros.ros.safety import make_safe  # noqa: E402
-from retain_ros.ros.safety import SafetyLimits  # noqa: E402
-from retain_ros.ros.safety import UnsafeChunkError  # noqa: E402
+from retain_ros.control.safety import make_safe  # noqa: E402
+from retain_ros.control.safety import SafetyLimits  # noqa: E402
+from retain_ros.control.safety import UnsafeChunkError  # noqa: E402
 
 RNG = np.random.default_rng(0)
 RGB = RNG.integers(0, 256, (6, 5, 3), dtype=np.uint8)

@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from retain_ros.ros.trajectory_follower import TrajectoryError
-from retain_ros.ros.trajectory_follower import TrajectoryFollower
+from retain_ros.control.trajectory_follower import TrajectoryError
+from retain_ros.control.trajectory_follower import TrajectoryFollower
 
 NAMES = ['a', 'b', 'c']
 

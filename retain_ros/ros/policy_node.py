@@ -8,7 +8,7 @@ the FINETUNED model), warms the policy up and starts acting:
   (``std_msgs/String``, transient local) and ``sensor_msgs/JointState``; each subscription keeps
   only the latest message (a one-slot buffer); malformed messages are dropped and counted;
 - inference (and, in stream mode, the fixed-rate command output) runs on the node's own threads
-  (:class:`~retain_ros.ros.control_loop.ControlLoop`), so a slow model step never blocks
+  (:class:`~retain_ros.control.control_loop.ControlLoop`), so a slow model step never blocks
   subscriptions, services or parameter changes; the executor only runs short callbacks;
 - outputs: one ``trajectory_msgs/JointTrajectory`` chunk every ``replan_steps`` control periods,
   or (``output_mode: stream``) ``std_msgs/Float64MultiArray`` commands at ``1/control_period``
@@ -63,7 +63,7 @@ from trajectory_msgs.msg import JointTrajectoryPoint
 
 from retain_ros.policies.base import Observation
 from retain_ros.ros import params as P
-from retain_ros.ros.control_loop import ControlLoop
+from retain_ros.control.control_loop import ControlLoop
 from retain_ros.ros.conversions import ConversionError
 from retain_ros.ros.conversions import is_compressed_topic
 from retain_ros.ros.conversions import joint_state_to_vector
@@ -71,10 +71,10 @@ from retain_ros.ros.conversions import sec_to_duration
 from retain_ros.ros.conversions import stamp_to_sec
 from retain_ros.ros.conversions import to_rgb
 from retain_ros.ros.node_main import run_node
-from retain_ros.ros.safety import limit_steps
-from retain_ros.ros.safety import make_safe
-from retain_ros.ros.safety import SafetyLimits
-from retain_ros.ros.safety import UnsafeChunkError
+from retain_ros.control.safety import limit_steps
+from retain_ros.control.safety import make_safe
+from retain_ros.control.safety import SafetyLimits
+from retain_ros.control.safety import UnsafeChunkError
 
 LOG = logging.getLogger(__name__)
 

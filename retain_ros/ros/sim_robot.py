@@ -35,8 +35,8 @@ from rclpy.qos import DurabilityPolicy
 from rclpy.qos import QoSProfile
 from rclpy.qos import ReliabilityPolicy
 from retain_ros.ros.node_main import run_node
-from retain_ros.ros.trajectory_follower import TrajectoryError
-from retain_ros.ros.trajectory_follower import TrajectoryFollower
+from retain_ros.control.trajectory_follower import TrajectoryError
+from retain_ros.control.trajectory_follower import TrajectoryFollower
 from retain_ros.sim.tasks import get_task
 from retain_ros.sim.tasks import NEW_TASK
 from retain_ros.sim.tasks import SPLITS

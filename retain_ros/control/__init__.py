@@ -1,0 +1,1 @@
+"""Pure-Python control pieces (no rclpy): safety filter, fixed-rate loop, trajectory follower."""
