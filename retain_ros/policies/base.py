@@ -5,8 +5,10 @@ from abc import ABC
 from abc import abstractmethod
 from dataclasses import dataclass
 from dataclasses import field
+from typing import Any
 from typing import Dict
 from typing import List
+from typing import Sequence
 
 import numpy as np
 
@@ -84,8 +86,22 @@ class Policy(ABC):
         """Seconds between two actions of a chunk."""
 
     @abstractmethod
-    def predict(self, observation: Observation) -> ActionChunk:
-        """Predict one chunk of actions (runs under ``torch.no_grad`` and ``eval()``)."""
+    def predict_batch(self, observations: Sequence[Observation], noise: Any = None,
+                      guidance: Any = None) -> List[ActionChunk]:
+        """Predict one chunk per observation (one batched model call, ``eval()``).
+
+        :param noise: initial flow-matching noise ``(B, chunk_size, max_action_dim)``; default:
+            seeded per row, so outputs are reproducible.
+        :param guidance: optional velocity guidance (:mod:`retain_ros.policies.flow`).
+        :return: actions in robot units, one :class:`ActionChunk` per observation.
+        """
+
+    def predict(self, observation: Observation, noise: Any = None,
+                guidance: Any = None) -> ActionChunk:
+        """Predict one chunk of actions for one observation."""
+        if noise is not None:
+            noise = np.asarray(noise)[None] if np.ndim(noise) == 2 else noise
+        return self.predict_batch([observation], noise=noise, guidance=guidance)[0]
 
     def reset(self) -> None:
         """Forget episode state (none by default)."""

@@ -30,6 +30,9 @@ import torch
 from retain_ros.policies.base import ActionChunk
 from retain_ros.policies.base import Observation
 from retain_ros.policies.base import Policy
+from retain_ros.policies.flow import euler_sample
+from retain_ros.policies.flow import Guidance
+from retain_ros.policies.flow import VelocityFn
 from retain_ros.policies.pi0.configuration_pi0 import load_pi0_config
 from retain_ros.policies.pi0.configuration_pi0 import pi0_config_from_dict
 from retain_ros.policies.pi0.configuration_pi0 import Pi0Spec
@@ -295,21 +298,59 @@ class Pi0Policy(Policy):
             out[key] = value.to(self.device, non_blocking=True)
         return out
 
-    @torch.no_grad()
-    def predict_batch(self, observations: Sequence[Observation]) -> List[ActionChunk]:
+    def _noise_tensor(self, batch: int, noise: Any = None) -> torch.Tensor:
+        if noise is None:
+            return self._noise(batch)
+        noise = torch.as_tensor(noise)
+        want = (batch, self.spec.chunk_size, self.spec.max_action_dim)
+        if tuple(noise.shape) != want:
+            raise ValueError(f'noise must have shape {want} (batch, chunk_size, max_action_dim), '
+                             f'got {tuple(noise.shape)}')
+        return noise.to(self.device, self.dtype)
+
+    def _velocity_fn(self, inputs: Dict[str, torch.Tensor]) -> VelocityFn:
+        """The expert's velocity ``v(x_t, t)`` against the prefix computed once (KV cache)."""
+        model = self.model
+        attention_mask = inputs['attention_mask']
+        position_ids = attention_mask.cumsum(-1) - 1
+        embeds = model.model.embed_prefix(inputs['input_ids'], inputs['pixel_values'],
+                                          inputs['pixel_attention_mask'])
+        cache = model.model.vlm(inputs_embeds=embeds, attention_mask=attention_mask,
+                                position_ids=position_ids,
+                                token_type_ids=torch.zeros_like(embeds)[:, :, 0],
+                                use_cache=True).cache
+        prefix_length = cache.get_seq_length()
+        batch = embeds.shape[0]
+
+        def velocity(x_t: torch.Tensor, t: float) -> torch.Tensor:
+            time = torch.full((batch,), t, dtype=torch.float32, device=x_t.device)
+            out = model(state=inputs['state'], noise=x_t, timestep=time,
+                        pixel_attention_mask=inputs['pixel_attention_mask'],
+                        attention_mask=attention_mask, cache=cache)
+            cache.crop(prefix_length - cache.get_seq_length())
+            return out.logits
+        return velocity
+
+    def predict_batch(self, observations: Sequence[Observation], noise: Any = None,
+                      guidance: Optional[Guidance] = None) -> List[ActionChunk]:
         """Predict one chunk per observation in one batched model call.
 
-        Row ``i`` starts from noise seeded with ``noise_seed + i``: row 0 equals :meth:`predict`.
+        :param noise: initial flow noise ``(B, chunk_size, max_action_dim)`` (array or tensor);
+            default: row ``i`` seeded with ``noise_seed + i`` (row 0 equals :meth:`predict`).
+        :param guidance: optional velocity guidance (:mod:`retain_ros.policies.flow`), e.g. RTC.
         """
         t0 = time.perf_counter()
         inputs = self._inputs(observations)
         self.model.eval()
+        start = self._noise_tensor(len(observations), noise)
         t1 = time.perf_counter()
-        actions = self.model.sample_actions(
-            state=inputs['state'], input_ids=inputs['input_ids'],
-            pixel_values=inputs['pixel_values'], attention_mask=inputs['attention_mask'],
-            pixel_attention_mask=inputs['pixel_attention_mask'],
-            noise=self._noise(len(observations)))
+        with torch.no_grad():
+            velocity = self._velocity_fn(inputs)
+        steps = int(self.model.config.num_inference_steps)
+        # guidance (RTC) differentiates through the velocity; plain sampling needs no graph
+        with torch.set_grad_enabled(guidance is not None):
+            actions, _ = euler_sample(velocity, start, steps, guidance=guidance)
+        actions = actions.detach()
         if self.device.type == 'cuda':
             torch.cuda.synchronize(self.device)
         t2 = time.perf_counter()
@@ -318,10 +359,6 @@ class Pi0Policy(Policy):
         info = {'model_ms': (t2 - t1) * 1e3, 'preprocess_ms': (t1 - t0) * 1e3,
                 'postprocess_ms': (t3 - t2) * 1e3, 'total_ms': (t3 - t0) * 1e3}
         return [ActionChunk(actions=c, dt=self.control_period, info=dict(info)) for c in chunks]
-
-    def predict(self, observation: Observation) -> ActionChunk:
-        """Predict one chunk ``(chunk_size, action_dim)`` of absolute joint targets."""
-        return self.predict_batch([observation])[0]
 
     def training_loss(self, observations: Sequence[Observation], action_chunks: np.ndarray,
                       generator: Optional[torch.Generator] = None) -> torch.Tensor:
