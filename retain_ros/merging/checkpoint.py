@@ -15,6 +15,7 @@ import logging
 import math
 import os
 from typing import Dict
+from typing import Iterator
 from typing import List
 from typing import Optional
 from typing import Tuple
@@ -25,6 +26,7 @@ import torch
 from retain_ros.merging.dialects import canonical_map
 from retain_ros.merging.dialects import detect_dialect
 from retain_ros.merging.dialects import detect_family
+from retain_ros.merging.digests import file_digest
 from retain_ros.merging.errors import CheckpointError
 from retain_ros.merging.safetensors_io import SafetensorsFile
 
@@ -32,7 +34,6 @@ LOG = logging.getLogger(__name__)
 
 PICKLE_SUFFIXES = ('.bin', '.pt', '.pth', '.ckpt', '.pkl', '.pickle')
 _ADAPTER_FILES = ('adapter_config.json', 'adapter_model.safetensors')
-_HASH_CACHE: Dict[Tuple[str, int, int], str] = {}
 
 
 def _refuse_pickle(path: str) -> None:
@@ -42,21 +43,12 @@ def _refuse_pickle(path: str) -> None:
         'safetensors.torch.save_file(torch.load(p, weights_only=True), "model.safetensors"))')
 
 
-def file_sha256(path: str) -> str:
-    """sha256 of a file's bytes (cached per path, size and mtime)."""
-    st = os.stat(path)
-    cache_key = (os.path.abspath(path), st.st_size, st.st_mtime_ns)
-    cached = _HASH_CACHE.get(cache_key)
-    if cached is None:
-        h = hashlib.sha256()
-        with open(path, 'rb') as fh:
-            while True:
-                chunk = fh.read(16 << 20)
-                if not chunk:
-                    break
-                h.update(chunk)
-        cached = _HASH_CACHE[cache_key] = h.hexdigest()
-    return cached
+def file_hash(path: str) -> str:
+    """Content digest of a file (BLAKE3, cached per path, size, mtime_ns and inode)."""
+    try:
+        return file_digest(path)
+    except OSError as exc:
+        raise CheckpointError(f'{path}: cannot hash: {exc}') from exc
 
 
 def is_float(dtype: torch.dtype) -> bool:
@@ -163,6 +155,19 @@ class CheckpointSource:
             t = t.to(device)
         return t
 
+    def read(self, key: str, out: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Tensor ``key`` read into new (or the given contiguous CPU) memory, never a mapping.
+
+        :raises CheckpointError: the file was truncated, rewritten or became unreadable.
+        """
+        fk = self.file_key(key)
+        return self._file_of[fk].read(fk, out=out)
+
+    def iter_chunks(self, key: str, chunk_elems: int) -> Iterator[torch.Tensor]:
+        """Tensor ``key`` as flat chunks of at most ``chunk_elems`` elements (bounded memory)."""
+        fk = self.file_key(key)
+        return self._file_of[fk].iter_chunks(fk, chunk_elems)
+
     def release(self, key: str) -> None:
         """Drop the resident file pages of ``key`` (see :meth:`SafetensorsFile.release`)."""
         fk = self._to_file.get(key)
@@ -170,13 +175,23 @@ class CheckpointSource:
             self._file_of[fk].release(fk)
 
     # -- identity and layout ---------------------------------------------------------------------
+    def weight_files(self) -> List[SafetensorsFile]:
+        """Every safetensors file this source reads."""
+        return list(self.files)
+
+    def check_unchanged(self) -> None:
+        """:raises FileChangedError: a weight file was rewritten, truncated or replaced since it
+        was opened (checked from size, mtime_ns and inode, without reading data)."""
+        for f in self.weight_files():
+            f.check_unchanged()
+
     def digest(self) -> str:
-        """Content digest: sha256 over the weight files' bytes (cached)."""
+        """Content digest: BLAKE3 over the weight files' bytes (cached per file identity)."""
         if self._digest is None:
             h = hashlib.sha256()
             for f in self.files:
                 h.update(os.path.basename(f.path).encode())
-                h.update(file_sha256(f.path).encode())
+                h.update(file_hash(f.path).encode())
             self._digest = h.hexdigest()
         return self._digest
 
@@ -324,15 +339,38 @@ class LoraSource(CheckpointSource):
         return self.base.file_of(key)
 
     def get(self, key: str, device: Union[str, torch.device] = 'cpu') -> torch.Tensor:
+        return self._materialize(key, device, read=False)
+
+    def read(self, key: str, out: Optional[torch.Tensor] = None) -> torch.Tensor:
+        t = self._materialize(key, 'cpu', read=True)
+        if out is None:
+            return t
+        return out.copy_(t)
+
+    def iter_chunks(self, key: str, chunk_elems: int) -> Iterator[torch.Tensor]:
+        if key not in self._lora and key not in self._replace:
+            yield from self.base.iter_chunks(key, chunk_elems)
+            return
+        flat = self.read(key).reshape(-1)
+        for i in range(0, flat.numel(), max(1, chunk_elems)):
+            yield flat[i:i + chunk_elems]
+
+    def weight_files(self) -> List[SafetensorsFile]:
+        return [self.adapter] + self.base.weight_files()
+
+    def _materialize(self, key: str, device, read: bool) -> torch.Tensor:
+        def fetch(f: SafetensorsFile, name: str) -> torch.Tensor:
+            return f.read(name) if read else f.get(name)
+
         if key in self._replace:
-            return self.adapter.get(self._replace[key]).to(device=device,
-                                                           dtype=self.base.dtype(key))
-        base = self.base.get(key, device)
+            t = fetch(self.adapter, self._replace[key])
+            return t.to(device=device, dtype=self.base.dtype(key))
+        base = self.base.read(key) if read else self.base.get(key, device)
         if key not in self._lora:
             return base
         a_key, b_key = self._lora[key]
-        a = self.adapter.get(a_key).to(device=device, dtype=torch.float32)
-        b = self.adapter.get(b_key).to(device=device, dtype=torch.float32)
+        a = fetch(self.adapter, a_key).to(device=device, dtype=torch.float32)
+        b = fetch(self.adapter, b_key).to(device=device, dtype=torch.float32)
         delta = b @ a
         if self.fan_in_fan_out:
             delta = delta.T
@@ -346,7 +384,7 @@ class LoraSource(CheckpointSource):
         if self._digest is None:
             h = hashlib.sha256()
             h.update(b'lora')
-            h.update(file_sha256(self.adapter.path).encode())
+            h.update(file_hash(self.adapter.path).encode())
             h.update(json.dumps(self.adapter_config, sort_keys=True).encode())
             h.update(self.base.digest().encode())
             self._digest = h.hexdigest()

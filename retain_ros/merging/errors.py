@@ -19,3 +19,8 @@ class SpecError(ValueError):
 
 class InvalidMergeSpecError(MergeError, SpecError):
     """A merge specification was refused by a merger (both a MergeError and a SpecError)."""
+
+
+class RestoreFailedError(MergeError):
+    """A merge failed and putting the previous weights back failed too: the module's weights are
+    inconsistent (``LiveMerger.valid`` is False) until a later merge or reload succeeds."""

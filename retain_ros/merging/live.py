@@ -1,9 +1,21 @@
 """In-place live merger: owns a module's weights and rewrites them when alpha changes.
 
 Weights are written with ``copy_`` / ``lerp(out=...)`` into the parameters' existing storage, so
-``torch.compile``d or CUDA-graphed code that captured those tensors keeps working. A change is
-all-or-nothing: if anything fails part-way (unreadable file, out of memory, non-finite result),
-the previous weights are put back bit-exactly and :class:`MergeError` says why.
+``torch.compile``d or CUDA-graphed code that captured those tensors keeps working.
+
+Memory is planned before anything is allocated (:mod:`retain_ros.merging.memory`):
+``keep_sources='auto'`` (the default) takes the fastest mode that fits, an explicit mode that does
+not fit is refused with :class:`~retain_ros.merging.memory.MemoryPlanError`.
+
+A change is all-or-nothing without any snapshot of the model: if anything fails part-way
+(unreadable file, out of memory, non-finite result) the tensors already rewritten are recomputed
+from the previous merge's inputs (held in memory, or re-read from the files in disk mode) and
+:class:`MergeError` says why. If that recomputation fails too, :class:`RestoreFailedError` is
+raised and :attr:`LiveMerger.valid` becomes False: the module's weights are then inconsistent and
+must not be used until a later :meth:`LiveMerger.apply` or :meth:`LiveMerger.reload` succeeds. The
+first merge has no previous merge to go back to: if it fails the constructor raises and the module
+is not usable. In disk mode each change first checks (size, mtime_ns, inode) that no checkpoint
+file was rewritten since it was opened, and refuses before writing anything if one was.
 
 Usage (policy side)::
 
@@ -15,6 +27,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 import logging
+import threading
 import time
 from typing import Dict
 from typing import List
@@ -40,13 +53,37 @@ from retain_ros.merging.errors import CheckpointError
 from retain_ros.merging.errors import InvalidMergeSpecError
 from retain_ros.merging.errors import KeyMismatchError
 from retain_ros.merging.errors import MergeError
+from retain_ros.merging.errors import RestoreFailedError
 from retain_ros.merging.errors import SpecError
 from retain_ros.merging.groups import assign_groups
+from retain_ros.merging.memory import KEEP_SOURCES
+from retain_ros.merging.memory import MemoryPlan
+from retain_ros.merging.memory import plan_memory
 from retain_ros.merging.spec import MergeSpec
 
 LOG = logging.getLogger(__name__)
 
-KEEP_SOURCES = ('device', 'host', 'disk')
+#: merges that take longer show a progress bar after this many seconds
+PROGRESS_DELAY_S = 2.0
+
+Cache = Optional[Dict[str, Tuple[torch.Tensor, List[torch.Tensor]]]]
+
+
+def _progress(total: int, desc: str):
+    try:
+        from tqdm import tqdm
+    except ImportError:  # pragma: no cover - tqdm is a dependency
+        return None
+    return tqdm(total=total, desc=desc, unit='tensor', leave=False, delay=PROGRESS_DELAY_S)
+
+
+@dataclass
+class _Inputs:
+    """Where a merge reads its inputs: the sources and their in-memory copies (None: disk)."""
+
+    pre: CheckpointSource
+    fts: List[CheckpointSource]
+    cache: Cache
 
 
 @dataclass(frozen=True)
@@ -81,35 +118,106 @@ class LiveMerger:
     :param pretrained: path or :class:`CheckpointSource`.
     :param finetuned: list of paths or sources (one path is accepted too).
     :param spec: initial :class:`MergeSpec`, applied before the constructor returns.
-    :param keep_sources: ``'device'`` (inputs kept on the module's device: fastest re-merge),
-        ``'host'`` (CPU memory, pinned when CUDA is available), ``'disk'`` (re-read through the
-        file mapping at every merge: least memory).
+    :param keep_sources: ``'auto'`` (default: the fastest mode that fits in the free memory),
+        ``'device'`` (inputs kept on the module's device: fastest re-merge), ``'host'`` (CPU
+        memory, pinned when CUDA is available), ``'disk'`` (re-read from the files at every
+        merge: least memory). An explicit mode that does not fit is refused before allocating.
     :param device: where ``'device'`` keeps the inputs (default: the module's device).
     :param family: model family for key normalization and groups (``'auto'``).
     :param prefix: prefix of the module's state_dict names to strip (e.g. ``'model.'``).
+    :param plan: a memory plan made before the module was built (``load_merged_policy`` makes
+        one); its mode is used and the memory is not checked again.
+    :param check_memory: refuse modes that do not fit (False: only log the plan).
+    :raises MemoryPlanError: the requested mode does not fit (nothing allocated).
     :raises MergeError: the checkpoints do not fit the module, or the first merge failed.
     """
 
     def __init__(self, module: nn.Module, pretrained: SourceLike,
                  finetuned: Union[SourceLike, Sequence[SourceLike]], spec: MergeSpec,
-                 keep_sources: str = 'device', device: Union[None, str, torch.device] = None,
-                 family: str = 'auto', prefix: str = ''):
+                 keep_sources: str = 'auto', device: Union[None, str, torch.device] = None,
+                 family: str = 'auto', prefix: str = '', plan: Optional[MemoryPlan] = None,
+                 check_memory: bool = True):
         if keep_sources not in KEEP_SOURCES:
             raise MergeError(f'keep_sources={keep_sources!r}; choose one of {KEEP_SOURCES}')
+        t0 = time.perf_counter()
         self.module = module
-        self.keep_sources = keep_sources
         self.family = family
         self.prefix = prefix
+        self.valid = False
+        self._lock = threading.RLock()
         self._targets = self._module_targets(module, prefix)
         first = next(iter(self._targets.values()), None)
         self.device = torch.device(device) if device is not None else (
             first.device if first is not None else torch.device('cpu'))
         self._state: Optional[MergeState] = None
+        self._merger: Optional[TensorMerger] = None
         pre, fts = open_sources(pretrained, finetuned, family)
-        self._install_sources(pre, fts)
+        validate_sources(pre, fts)
+        groups = self._check_fit(pre)
+        if plan is None:
+            plan = plan_memory(pre, fts, self.device, self._module_dtype(), keep_sources,
+                               model_allocated=True, enforce=check_memory)
+        elif keep_sources not in ('auto', plan.mode):
+            raise MergeError(f'keep_sources={keep_sources!r} but the plan chose {plan.mode!r}')
+        self.plan = plan
+        self.keep_sources = plan.mode
+        self._start_digests([pre] + fts)
         LOG.info('live merger: %s; keep_sources=%s; %d tensors; convention: %s',
-                 describe_sources(pre, fts), keep_sources, len(self._targets), CONVENTION)
+                 describe_sources(pre, fts), self.keep_sources, len(self._targets), CONVENTION)
+        LOG.info('phase open: %.2f s (headers, key maps, memory plan)', time.perf_counter() - t0)
+        t1 = time.perf_counter()
+        cache = self._load_cache(pre, fts)
+        if cache is not None:
+            LOG.info('phase load sources (%s): %.2f s', self.keep_sources,
+                     time.perf_counter() - t1)
+        self._src = _Inputs(pre, list(fts), cache)
+        self._groups = groups
         self.apply(spec)
+
+    @property
+    def _pre(self) -> CheckpointSource:
+        return self._src.pre
+
+    @property
+    def _fts(self) -> List[CheckpointSource]:
+        return self._src.fts
+
+    @property
+    def _cache(self) -> Cache:
+        return self._src.cache
+
+    def _module_dtype(self) -> Optional[torch.dtype]:
+        dts = [t.dtype for t in self._targets.values() if t.dtype.is_floating_point]
+        return max(set(dts), key=dts.count) if dts else None
+
+    def _start_digests(self, sources: Sequence[CheckpointSource]) -> None:
+        """Hash the inputs (for the fingerprint) on a thread while the merge reads them."""
+        self._digest_error: Optional[BaseException] = None
+
+        def work():
+            try:
+                for src in sources:
+                    src.digest()
+            except BaseException as exc:  # noqa: B902 - reported when the fingerprint is made
+                self._digest_error = exc
+
+        self._digester = threading.Thread(target=work, name='retain-ros-digest', daemon=True)
+        self._digester.start()
+
+    def _fingerprint(self, merger: TensorMerger, src: _Inputs, spec: MergeSpec,
+                     alphas: Dict[str, object]) -> str:
+        if self._digester is not None:
+            t0 = time.perf_counter()
+            self._digester.join()
+            self._digester = None
+            waited = time.perf_counter() - t0
+            if waited > 0.05:
+                LOG.info('waited %.2f s for the input digests (cached for the next start)',
+                         waited)
+            if self._digest_error is not None:
+                exc, self._digest_error = self._digest_error, None
+                raise CheckpointError(f'hashing the inputs failed: {exc}') from exc
+        return fingerprint(src.pre, src.fts, spec, alphas)
 
     # -- setup -----------------------------------------------------------------------------------
     @staticmethod
@@ -148,7 +256,7 @@ class LiveMerger:
         family = pre.family if pre.family != 'unknown' else self.family
         return assign_groups(sorted(ckpt), family if family != 'unknown' else 'auto')
 
-    def _load_cache(self, pre: CheckpointSource, fts: List[CheckpointSource]):
+    def _load_cache(self, pre: CheckpointSource, fts: List[CheckpointSource]) -> Cache:
         if self.keep_sources == 'disk':
             return None
         if self.keep_sources == 'device':
@@ -158,33 +266,32 @@ class LiveMerger:
             where = torch.device('cpu')
             pin = torch.cuda.is_available()
         cache: Dict[str, Tuple[torch.Tensor, List[torch.Tensor]]] = {}
-        for k in self._targets:
-            tensors = []
-            for src in [pre] + fts:
-                t = src.get(k)
-                if is_float(t.dtype) and not all_finite(t):
-                    raise CheckpointError(
-                        f'non-finite values (nan/inf) in tensor {k!r} of {src.file_of(k)}')
-                if where.type == 'cpu':
-                    t = t.clone()
-                    if pin:
-                        t = t.pin_memory()
-                else:
-                    t = t.to(where)
-                tensors.append(t)
-            cache[k] = (tensors[0], tensors[1:])
+        bar = _progress(len(self._targets), f'load sources ({self.keep_sources})')
+        try:
+            for k in self._targets:
+                tensors = []
+                for src in [pre] + fts:
+                    if where.type == 'cpu':
+                        buf = torch.empty(src.shape(k), dtype=src.dtype(k), pin_memory=pin)
+                        t = src.read(k, out=buf)
+                    else:
+                        t = src.read(k).to(where)
+                    if is_float(t.dtype) and not all_finite(t):
+                        raise CheckpointError(
+                            f'non-finite values (nan/inf) in tensor {k!r} of {src.file_of(k)}')
+                    tensors.append(t)
+                cache[k] = (tensors[0], tensors[1:])
+                if bar is not None:
+                    bar.update(1)
+        finally:
+            if bar is not None:
+                bar.close()
         return cache
-
-    def _install_sources(self, pre: CheckpointSource, fts: List[CheckpointSource]) -> None:
-        validate_sources(pre, fts)
-        self._groups = self._check_fit(pre)
-        self._cache = self._load_cache(pre, fts)
-        self._pre, self._fts = pre, list(fts)
 
     # -- public API ------------------------------------------------------------------------------
     @property
     def state(self) -> MergeState:
-        """The merge that is live now."""
+        """The merge that is live now (the last one that succeeded)."""
         return self._state
 
     @property
@@ -197,30 +304,30 @@ class LiveMerger:
         """Canonical key -> parameter group."""
         return dict(self._groups)
 
-    def _inputs(self, key: str, target: torch.Tensor):
-        if self._cache is not None:
-            pre_t, ft_ts = self._cache[key]
+    @staticmethod
+    def _inputs(src: _Inputs, key: str, target: torch.Tensor):
+        if src.cache is not None:
+            pre_t, ft_ts = src.cache[key]
         else:
-            pre_t = self._pre.get(key)
-            ft_ts = [f.get(key) for f in self._fts]
+            pre_t = src.pre.read(key)
+            ft_ts = [f.read(key) for f in src.fts]
         if pre_t.device != target.device:
             pre_t = pre_t.to(target.device, non_blocking=True)
             ft_ts = [t.to(target.device, non_blocking=True) for t in ft_ts]
         return pre_t, ft_ts
 
-    def _run(self, merger: TensorMerger, keys: Sequence[str], check_finite_always: bool,
-             snapshot: Optional[Dict[str, torch.Tensor]], done: List[str]) -> None:
+    def _run(self, merger: TensorMerger, src: _Inputs, keys: Sequence[str],
+             check_finite_always: bool, done: Optional[List[str]], bar=None) -> None:
         convex = {g: merger.recipe.is_convex(c) for g, c in merger.coefs.items()}
         for key in keys:
             target = self._targets[key]
-            pre_t, ft_ts = self._inputs(key, target)
+            pre_t, ft_ts = self._inputs(src, key, target)
             check = check_finite_always or not convex[self._groups.get(key, 'other')]
-            if snapshot is not None:
-                snapshot[key] = target.to('cpu', copy=True)
-            done.append(key)
+            if done is not None:
+                done.append(key)
             merger.merge_tensors(key, pre_t, ft_ts, target.dtype, check_finite=check, out=target)
-            if self._cache is None:
-                merger.release(key)
+            if bar is not None:
+                bar.update(1)
 
     def _sync(self) -> None:
         if any(t.is_cuda for t in self._targets.values()):
@@ -230,68 +337,116 @@ class LiveMerger:
         """Merge with ``spec`` in place; all-or-nothing.
 
         :raises MergeError: nothing changed (old weights restored); the message says why.
+        :raises RestoreFailedError: the merge failed and so did putting the old weights back;
+            :attr:`valid` is False.
         """
-        return self._apply(spec, force_snapshot=False)
+        with self._lock:
+            return self._apply(spec, self._src, None)
 
-    def _apply(self, spec: MergeSpec, force_snapshot: bool) -> MergeState:
+    def _apply(self, spec: MergeSpec, src: _Inputs,
+               previous: Optional[Tuple[TensorMerger, _Inputs]]) -> MergeState:
+        """Merge ``spec`` from ``src``; on failure recompute ``previous`` (default: the live
+        merge from the current inputs) for the tensors already written."""
         try:
-            merger = TensorMerger(self._pre, self._fts, spec, self._groups)
+            merger = TensorMerger(src.pre, src.fts, spec, self._groups)
         except SpecError as exc:
             raise InvalidMergeSpecError(str(exc)) from exc
-        # Restore by recomputing the previous merge when its inputs are in memory (no extra copy
-        # of the model); otherwise snapshot each tensor before overwriting it.
-        recompute = (not force_snapshot and self._state is not None and self._cache is not None)
-        snapshot = None if recompute else {}
+        if src.cache is None:
+            self._check_files(src)
+        if previous is None and self._merger is not None and self.valid:
+            previous = (self._merger, self._src)
         done: List[str] = []
         keys = list(self._targets)
         t0 = time.perf_counter()
+        bar = _progress(len(keys), 'merge')
         try:
-            with torch.no_grad():
-                self._run(merger, keys, self._cache is None, snapshot, done)
-            self._sync()
+            try:
+                with torch.no_grad():
+                    self._run(merger, src, keys, src.cache is None, done, bar)
+                self._sync()
+                alphas = merger.alphas()
+                fp = self._fingerprint(merger, src, spec, alphas)
+            finally:
+                if bar is not None:
+                    bar.close()
         except Exception as exc:  # noqa: B902 - restore on any failure, then report it
-            self._restore(done, snapshot)
             reason = exc if isinstance(exc, MergeError) else f'{type(exc).__name__}: {exc}'
+            if previous is None:
+                self.valid = False
+                LOG.error('merge %s failed: %s', spec.describe(), reason)
+                raise MergeError(f'merge failed ({spec.describe()}): {reason}; there is no '
+                                 'previous merge to go back to, the module weights are not '
+                                 'valid') from exc
+            self._restore(previous, done, spec, reason, exc)
             LOG.error('merge %s failed, previous weights restored: %s', spec.describe(), reason)
             raise MergeError(f'merge failed ({spec.describe()}): {reason}; the previous weights '
                              'are still live') from exc
         ms = (time.perf_counter() - t0) * 1000.0
-        alphas = merger.alphas()
-        self._state = MergeState(spec=spec, alphas=alphas, recipe=spec.recipe,
-                                 fingerprint=fingerprint(self._pre, self._fts, spec, alphas),
+        self._state = MergeState(spec=spec, alphas=alphas, recipe=spec.recipe, fingerprint=fp,
                                  merge_ms=ms)
         self._merger = merger
-        LOG.info('merged in place in %.1f ms: %s fingerprint=%s', ms, spec.describe(),
-                 self._state.fingerprint)
+        self._src = src
+        self.valid = True
+        LOG.info('merged in place in %.1f ms (keep_sources=%s): %s fingerprint=%s', ms,
+                 self.keep_sources, spec.describe(), fp)
         return self._state
 
-    def _restore(self, done: List[str], snapshot: Optional[Dict[str, torch.Tensor]]) -> None:
-        with torch.no_grad():
-            if snapshot is not None:
-                for key in done:
-                    if key in snapshot:
-                        self._targets[key].copy_(snapshot[key])
-                return
-            try:
-                self._run(self._merger, done, False, None, [])
-            except Exception as exc:  # noqa: B902
-                raise MergeError(f'restoring the previous weights failed too ({exc}); the '
-                                 'module weights are inconsistent, reload them') from exc
+    @staticmethod
+    def _check_files(src: _Inputs) -> None:
+        """Disk mode: refuse before writing anything if a file changed since it was opened."""
+        for s in [src.pre] + src.fts:
+            s.check_unchanged()
+
+    def _restore(self, previous: Tuple[TensorMerger, _Inputs], done: List[str], spec: MergeSpec,
+                 reason, exc: BaseException) -> None:
+        merger, src = previous
+        t0 = time.perf_counter()
+        try:
+            with torch.no_grad():
+                self._run(merger, src, done, False, None)
+            self._sync()
+        except Exception as again:  # noqa: B902
+            self.valid = False
+            LOG.error('merge %s failed (%s) and restoring the previous weights failed too (%s): '
+                      'the module weights are INCONSISTENT', spec.describe(), reason, again)
+            raise RestoreFailedError(
+                f'merge failed ({spec.describe()}): {reason}; restoring the previous weights '
+                f'failed too ({type(again).__name__}: {again}): the module weights are '
+                'inconsistent, do not use them until a merge or reload succeeds') from exc
+        LOG.info('recomputed the previous merge for %d tensor(s) in %.1f ms', len(done),
+                 (time.perf_counter() - t0) * 1e3)
 
     def reload(self) -> MergeState:
         """Re-open the checkpoint files and re-merge the current spec; all-or-nothing.
 
+        In device / host mode the new sources are loaded while the old ones are still held (the
+        memory plan is checked for that first).
+
         :raises MergeError: files unreadable or no longer fitting; old sources and weights stay.
+        :raises RestoreFailedError: as for :meth:`apply`.
         """
-        old = (self._pre, self._fts, self._cache, self._groups)
-        spec = self._state.spec
-        try:
-            pre, fts = open_sources(self._pre.path, [f.path for f in self._fts], self.family)
-            self._install_sources(pre, fts)
-            return self._apply(spec, force_snapshot=True)
-        except Exception as exc:  # noqa: B902
-            self._pre, self._fts, self._cache, self._groups = old
-            if isinstance(exc, MergeError):
+        with self._lock:
+            old = self._src
+            spec = self._state.spec
+            try:
+                pre, fts = open_sources(old.pre.path, [f.path for f in old.fts], self.family)
+                validate_sources(pre, fts)
+                groups = self._check_fit(pre)
+                if self.keep_sources != 'disk':
+                    plan_memory(pre, fts, self.device, self._module_dtype(), self.keep_sources,
+                                model_allocated=True, extra_sources=True)
+                self._start_digests([pre] + fts)
+                new = _Inputs(pre, list(fts), self._load_cache(pre, fts))
+            except Exception as exc:  # noqa: B902
+                if isinstance(exc, MergeError):
+                    raise
+                raise MergeError(f'reload failed: {type(exc).__name__}: {exc}; the previous '
+                                 'weights are still live') from exc
+            old_groups = self._groups
+            self._groups = groups
+            previous = (self._merger, old) if self.valid else None
+            try:
+                return self._apply(spec, new, previous)
+            except MergeError:
+                self._groups = old_groups
                 raise
-            raise MergeError(f'reload failed: {type(exc).__name__}: {exc}; the previous weights '
-                             'are still live') from exc

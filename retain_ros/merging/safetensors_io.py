@@ -1,9 +1,13 @@
 """Minimal safetensors reader and streaming writer.
 
-The reader parses the header itself and maps the file once (``mmap``), so a tensor is a zero-copy
-view of the page cache and a truncated or corrupted file is caught with a message that names the
-file and the tensor. The writer lays out the header first and then streams tensors one by one, so
-memory stays near one tensor.
+The reader parses the header itself and checks it against the file size, so a truncated or
+corrupted file is caught with a message that names the file and the tensor. Tensors are read with
+``pread`` into memory the caller owns (:meth:`SafetensorsFile.read`, :meth:`read_range`): a file
+truncated or rewritten while it is open makes a read raise :class:`CheckpointError`, never a
+``SIGBUS`` as a memory mapping would, and resident memory stays at what the caller keeps (file
+pages sit in the page cache, not in the process). :meth:`SafetensorsFile.get` still gives a
+zero-copy view of a mapping for callers that want one (size checked before every view). The writer
+lays out the header first and then streams tensors one by one, so memory stays near one tensor.
 """
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ import mmap
 import os
 import struct
 from typing import Dict
+from typing import Iterator
 from typing import Iterable
 from typing import List
 from typing import Optional
@@ -36,6 +41,16 @@ for _name, _attr in (('F8_E4M3', 'float8_e4m3fn'), ('F8_E5M2', 'float8_e5m2'),
 DTYPE_NAMES: Dict[torch.dtype, str] = {v: k for k, v in DTYPES.items()}
 
 _MAX_HEADER = 512 * 1024 * 1024
+_READ_BLOCK = 64 << 20
+
+
+class FileChangedError(CheckpointError):
+    """A checkpoint file was rewritten, truncated or replaced after it was opened."""
+
+
+def file_identity(st: os.stat_result) -> Tuple[int, int, int, int]:
+    """``(size, mtime_ns, inode, device)``: what tells a rewritten file from the one opened."""
+    return (st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev)
 
 
 class TensorInfo:
@@ -67,9 +82,11 @@ class SafetensorsFile:
         self.path = os.path.abspath(path)
         self._mm: Optional[mmap.mmap] = None
         self._fh = None
+        self._fd: Optional[int] = None
         try:
-            size = os.path.getsize(self.path)
             with open(self.path, 'rb') as fh:
+                st = os.fstat(fh.fileno())
+                size = st.st_size
                 raw = fh.read(8)
                 if len(raw) < 8:
                     raise CheckpointError(
@@ -91,6 +108,8 @@ class SafetensorsFile:
             raise CheckpointError(f'{self.path}: corrupted safetensors header (not an object)')
         meta = header.pop('__metadata__', None) or {}
         self.metadata: Dict[str, str] = {str(k): str(v) for k, v in meta.items()}
+        self.identity = file_identity(st)
+        self.size = size
         self.data_start = 8 + n
         data_size = size - self.data_start
         self.tensors: Dict[str, TensorInfo] = {}
@@ -131,6 +150,112 @@ class SafetensorsFile:
     def keys(self) -> List[str]:
         return list(self.tensors)
 
+    # -- identity --------------------------------------------------------------------------------
+    def changed(self) -> Optional[str]:
+        """Why the file is no longer the one opened (None when it is unchanged).
+
+        Compares size, ``mtime_ns``, inode and device of the open descriptor (a rewrite in place)
+        and of the path (the file replaced by another one) with those seen at open time.
+        """
+        try:
+            now = file_identity(os.fstat(self._fd)) if self._fd is not None else None
+            at_path = file_identity(os.stat(self.path))
+        except OSError as exc:
+            return f'cannot stat it any more ({exc})'
+        for what, ident in (('rewritten in place', now), ('replaced on disk', at_path)):
+            if ident is not None and ident != self.identity:
+                size0, mtime0, _, _ = self.identity
+                return (f'{what} since it was opened (size {size0} -> {ident[0]} bytes, mtime_ns '
+                        f'{mtime0} -> {ident[1]}, inode {self.identity[2]} -> {ident[2]})')
+        return None
+
+    def check_unchanged(self) -> None:
+        """:raises FileChangedError: the file was rewritten, truncated or replaced."""
+        why = self.changed()
+        if why is not None:
+            raise FileChangedError(
+                f'{self.path}: {why}; refusing to read it as the same checkpoint (call reload() '
+                'to re-open it and re-fingerprint the new contents)')
+
+    # -- reading ---------------------------------------------------------------------------------
+    def info(self, name: str) -> TensorInfo:
+        info = self.tensors.get(name)
+        if info is None:
+            raise CheckpointError(f'{self.path}: no tensor named {name!r}')
+        return info
+
+    def _descriptor(self) -> int:
+        if self._fd is None:
+            try:
+                self._fd = os.open(self.path, os.O_RDONLY)
+            except OSError as exc:
+                raise CheckpointError(f'{self.path}: cannot open: {exc}') from exc
+            if file_identity(os.fstat(self._fd)) != self.identity:
+                os.close(self._fd)
+                self._fd = None
+                raise FileChangedError(f'{self.path}: changed between parsing its header and '
+                                       'reading it; open it again')
+        return self._fd
+
+    def _pread_into(self, buf: memoryview, offset: int, name: str) -> None:
+        fd = self._descriptor()
+        done = 0
+        total = buf.nbytes
+        while done < total:
+            step = min(_READ_BLOCK, total - done)
+            try:
+                got = os.preadv(fd, [buf[done:done + step]], offset + done)
+            except OSError as exc:
+                raise CheckpointError(f'{self.path}: reading tensor {name!r} failed: '
+                                      f'{exc}') from exc
+            if got <= 0:
+                raise FileChangedError(
+                    f'{self.path}: truncated while open: tensor {name!r} needs bytes up to '
+                    f'{offset + total} but the file ends at {offset + done} (now '
+                    f'{os.fstat(fd).st_size} bytes)')
+            done += got
+
+    def read(self, name: str, out: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Tensor ``name`` read into ``out`` (a new CPU tensor by default) with ``pread``.
+
+        :param out: contiguous CPU tensor of the same dtype and shape to read into (e.g. pinned).
+        :raises CheckpointError: unknown tensor, or the file was truncated / became unreadable.
+        """
+        info = self.info(name)
+        if out is None:
+            out = torch.empty(info.shape, dtype=info.dtype)
+        elif (out.dtype != info.dtype or tuple(out.shape) != info.shape or out.is_cuda
+              or not out.is_contiguous()):
+            raise ValueError(f'{self.path}: cannot read {name!r} into {out.dtype} '
+                             f'{list(out.shape)} on {out.device}')
+        if info.nbytes:
+            buf = memoryview(out.reshape(-1).view(torch.uint8).numpy())
+            self._pread_into(buf, self.data_start + info.start, name)
+        return out
+
+    def read_range(self, name: str, start: int, count: int) -> torch.Tensor:
+        """Elements ``[start, start + count)`` of tensor ``name`` (flat, row-major) as a new
+        1-D CPU tensor."""
+        info = self.info(name)
+        item = torch.empty((), dtype=info.dtype).element_size()
+        numel = info.nbytes // item
+        if start < 0 or count < 0 or start + count > numel:
+            raise ValueError(f'{self.path}: range {start}+{count} outside {name!r} ({numel})')
+        out = torch.empty(count, dtype=info.dtype)
+        if count:
+            buf = memoryview(out.view(torch.uint8).numpy())
+            self._pread_into(buf, self.data_start + info.start + start * item, name)
+        return out
+
+    def iter_chunks(self, name: str, chunk_elems: int) -> Iterator[torch.Tensor]:
+        """Tensor ``name`` as flat chunks of at most ``chunk_elems`` elements."""
+        info = self.info(name)
+        numel = 1
+        for s in info.shape:
+            numel *= s
+        for i in range(0, numel, max(1, chunk_elems)):
+            yield self.read_range(name, i, min(chunk_elems, numel - i))
+
     def _map(self) -> mmap.mmap:
         if self._mm is None:
             try:
@@ -143,13 +268,15 @@ class SafetensorsFile:
     def get(self, name: str) -> torch.Tensor:
         """Zero-copy CPU tensor backed by the file mapping (treat as read-only).
 
-        :raises CheckpointError: unknown tensor name.
+        The file's size is checked before the view is made (a file truncated under the mapping
+        would raise ``SIGBUS`` on access); :meth:`read` is the path that can never fault.
+
+        :raises CheckpointError: unknown tensor name, or the file changed since it was opened.
         """
-        info = self.tensors.get(name)
-        if info is None:
-            raise CheckpointError(f'{self.path}: no tensor named {name!r}')
+        info = self.info(name)
         if info.nbytes == 0:
             return torch.empty(info.shape, dtype=info.dtype)
+        self.check_unchanged()
         mm = self._map()
         flat = torch.frombuffer(mm, dtype=torch.uint8, count=info.nbytes,
                                 offset=self.data_start + info.start)
@@ -172,8 +299,10 @@ class SafetensorsFile:
 
     def close(self) -> None:
         """Drop the mapping (it stays alive while tensors still reference it)."""
-        mm, fh = self._mm, self._fh
-        self._mm = self._fh = None
+        mm, fh, fd = self._mm, self._fh, self._fd
+        self._mm = self._fh = self._fd = None
+        if fd is not None:
+            os.close(fd)
         if mm is not None:
             try:
                 mm.close()
