@@ -93,7 +93,7 @@ def _build(family: str, config_path: str, device: str, dtype: str, tokenizer_pat
 
 def load_merged_policy(pretrained: Union[str, Any], finetuned_paths: Union[str, Sequence[str]],
                        spec: Any, family: str = 'auto', device: str = 'auto',
-                       dtype: str = 'auto', keep_sources: str = 'device',
+                       dtype: str = 'auto', keep_sources: str = 'auto',
                        tokenizer_path: str = '', noise_seed: int = 0,
                        warmup: bool = True) -> Tuple[Policy, Any]:
     """Build the policy from the finetuned checkpoint and merge the weights into it on device.
@@ -108,14 +108,19 @@ def load_merged_policy(pretrained: Union[str, Any], finetuned_paths: Union[str, 
     :param spec: a :class:`~retain_ros.merging.spec.MergeSpec`.
     :param family: ``auto`` (from config.json) or ``pi0``.
     :param device: auto | cpu | cuda | cuda:N.
-    :param dtype: auto | float32 | bfloat16 | float16.
-    :param keep_sources: ``device`` | ``host`` | ``disk`` (merging library memory policy).
+    :param dtype: auto | float32 | bfloat16 | float16; ``auto`` is decided by the memory plan
+        (the checkpoint's own dtype, widened to float32 on CPU only when that fits as well).
+    :param keep_sources: ``auto`` (the fastest mode that fits) | ``device`` | ``host`` |
+        ``disk``; checked against the free memory before the model is allocated
+        (:func:`retain_ros.merging.memory.plan_memory`, raises ``MemoryPlanError``).
     :param tokenizer_path: local tokenizer directory; empty = ``<finetuned>/tokenizer``.
     :param noise_seed: seed of the sampler's start noise.
     :param warmup: run one prediction before returning.
     :return: ``(policy, live_merger)``.
     """
+    from retain_ros.merging.engine import open_sources
     from retain_ros.merging.live import LiveMerger
+    from retain_ros.merging.memory import plan_memory
 
     if isinstance(finetuned_paths, (str, os.PathLike)):
         finetuned_paths = [finetuned_paths]
@@ -125,21 +130,41 @@ def load_merged_policy(pretrained: Union[str, Any], finetuned_paths: Union[str, 
     source = finetuned[-1]
     source_path = getattr(source, 'path', source)
     fam = detect_family(source_path, family)
+    t_open = time.perf_counter()
+    pre_src, ft_srcs = open_sources(pretrained, finetuned, fam)
+    plan = plan_memory(pre_src, ft_srcs, _target_device(device), dtype, keep_sources)
+    LOG.info('phase open: %.2f s (headers of %d checkpoint(s), memory plan: keep_sources=%s, '
+             'dtype=%s)', time.perf_counter() - t_open, 1 + len(ft_srcs), plan.mode,
+             str(plan.dtype).replace('torch.', ''))
     LOG.info('building %s from the finetuned checkpoint %s', fam, source_path)
     t0 = time.perf_counter()
-    policy = _build(fam, source_path, device, dtype, tokenizer_path, noise_seed)
+    policy = _build(fam, source_path, device, str(plan.dtype).replace('torch.', ''),
+                    tokenizer_path, noise_seed)
     build_ms = (time.perf_counter() - t0) * 1e3
     stats = getattr(policy, 'stats', None)
     if stats is not None:
         LOG.info('normalization stats from the finetuned checkpoint: %s', stats.source)
     param = next(policy.module.parameters())
-    merger = LiveMerger(policy.module, pretrained, finetuned, spec, keep_sources=keep_sources,
-                        device=param.device, family=fam)
-    LOG.info('policy built in %.0f ms on %s (%s); merged: %s', build_ms, param.device,
-             param.dtype, _describe(merger))
+    t1 = time.perf_counter()
+    merger = LiveMerger(policy.module, pre_src, ft_srcs, spec, keep_sources=plan.mode,
+                        device=param.device, family=fam, plan=plan)
+    LOG.info('phase merge: %.2f s; policy built in %.0f ms on %s (%s); merged: %s',
+             time.perf_counter() - t1, build_ms, param.device, param.dtype, _describe(merger))
     if warmup:
+        t2 = time.perf_counter()
         warm_up(policy)
+        LOG.info('phase warm-up: %.2f s', time.perf_counter() - t2)
     return policy, merger
+
+
+def _target_device(device: str):
+    """The torch device ``device`` (auto | cpu | cuda | cuda:N) resolves to."""
+    import torch
+
+    name = (device or 'auto').strip().lower()
+    if name == 'auto':
+        return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+    return torch.device(name)
 
 
 def _describe(merger: Any) -> str:

@@ -103,10 +103,10 @@ PARAMS: Tuple[ParamSpec, ...] = (
               float_range=(-1.0, 1.0), constraints='-1 or a value in [0, 1]'),
     ParamSpec('alpha_action', _D, FOLLOW, _GROUP_ALPHA.format('action (action expert)'),
               float_range=(-1.0, 1.0), constraints='-1 or a value in [0, 1]'),
-    ParamSpec('keep_sources', _S, 'device',
+    ParamSpec('keep_sources', _S, 'auto',
               'where pretrained/finetuned tensors stay for live alpha changes: device (fastest), '
               'host (CPU memory), disk (re-read via mmap, least memory)', read_only=True,
-              constraints='one of device, host, disk'),
+              constraints='one of auto, device, host, disk'),
     ParamSpec('device', _S, 'auto', 'auto|cpu|cuda|cuda:N; the merge runs on this device',
               read_only=True),
     ParamSpec('dtype', _S, 'auto', 'auto|float32|bfloat16|float16', read_only=True),
