@@ -28,6 +28,7 @@ setup(
         'opencv-python-headless',
         'pyyaml',
         'tqdm',
+        'blake3>=1.0',
         'matplotlib',
     ],
     extras_require={

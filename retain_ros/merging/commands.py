@@ -99,6 +99,26 @@ def _inspect_parser() -> argparse.ArgumentParser:
     return p
 
 
+#: elements per chunk of the streamed reductions of ``inspect`` (a few float32 chunks in memory)
+INSPECT_CHUNK = 1 << 24
+
+
+def _diff_norms(pre, ft, key: str, chunk: int = INSPECT_CHUNK):
+    """``(sum (ft - pre)^2, sum pre^2)`` of one tensor, streamed in chunks (None if shapes
+    differ): float32 arithmetic (float64 for float64 inputs) with float64 accumulation."""
+    if tuple(pre.shape(key)) != tuple(ft.shape(key)):
+        return None, None
+    wide = torch.float64 in (pre.dtype(key), ft.dtype(key))
+    cd = torch.float64 if wide else torch.float32
+    diff_sq = pre_sq = 0.0
+    for a, b in zip(pre.iter_chunks(key, chunk), ft.iter_chunks(key, chunk)):
+        a = a.to(cd)
+        d = b.to(cd) - a
+        diff_sq += float(torch.sum(d * d, dtype=torch.float64))
+        pre_sq += float(torch.sum(a * a, dtype=torch.float64))
+    return diff_sq, pre_sq
+
+
 def inspect_checkpoints(pretrained, finetuned=None, family: str = 'auto') -> Dict[str, object]:
     """Per-group statistics of ``pretrained`` (and its change to ``finetuned``)."""
     if finetuned is None:
@@ -118,13 +138,11 @@ def inspect_checkpoints(pretrained, finetuned=None, family: str = 'auto') -> Dic
         s['bytes'] += pre.nbytes(k)
         if ft is None or k not in ft or not is_float(pre.dtype(k)):
             continue
-        a = pre.get(k).to(torch.float64)
-        b = ft.get(k).to(torch.float64)
-        if a.shape != b.shape:
+        d, p = _diff_norms(pre, ft, k)
+        if d is None:
             missing.append(k)
             continue
-        d = float(torch.sum((b - a) ** 2))
-        s['pre_sq'] += float(torch.sum(a * a))
+        s['pre_sq'] += p
         s['diff_sq'] += d
         s['changed_tensors'] += int(d > 0.0)
     out_groups = {}

@@ -186,23 +186,26 @@ class TensorMerger:
 
     def merge_chunks(self, key: str, out_dtype: torch.dtype, chunk_elems: int = 1 << 24
                      ) -> Iterator[torch.Tensor]:
-        """Merged tensor ``key`` as flat chunks in ``out_dtype`` (bounded memory)."""
-        pre_t = self.pre.get(key)
-        ft_ts = [f.get(key) for f in self.fts]
-        if not is_float(pre_t.dtype):
+        """Merged tensor ``key`` as flat chunks in ``out_dtype`` (bounded memory).
+
+        Inputs are read chunk by chunk with ``pread`` (never a mapping that could fault), so
+        memory stays at a few chunks whatever the tensor's size.
+        """
+        if not is_float(self.pre.dtype(key)):
+            pre_t = self.pre.read(key)
+            ft_ts = [f.read(key) for f in self.fts]
             self.check_equal(key, pre_t, ft_ts)
             yield ft_ts[0].reshape(-1).to(out_dtype)
             return
         coefs = self.coefs_for(key)
-        flat = [pre_t.reshape(-1)] + [t.reshape(-1) for t in ft_ts]
-        n = flat[0].numel()
-        for i in range(0, max(n, 1), chunk_elems):
-            parts = [t[i:i + chunk_elems] for t in flat]
+        streams = [self.pre.iter_chunks(key, chunk_elems)] + [
+            f.iter_chunks(key, chunk_elems) for f in self.fts]
+        for parts in zip(*streams):
             out = torch.empty_like(parts[0]) if self.native_lowp(out_dtype, parts) else None
-            res = self.recipe.combine(parts[0], parts[1:], coefs, out=out)
+            res = self.recipe.combine(parts[0], list(parts[1:]), coefs, out=out)
             if not all_finite(res):
                 raise self.diagnose_nonfinite(key, parts, coefs)
-            yield res.to(out_dtype)
+            yield res if res.dtype == out_dtype else res.to(out_dtype)
 
     def merge(self, key: str, out_dtype: torch.dtype, device='cpu') -> torch.Tensor:
         """Whole merged tensor ``key`` in ``out_dtype`` on ``device``."""

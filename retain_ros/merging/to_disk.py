@@ -93,8 +93,8 @@ def merge_to_disk(pretrained: SourceLike, finetuned, spec: MergeSpec, out: str,
     lay = layout_source(spec, fts)
     LOG.info('merging %s with %s; output in the layout of %s [%s]; convention: %s',
              describe_sources(pre, fts), spec.describe(), lay.path, lay.dialect, CONVENTION)
-    # Content digests (for the fingerprint) are hashed in a background thread while merging;
-    # hashlib releases the GIL on large buffers.
+    # Content digests (for the fingerprint) are hashed in a background thread while merging
+    # (BLAKE3 releases the GIL; digests are cached per file identity for the next run).
     hasher = threading.Thread(target=lambda: [s.digest() for s in [pre] + fts], daemon=True)
     hasher.start()
     out = os.path.abspath(out)
