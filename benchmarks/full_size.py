@@ -1,0 +1,349 @@
+"""Full-size π0 benchmark: memory plan, startup per mode, peak RSS, α-change cost, inspect, merge.
+
+Writes two random-weight π0 checkpoints in LeRobot layout (pretrained and finetuned, different
+seeds, streamed tensor by tensor so writing them needs little memory), then measures each thing in
+its own child process (peak RSS = the child's ``VmHWM`` / ``ru_maxrss``, whole process):
+
+- ``plan``: what :func:`retain_ros.merging.memory.plan_memory` says for every ``keep_sources``
+  mode (needs, fits, the refusal message), without allocating;
+- ``startup``: build the module (uninitialized) and ``LiveMerger`` it in one mode: phases (open,
+  load sources, merge), total, then three α changes; modes the plan refuses are reported as
+  refused, and modes needing more than ``MemAvailable - 4 GiB`` are skipped by the benchmark
+  itself (other people share the machine);
+- ``floor``: copy bandwidth (read + write of a 512 MiB tensor copy) and the time to read both
+  checkpoint files once (``pread`` into one buffer);
+- ``inspect`` / ``merge``: the CLI commands in a child.
+
+Sizes: ``full`` = transformers' default ``PI0Config`` (PaliGemma gemma_2b + gemma_300m expert,
+3.50 B parameters; 6.5 GiB per checkpoint in bfloat16); ``mid`` = a narrower π0 (0.73 B) for
+host / device mode on a shared 24 GB machine; ``tiny`` = the built-in tiny π0 (seconds, smoke
+test). Not run in CI.
+
+Usage: ``nice -n 15 .venv/bin/python benchmarks/full_size.py --size full [--work DIR]
+[--only plan,startup,...] [--modes auto,disk] [--keep]``. The checkpoints are deleted at the end
+unless ``--keep``. Results: one JSON line per measurement on stdout and ``--out`` (JSON).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, ROOT)
+
+GIB = float(1 << 30)
+SAFETY_BYTES = 4 << 30  # never start a measurement that needs more than MemAvailable - this
+
+MID_OVERRIDES = {
+    'text': dict(hidden_size=1024, num_hidden_layers=12, intermediate_size=8192,
+                 num_attention_heads=8, num_key_value_heads=1, head_dim=128),
+    'dit': dict(hidden_size=512, num_hidden_layers=12, intermediate_size=2048,
+                num_attention_heads=8, num_key_value_heads=1, head_dim=64),
+    'vision': dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
+                   num_attention_heads=12, patch_size=14),
+    'vocab_size': 257152, 'projection_dim': 1024, 'image_token_id': 257152,
+}
+
+
+def policy_config(size: str) -> dict:
+    from retain_ros.policies.pi0.configuration_pi0 import tiny_pi0_config
+
+    if size == 'tiny':
+        return tiny_pi0_config(14, 14, chunk_size=10, image_size=64, num_inference_steps=2,
+                               max_dim=32)
+    cfg = tiny_pi0_config(14, 14, chunk_size=50, image_size=224, num_inference_steps=10,
+                          max_dim=32)
+    if size == 'full':  # = transformers' default PI0Config (checked in make_checkpoint)
+        cfg['paligemma_variant'], cfg['action_expert_variant'] = 'gemma_2b', 'gemma_300m'
+    else:
+        cfg['paligemma_variant'] = cfg['action_expert_variant'] = 'custom'
+        cfg['model_overrides'] = MID_OVERRIDES
+    return cfg
+
+
+def mem_available() -> int:
+    with open('/proc/meminfo') as fh:
+        for line in fh:
+            if line.startswith('MemAvailable:'):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def vm_hwm() -> int:
+    with open('/proc/self/status') as fh:
+        for line in fh:
+            if line.startswith('VmHWM:'):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def make_checkpoint(out_dir: str, size: str, dtype_name: str, seed: int) -> dict:
+    """Random π0 weights streamed to ``out_dir`` with the project's own companion files."""
+    import numpy as np
+    import torch
+    from tqdm import tqdm
+    from transformers import PI0Config
+    from transformers import PI0ForConditionalGeneration
+
+    from retain_ros.merging.safetensors_io import StreamingWriter
+    from retain_ros.policies.pi0 import NormStats
+    from retain_ros.policies.pi0 import save_pi0_checkpoint
+    from retain_ros.policies.pi0.configuration_pi0 import pi0_config_from_dict
+    from retain_ros.policies.pi0.modeling_pi0 import LEROBOT_TIED_ALIAS
+    from retain_ros.policies.pi0.modeling_pi0 import lerobot_pi0_key
+    from retain_ros.policies.pi0.tokenizer_pi0 import save_byte_tokenizer
+
+    dtype = getattr(torch, dtype_name)
+    spec = pi0_config_from_dict(policy_config(size))
+    with torch.device('meta'):
+        model = PI0ForConditionalGeneration._from_config(spec.hf_config, dtype=dtype)
+    params = sum(p.numel() for p in model.parameters())
+    if size == 'full':
+        with torch.device('meta'):
+            default = PI0ForConditionalGeneration._from_config(PI0Config(), dtype=dtype)
+        same = {k: tuple(v.shape) for k, v in default.state_dict().items()} == {
+            k: tuple(v.shape) for k, v in model.state_dict().items()}
+        assert same, 'the full-size config must match transformers default PI0Config'
+    stats = NormStats(np.zeros(14), np.ones(14), np.zeros(14), np.ones(14))
+    save_pi0_checkpoint({}, out_dir, stats=stats, spec=spec)
+    tok = os.path.join(out_dir, 'tokenizer')
+    if not os.path.isdir(tok):
+        save_byte_tokenizer(tok)
+    layout, seen = [], set()
+    for key, t in model.state_dict().items():
+        name = lerobot_pi0_key(key)
+        if name in seen:
+            continue
+        seen.add(name)
+        layout.append((name, t.dtype, tuple(t.shape)))
+    gen = torch.Generator().manual_seed(seed)
+    path = os.path.join(out_dir, 'model.safetensors')
+    writer = StreamingWriter(path + '.part', layout, dict(LEROBOT_TIED_ALIAS))
+    chunk = 1 << 23
+    with tqdm(total=writer.total_bytes, unit='B', unit_scale=True, desc=f'write {out_dir}',
+              leave=False) as bar:
+        for name, dt, shape in layout:
+            numel = 1
+            for s in shape:
+                numel *= s
+            for i in range(0, numel, chunk):
+                n = min(chunk, numel - i)
+                part = (torch.randn(n, generator=gen) * 0.02).to(dt) if dt.is_floating_point \
+                    else torch.zeros(n, dtype=dt)
+                writer.write_part(name, part)
+                bar.update(part.numel() * part.element_size())
+            writer.end_tensor(name)
+    writer.close()
+    os.replace(path + '.part', path)
+    return {'params': params, 'bytes': writer.total_bytes, 'tensors': len(layout)}
+
+
+# -- children ------------------------------------------------------------------------------------
+def child_plan(pre: str, ft: str, dtype: str) -> dict:
+    from retain_ros.merging.engine import open_sources
+    from retain_ros.merging.memory import MemoryPlanError
+    from retain_ros.merging.memory import plan_memory
+
+    pre_s, fts = open_sources(pre, [ft])
+    out = {}
+    for mode in ('auto', 'device', 'host', 'disk'):
+        try:
+            plan = plan_memory(pre_s, fts, 'cpu', dtype, mode)
+            out[mode] = {'fits': True, 'mode': plan.mode, 'dtype': str(plan.dtype),
+                         'needs_GiB': {n.mode: round(n.host_bytes / GIB, 2) for n in plan.needs},
+                         'describe': plan.describe()}
+        except MemoryPlanError as exc:
+            out[mode] = {'fits': False, 'refusal': str(exc)}
+    return out
+
+
+def child_startup(pre: str, ft: str, mode: str, dtype: str, changes: int) -> dict:
+    import logging
+
+    import torch
+
+    from retain_ros.merging.engine import open_sources
+    from retain_ros.merging.live import LiveMerger
+    from retain_ros.merging.memory import MemoryPlanError
+    from retain_ros.merging.memory import plan_memory
+    from retain_ros.merging.spec import MergeSpec
+    from retain_ros.policies.pi0.configuration_pi0 import load_pi0_config
+    from retain_ros.policies.pi0.modeling_pi0 import build_pi0_module
+
+    logging.basicConfig(level=logging.INFO, format='%(asctime)s %(name)s: %(message)s',
+                        stream=sys.stderr)
+    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    t0 = time.perf_counter()
+    pre_s, fts = open_sources(pre, [ft])
+    try:
+        plan = plan_memory(pre_s, fts, 'cpu', dtype, mode)
+    except MemoryPlanError as exc:
+        return {'mode': mode, 'refused': str(exc), 'plan_s': time.perf_counter() - t0,
+                'peak_rss_GiB': vm_hwm() / GIB}
+    need = plan.need().host_bytes
+    if need > mem_available() - SAFETY_BYTES:
+        return {'mode': mode, 'skipped': f'needs {need / GIB:.2f} GiB > MemAvailable '
+                f'{mem_available() / GIB:.2f} GiB - 4 GiB (shared machine)'}
+    spec = load_pi0_config(ft)
+    module = build_pi0_module(spec, torch.device('cpu'), plan.dtype)
+    t_build = time.perf_counter()
+    merger = LiveMerger(module, pre_s, fts, MergeSpec(alpha=0.5), plan=plan)
+    t_merge = time.perf_counter()
+    startup_rss = vm_hwm()
+    times = []
+    for i in range(changes):
+        t = time.perf_counter()
+        merger.apply(MergeSpec(alpha=0.2 + 0.1 * i))
+        times.append(time.perf_counter() - t)
+    return {'mode': plan.mode, 'dtype': str(plan.dtype), 'model_GiB': plan.sizes.model / GIB,
+            'sources_GiB': plan.sizes.sources / GIB, 'build_s': t_build - t0,
+            'merge_s': t_merge - t_build, 'startup_s': t_merge - t0,
+            'first_merge_ms': merger.state.merge_ms, 'alpha_change_s': times,
+            'startup_peak_rss_GiB': startup_rss / GIB, 'peak_rss_GiB': vm_hwm() / GIB,
+            'need_GiB': need / GIB}
+
+
+def child_floor(pre: str, ft: str) -> dict:
+    import torch
+
+    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    n = 512 << 20
+    src = torch.ones(n // 4)
+    dst = torch.empty_like(src)
+    dst.copy_(src)
+    best = float('inf')
+    for _ in range(5):
+        t = time.perf_counter()
+        dst.copy_(src)
+        best = min(best, time.perf_counter() - t)
+    del src, dst
+    buf = bytearray(64 << 20)
+    view = memoryview(buf)
+    reads = []
+    for _ in range(2):
+        t = time.perf_counter()
+        total = 0
+        for d in (pre, ft):
+            with open(os.path.join(d, 'model.safetensors'), 'rb', buffering=0) as fh:
+                while True:
+                    k = fh.readinto(buf)
+                    if not k:
+                        break
+                    total += k
+                    view[:1]
+        reads.append(time.perf_counter() - t)
+    return {'copy_GBps': 2 * n / best / 1e9, 'read_both_s': reads, 'read_bytes': total}
+
+
+def child_cli(argv) -> dict:
+    from retain_ros.cli import main
+
+    t = time.perf_counter()
+    with open(os.devnull, 'w') as null:
+        old = sys.stdout
+        sys.stdout = null
+        try:
+            code = main(argv)
+        finally:
+            sys.stdout = old
+    return {'argv': argv[0], 'code': code, 'wall_s': time.perf_counter() - t,
+            'peak_rss_GiB': vm_hwm() / GIB}
+
+
+def run_child(args, env=None) -> dict:
+    """Run this script as ``--child ...`` and return its JSON line (+ the child's ru_maxrss)."""
+    cmd = [sys.executable, os.path.abspath(__file__), '--child'] + list(args)
+    t = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env, cwd=ROOT)
+    out, err = proc.communicate()
+    wall = time.perf_counter() - t
+    lines = [ln for ln in out.splitlines() if ln.startswith('{')]
+    if proc.returncode != 0 or not lines:
+        return {'child': args, 'error': f'exit {proc.returncode}', 'stderr': err[-4000:]}
+    res = json.loads(lines[-1])
+    res['child_wall_s'] = wall
+    res['log'] = [ln for ln in err.splitlines() if 'phase' in ln or 'memory plan' in ln
+                  or 'merged in place' in ln or 'waited' in ln][:12]
+    return res
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument('--size', choices=('full', 'mid', 'tiny'), default='tiny')
+    ap.add_argument('--dtype', default='bfloat16')
+    ap.add_argument('--work', default=os.path.join(ROOT, '.bench', 'full_size'))
+    ap.add_argument('--only', default='plan,floor,startup,inspect,merge')
+    ap.add_argument('--modes', default='auto,device,host,disk')
+    ap.add_argument('--changes', type=int, default=3)
+    ap.add_argument('--keep', action='store_true', help='keep the checkpoints')
+    ap.add_argument('--out', default='')
+    ap.add_argument('--child', nargs=argparse.REMAINDER)
+    args = ap.parse_args(argv)
+    if args.child:
+        kind, rest = args.child[0], args.child[1:]
+        if kind == 'plan':
+            res = child_plan(*rest)
+        elif kind == 'startup':
+            res = child_startup(rest[0], rest[1], rest[2], rest[3], int(rest[4]))
+        elif kind == 'floor':
+            res = child_floor(*rest)
+        else:
+            res = child_cli(rest)
+        print(json.dumps(res), flush=True)
+        return 0
+    work = os.path.join(args.work, args.size)
+    pre, ft = os.path.join(work, 'pre'), os.path.join(work, 'ft')
+    env = dict(os.environ, ROS_HOME=os.path.join(work, 'ros_home'))
+    results = {'size': args.size, 'dtype': args.dtype, 'cpus': os.cpu_count(),
+               'mem_available_GiB_at_start': mem_available() / GIB}
+    t = time.perf_counter()
+    if not os.path.isfile(os.path.join(ft, 'model.safetensors')):
+        results['checkpoint'] = make_checkpoint(pre, args.size, args.dtype, 1)
+        make_checkpoint(ft, args.size, args.dtype, 2)
+        results['write_s'] = time.perf_counter() - t
+    print(json.dumps(results), flush=True)
+    only = args.only.split(',')
+    try:
+        if 'plan' in only:
+            results['plan'] = run_child(['plan', pre, ft, args.dtype], env)
+            print(json.dumps({'plan': results['plan']}), flush=True)
+        if 'floor' in only:
+            results['floor'] = run_child(['floor', pre, ft], env)
+            print(json.dumps({'floor': results['floor']}), flush=True)
+        if 'startup' in only:
+            results['startup'] = []
+            for i, mode in enumerate(args.modes.split(',')):
+                if i == 0:  # first start: no digest cache yet
+                    shutil.rmtree(env['ROS_HOME'], ignore_errors=True)
+                res = run_child(['startup', pre, ft, mode, args.dtype, str(args.changes)], env)
+                res['digest_cache'] = 'cold' if i == 0 else 'warm'
+                results['startup'].append(res)
+                print(json.dumps(res), flush=True)
+        if 'inspect' in only:
+            results['inspect'] = run_child(['cli', 'inspect', pre, ft, '--json'], env)
+            print(json.dumps({'inspect': results['inspect']}), flush=True)
+        if 'merge' in only:
+            out = os.path.join(work, 'merged')
+            results['merge'] = run_child(['cli', 'merge', '--pretrained', pre, '--finetuned',
+                                          ft, '--alpha', '0.5', '--out', out, '--no-progress',
+                                          '-q'], env)
+            shutil.rmtree(out, ignore_errors=True)
+            print(json.dumps({'merge': results['merge']}), flush=True)
+    finally:
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+    if args.out:
+        with open(args.out, 'w') as fh:
+            json.dump(results, fh, indent=1)
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
