@@ -225,3 +225,32 @@ def test_digest_cache_is_keyed_by_file_identity(pair, tmp_path, monkeypatch):
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 10 ** 9))
     assert digests.file_digest(path) != first
     assert open_checkpoint(path).digest() == open_checkpoint(path).digest()
+
+
+@pytest.mark.parametrize('keep', ['device', 'host', 'disk'])
+def test_chunked_merge_matches_whole_tensors(pair, keep, monkeypatch):
+    from retain_ros.merging import live
+
+    whole = tiny_pi0(seed=9, dtype=torch.bfloat16)
+    LiveMerger(whole, pair['bf_pre'], [pair['bf_ft']], MergeSpec(alpha=0.3), keep_sources=keep)
+    monkeypatch.setattr(live, 'CHUNK_ELEMS', 1000)  # most tensors now span several chunks
+    model = tiny_pi0(seed=9, dtype=torch.bfloat16)
+    merger = LiveMerger(model, pair['bf_pre'], [pair['bf_ft']], MergeSpec(alpha=0.9),
+                        keep_sources=keep)
+    before = _snapshot(model)
+    original = TensorMerger.merge_tensors
+    calls = {'n': 0}
+
+    def flaky(self, key, *args, **kwargs):
+        calls['n'] += 1
+        if calls['n'] == 50:
+            raise RuntimeError('injected failure inside a chunked tensor')
+        return original(self, key, *args, **kwargs)
+
+    monkeypatch.setattr(TensorMerger, 'merge_tensors', flaky)
+    with pytest.raises(MergeError, match='injected.*previous weights are still live'):
+        merger.apply(MergeSpec(alpha=0.3))
+    assert _same(model, before)
+    monkeypatch.setattr(TensorMerger, 'merge_tensors', original)
+    merger.apply(MergeSpec(alpha=0.3))
+    assert _same(model, _snapshot(whole))

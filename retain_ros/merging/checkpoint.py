@@ -163,6 +163,13 @@ class CheckpointSource:
         fk = self.file_key(key)
         return self._file_of[fk].read(fk, out=out)
 
+    def read_range(self, key: str, start: int, count: int,
+                   out: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Flat elements ``[start, start + count)`` of ``key`` (see
+        :meth:`SafetensorsFile.read_range`)."""
+        fk = self.file_key(key)
+        return self._file_of[fk].read_range(fk, start, count, out=out)
+
     def iter_chunks(self, key: str, chunk_elems: int) -> Iterator[torch.Tensor]:
         """Tensor ``key`` as flat chunks of at most ``chunk_elems`` elements (bounded memory)."""
         fk = self.file_key(key)
@@ -346,6 +353,13 @@ class LoraSource(CheckpointSource):
         if out is None:
             return t
         return out.copy_(t)
+
+    def read_range(self, key: str, start: int, count: int,
+                   out: Optional[torch.Tensor] = None) -> torch.Tensor:
+        if key not in self._lora and key not in self._replace:
+            return self.base.read_range(key, start, count, out=out)
+        part = self.read(key).reshape(-1)[start:start + count]  # materialized per call
+        return part.clone() if out is None else out.copy_(part)
 
     def iter_chunks(self, key: str, chunk_elems: int) -> Iterator[torch.Tensor]:
         if key not in self._lora and key not in self._replace:

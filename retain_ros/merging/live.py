@@ -56,6 +56,7 @@ from retain_ros.merging.errors import MergeError
 from retain_ros.merging.errors import RestoreFailedError
 from retain_ros.merging.errors import SpecError
 from retain_ros.merging.groups import assign_groups
+from retain_ros.merging.memory import CHUNK_ELEMS
 from retain_ros.merging.memory import KEEP_SOURCES
 from retain_ros.merging.memory import MemoryPlan
 from retain_ros.merging.memory import plan_memory
@@ -151,6 +152,7 @@ class LiveMerger:
             first.device if first is not None else torch.device('cpu'))
         self._state: Optional[MergeState] = None
         self._merger: Optional[TensorMerger] = None
+        self._buffers: Dict[int, torch.Tensor] = {}
         pre, fts = open_sources(pretrained, finetuned, family)
         validate_sources(pre, fts)
         groups = self._check_fit(pre)
@@ -304,30 +306,79 @@ class LiveMerger:
         """Canonical key -> parameter group."""
         return dict(self._groups)
 
-    @staticmethod
-    def _inputs(src: _Inputs, key: str, target: torch.Tensor):
-        if src.cache is not None:
-            pre_t, ft_ts = src.cache[key]
-        else:
-            pre_t = src.pre.read(key)
-            ft_ts = [f.read(key) for f in src.fts]
-        if pre_t.device != target.device:
-            pre_t = pre_t.to(target.device, non_blocking=True)
-            ft_ts = [t.to(target.device, non_blocking=True) for t in ft_ts]
-        return pre_t, ft_ts
+    def _scratch(self, i: int, src: CheckpointSource, dtype: torch.dtype,
+                 numel: int) -> torch.Tensor:
+        """Reusable read buffer ``i`` (one per source) viewed as ``numel`` elements of ``dtype``
+        (no fresh allocation and page faults per tensor in disk mode)."""
+        nbytes = numel * torch.empty((), dtype=dtype).element_size()
+        buf = self._buffers.get(i)
+        if buf is None or buf.numel() < nbytes:
+            size = max(nbytes, CHUNK_ELEMS * max(
+                (torch.empty((), dtype=src.dtype(k)).element_size() for k in src.keys()),
+                default=4))
+            buf = torch.empty(size, dtype=torch.uint8, pin_memory=torch.cuda.is_available()
+                              and self.device.type == 'cuda')
+            self._buffers[i] = buf
+        return buf[:nbytes].view(dtype)
+
+    def _read(self, src: _Inputs, key: str, start: Optional[int] = None,
+              count: Optional[int] = None) -> List[torch.Tensor]:
+        """Inputs of ``key`` (or of its flat range) read from the files into the scratch
+        buffers."""
+        out = []
+        for i, s in enumerate([src.pre] + src.fts):
+            if s.is_lora:  # materialized per call: read whole, slice
+                t = s.read(key)
+                out.append(t if start is None else t.reshape(-1)[start:start + count])
+                continue
+            shape = tuple(s.shape(key))
+            numel = count if start is not None else int(torch.Size(shape).numel())
+            buf = self._scratch(i, s, s.dtype(key), numel)
+            if start is None:
+                out.append(s.read(key, out=buf.view(shape)))
+            else:
+                out.append(s.read_range(key, start, count, out=buf))
+        return out
 
     def _run(self, merger: TensorMerger, src: _Inputs, keys: Sequence[str],
              check_finite_always: bool, done: Optional[List[str]], bar=None) -> None:
         convex = {g: merger.recipe.is_convex(c) for g, c in merger.coefs.items()}
         for key in keys:
             target = self._targets[key]
-            pre_t, ft_ts = self._inputs(src, key, target)
             check = check_finite_always or not convex[self._groups.get(key, 'other')]
             if done is not None:
                 done.append(key)
-            merger.merge_tensors(key, pre_t, ft_ts, target.dtype, check_finite=check, out=target)
+            n = target.numel()
+            if n > CHUNK_ELEMS and target.is_contiguous() and is_float(target.dtype):
+                flat = target.view(-1)
+                cached = None
+                if src.cache is not None:
+                    pre_t, ft_ts = src.cache[key]
+                    cached = [pre_t.reshape(-1)] + [t.reshape(-1) for t in ft_ts]
+                for i in range(0, n, CHUNK_ELEMS):
+                    c = min(CHUNK_ELEMS, n - i)
+                    parts = ([t[i:i + c] for t in cached] if cached is not None
+                             else self._read(src, key, i, c))
+                    parts = self._to_target(parts, target)
+                    merger.merge_tensors(key, parts[0], parts[1:], target.dtype,
+                                         check_finite=check, out=flat[i:i + c])
+            else:
+                if src.cache is not None:
+                    pre_t, ft_ts = src.cache[key]
+                    parts = [pre_t] + list(ft_ts)
+                else:
+                    parts = self._read(src, key)
+                parts = self._to_target(parts, target)
+                merger.merge_tensors(key, parts[0], parts[1:], target.dtype,
+                                     check_finite=check, out=target)
             if bar is not None:
                 bar.update(1)
+
+    @staticmethod
+    def _to_target(parts: List[torch.Tensor], target: torch.Tensor) -> List[torch.Tensor]:
+        if parts[0].device == target.device:
+            return parts
+        return [t.to(target.device, non_blocking=True) for t in parts]
 
     def _sync(self) -> None:
         if any(t.is_cuda for t in self._targets.values()):

@@ -53,6 +53,9 @@ MODES = ('device', 'host', 'disk')
 KEEP_SOURCES = ('auto',) + MODES
 HEADROOM_BYTES = 512 << 20
 HEADROOM_FRACTION = 0.10
+#: tensors larger than this many elements are merged in flat chunks of this size (live merger),
+#: so the transient memory is a few chunks, not a few copies of the largest tensor
+CHUNK_ELEMS = 1 << 24
 GIB = float(1 << 30)
 _DTYPE_NAMES = {'float32': torch.float32, 'fp32': torch.float32, 'bfloat16': torch.bfloat16,
                 'bf16': torch.bfloat16, 'float16': torch.float16, 'fp16': torch.float16}
@@ -197,6 +200,7 @@ class Sizes:
     :param largest: elements of the largest tensor.
     :param source_itemsize: sum over sources of the largest tensor's item size.
     :param lora: a source is a LoRA adapter (materialized in float32 per tensor).
+    :param sources_count: number of sources.
     """
 
     model: int
@@ -204,14 +208,19 @@ class Sizes:
     largest: int
     source_itemsize: int
     lora: bool
+    sources_count: int = 2
 
     def transient(self) -> int:
-        """Where the model is: a float32 result of the largest tensor (+ LoRA math)."""
-        return self.largest * 4 * (3 if self.lora else 1)
+        """Where the model is: a float32 result of one chunk (LoRA: of the largest tensor, with
+        its ``B @ A`` product)."""
+        if self.lora:
+            return self.largest * 4 * 3
+        return min(self.largest, CHUNK_ELEMS) * 4
 
     def read_buffers(self) -> int:
-        """Host buffers the largest tensor is read into, one per source."""
-        return self.largest * self.source_itemsize
+        """Host buffers one chunk of each source is read into (LoRA: whole tensors)."""
+        return (self.largest if self.lora else min(self.largest, CHUNK_ELEMS)) * 8 * (
+            self.sources_count)
 
 
 def sizes(pre: CheckpointSource, fts: Sequence[CheckpointSource],
@@ -229,7 +238,8 @@ def sizes(pre: CheckpointSource, fts: Sequence[CheckpointSource],
             items = sum(_itemsize(s.dtype(k)) for s in [pre, *fts])
         for s in [pre, *fts]:
             sources += numel * _itemsize(s.dtype(k))
-    return Sizes(model, sources, largest, items, any(getattr(f, 'is_lora', False) for f in fts))
+    return Sizes(model, sources, largest, items, any(getattr(f, 'is_lora', False) for f in fts),
+                 1 + len(fts))
 
 
 @dataclass

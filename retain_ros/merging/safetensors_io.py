@@ -233,17 +233,22 @@ class SafetensorsFile:
             self._pread_into(buf, self.data_start + info.start, name)
         return out
 
-    def read_range(self, name: str, start: int, count: int) -> torch.Tensor:
-        """Elements ``[start, start + count)`` of tensor ``name`` (flat, row-major) as a new
-        1-D CPU tensor."""
+    def read_range(self, name: str, start: int, count: int,
+                   out: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Elements ``[start, start + count)`` of tensor ``name`` (flat, row-major) as a 1-D CPU
+        tensor (read into ``out``, a contiguous tensor of ``count`` elements, when given)."""
         info = self.info(name)
         item = torch.empty((), dtype=info.dtype).element_size()
         numel = info.nbytes // item
         if start < 0 or count < 0 or start + count > numel:
             raise ValueError(f'{self.path}: range {start}+{count} outside {name!r} ({numel})')
-        out = torch.empty(count, dtype=info.dtype)
+        if out is None:
+            out = torch.empty(count, dtype=info.dtype)
+        elif out.dtype != info.dtype or out.numel() != count or not out.is_contiguous():
+            raise ValueError(f'{self.path}: cannot read {count} elements of {name!r} into '
+                             f'{out.dtype} {list(out.shape)}')
         if count:
-            buf = memoryview(out.view(torch.uint8).numpy())
+            buf = memoryview(out.reshape(-1).view(torch.uint8).numpy())
             self._pread_into(buf, self.data_start + info.start + start * item, name)
         return out
 
