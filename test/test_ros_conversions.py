@@ -171,8 +171,8 @@ def test_state_outside_limits_ramps_in_at_max_step():
 def test_limits_validation():
     with pytest.raises(ValueError, match='differ in length'):
         SafetyLimits(lower=(0.0,), upper=(1.0, 2.0)).validate()
-    with pytest.raises(ValueError, match='above upper'):
+    with pytest.raises(ValueError, match='above its upper'):
         SafetyLimits(lower=(2.0,), upper=(1.0,)).validate()
-    with pytest.raises(ValueError, match='robot has 2 joints'):
+    with pytest.raises(ValueError, match='robot has 2 joint'):
         SafetyLimits(lower=(0.0,)).validate(dim=2)
     SafetyLimits(lower=(0.0, 0.0), upper=(1.0, 1.0), max_step=0.1).validate(dim=2)
