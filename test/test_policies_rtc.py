@@ -209,3 +209,15 @@ def test_chunker_rejects_bad_input(policy):
         RealTimeChunker(policy, execution_horizon=4, beta=0.0)
     with pytest.raises(ValueError, match='schedule'):
         RealTimeChunker(policy, execution_horizon=4, schedule='x')
+
+
+def test_align_previous_chunk_on_the_new_time_grid():
+    from retain_ros.policies.rtc import align_previous_chunk
+    prev = np.arange(10, dtype=float)[:, None] * np.array([[1.0, -1.0]])   # row j = j
+    out = align_previous_chunk(prev, 100.0, 100.5, 0.1)                   # 5 periods later
+    np.testing.assert_allclose(out[:, 0], [5, 6, 7, 8, 9])
+    out = align_previous_chunk(prev, 100.0, 100.25, 0.1)                  # off the grid
+    np.testing.assert_allclose(out[:, 0], [2.5, 3.5, 4.5, 5.5, 6.5, 7.5, 8.5])
+    np.testing.assert_allclose(out[:, 1], -out[:, 0])
+    assert align_previous_chunk(prev, 100.0, 101.0, 0.1) is None          # it has ended
+    assert align_previous_chunk(prev, 100.0, 100.95, 0.1) is None

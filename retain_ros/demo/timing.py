@@ -48,6 +48,7 @@ from retain_ros.demo.rollout import EPISODE_STEPS
 from retain_ros.demo.rollout import REPLAN_STEPS
 from retain_ros.evaluation.stats import wilson_interval
 from retain_ros.policies.base import Observation
+from retain_ros.policies.rtc import align_previous_chunk
 from retain_ros.policies.rtc import LatencyEstimator
 from retain_ros.policies.rtc import RealTimeChunker
 from retain_ros.sim.tasks import NEW_TASK
@@ -161,8 +162,9 @@ def run_timed_episode(policy: Any, world: SimWorld, task: str, split: str, seed:
                               state=state)
             guidance = None
             if chunker is not None:
-                guidance = chunker.guidance_for(_remaining(last_published, now, dt),
-                                                chunker.latency.delay_steps(dt))
+                remaining = None if last_published is None else align_previous_chunk(
+                    last_published.actions, last_published.stamp, now, dt)
+                guidance = chunker.guidance_for(remaining, chunker.latency.delay_steps(dt))
             chunk = policy.predict(obs, guidance=guidance)
             if chunker is not None:
                 chunker.latency.record(delay_ticks * pdt)
@@ -199,16 +201,6 @@ def run_timed_episode(policy: Any, world: SimWorld, task: str, split: str, seed:
             'boundary_jumps': jumps, 'max_boundary_jump': max(jumps) if jumps else 0.0,
             'max_inner_step': inner, 'mean_abs_jerk': float(np.mean(np.abs(jerk))),
             'rejected': rejected}
-
-
-def _remaining(last: Optional[_Published], now: float, dt: float) -> Optional[np.ndarray]:
-    """The published chunk's actions still ahead at ``now``, aligned to ``now + (i + 1) dt``."""
-    if last is None:
-        return None
-    k = int(round((now - last.stamp) / dt))
-    if k < 0 or k >= last.actions.shape[0]:
-        return None
-    return last.actions[k:]
 
 
 def evaluate_timing(policy: Any, config: TimingConfig, episodes: int, task: str = NEW_TASK,

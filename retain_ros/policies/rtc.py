@@ -82,6 +82,36 @@ def guidance_weight(t: float, beta: float) -> float:
     return float(min(beta, ((1.0 - t) ** 2 + t ** 2) / (t * (1.0 - t))))
 
 
+def align_previous_chunk(actions: np.ndarray, prev_obs_time: float, obs_time: float,
+                         dt: float) -> Optional[np.ndarray]:
+    """The previous chunk resampled on the new chunk's time grid, for :meth:`guidance_for`.
+
+    A chunk stamped ``prev_obs_time`` holds ``actions[j]`` for ``prev_obs_time + (j + 1) dt``; the
+    new one (observation at ``obs_time``) holds row ``i`` for ``obs_time + (i + 1) dt``. The
+    previous chunk is interpolated linearly at those times (as joint_trajectory_controller
+    executes it), up to its last point.
+
+    :param actions: ``(H, D)`` the previous chunk as published (robot units).
+    :param prev_obs_time: its stamp (observation time, s).
+    :param obs_time: the new observation's time (s, same clock).
+    :param dt: control period (s).
+    :return: ``(R, D)`` rows still ahead, or None when the previous chunk has ended.
+    """
+    actions = np.asarray(actions, dtype=np.float64)
+    if actions.ndim != 2 or actions.shape[0] == 0 or not dt > 0:
+        return None
+    # position of the new grid on the previous chunk's index axis (j = 0 at its first point)
+    offset = (float(obs_time) - float(prev_obs_time)) / float(dt)
+    last = actions.shape[0] - 1
+    rows = int(math.floor(last - offset + 1e-9)) + 1
+    if rows < 1:
+        return None
+    grid = np.clip(offset + np.arange(rows, dtype=np.float64), 0.0, float(last))
+    index = np.arange(actions.shape[0], dtype=np.float64)
+    return np.stack([np.interp(grid, index, actions[:, k]) for k in range(actions.shape[1])],
+                    axis=1)
+
+
 class PrefixGuidance:
     """The guidance callable :func:`retain_ros.policies.flow.euler_sample` takes.
 
