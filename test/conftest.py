@@ -144,7 +144,10 @@ class RosHarness:
             'max_observation_age': 2.0,
         }
         values.update(params)
-        overrides = [Parameter(k, value=v) for k, v in values.items()]
+        # values are plain Python values or Parameter objects; None = no override (the node's
+        # default, e.g. an empty joint_names)
+        overrides = [v if isinstance(v, Parameter) else Parameter(k, value=v)
+                     for k, v in values.items() if v is not None]
         node = PolicyNode(context=self.context, parameter_overrides=overrides)
         self.nodes.append(node)
         self.executor.add_node(node)

@@ -140,6 +140,8 @@ class PolicyNode(LifecycleNode):
         self._last_chunk: Optional[Tuple[np.ndarray, float]] = None
         #: fault-injection hook, called between predict and publish (tests)
         self.after_predict: Optional[Callable[[], None]] = None
+        self._queue = ActionQueue()
+        self.step_timings: Deque[StepTiming] = deque(maxlen=1000)
         super().__init__(NODE_NAME, **kwargs)
         P.declare_all(self)
         try:
@@ -148,8 +150,6 @@ class PolicyNode(LifecycleNode):
             super().destroy_node()
             raise StartupError(str(exc)) from exc
         self.stats = NodeStats(self.get_logger())
-        self.step_timings: Deque[StepTiming] = deque(maxlen=1000)
-        self._queue = ActionQueue()
         self._merge_state_pub = self.create_publisher(String, '~/merge_state', LATCHED_QOS)
         self._diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
         self.create_service(Trigger, '~/reload_weights', self._reload_callback)
