@@ -37,6 +37,7 @@ setup(
         'ros-wheels': [
             'ros-rclpy', 'ros-rmw-fastrtps-cpp', 'ros-sensor-msgs', 'ros-std-msgs',
             'ros-std-srvs', 'ros-trajectory-msgs', 'ros-diagnostic-msgs', 'ros-rcl-interfaces',
+            'ros-lifecycle-msgs',
         ],
         'test': ['pytest<8.4', 'hypothesis', 'flake8'],
     },

@@ -144,7 +144,10 @@ class RosHarness:
             'max_observation_age': 2.0,
         }
         values.update(params)
-        overrides = [Parameter(k, value=v) for k, v in values.items()]
+        # values are plain Python values or Parameter objects; None = no override (the node's
+        # default, e.g. an empty joint_names)
+        overrides = [v if isinstance(v, Parameter) else Parameter(k, value=v)
+                     for k, v in values.items() if v is not None]
         node = PolicyNode(context=self.context, parameter_overrides=overrides)
         self.nodes.append(node)
         self.executor.add_node(node)
@@ -167,7 +170,17 @@ class RosHarness:
         self.probe.create_subscription(msg_type, topic, collector, qos)
         return collector
 
-    def publish_image(self, topic='camera/image_raw', rgb=None, side=32, encoding='rgb8'):
+    def stamp(self, seconds=None):
+        """``builtin_interfaces/Time`` of ``seconds`` (probe clock now when None)."""
+        from retain_ros.ros.conversions import sec_to_time
+
+        if seconds is None:
+            return self.probe.get_clock().now().to_msg()
+        return sec_to_time(seconds)
+
+    def publish_image(self, topic='camera/image_raw', rgb=None, side=32, encoding='rgb8',
+                      stamp=None):
+        """Publish an image stamped ``stamp`` (s; probe clock now when None)."""
         from sensor_msgs.msg import Image
         from retain_ros.ros.conversions import rgb_to_image
 
@@ -175,15 +188,16 @@ class RosHarness:
             rgb = np.full((side, side, 3), 128, np.uint8)
             rgb[: side // 2, :, 0] = 255
         msg = rgb_to_image(rgb, encoding=encoding)
-        msg.header.stamp = self.probe.get_clock().now().to_msg()
+        msg.header.stamp = self.stamp(stamp)
         self.publisher(Image, topic).publish(msg)
         return msg
 
-    def publish_joints(self, positions, names=TEST_JOINTS, topic='joint_states'):
+    def publish_joints(self, positions, names=TEST_JOINTS, topic='joint_states', stamp=None):
+        """Publish a JointState stamped ``stamp`` (s; probe clock now when None)."""
         from sensor_msgs.msg import JointState
 
         msg = JointState()
-        msg.header.stamp = self.probe.get_clock().now().to_msg()
+        msg.header.stamp = self.stamp(stamp)
         msg.name = list(names)
         msg.position = [float(v) for v in positions]
         self.publisher(JointState, topic).publish(msg)
@@ -193,12 +207,13 @@ class RosHarness:
         """ROS time (s) of the probe's clock: compare with the nodes' header stamps."""
         return self.probe.get_clock().now().nanoseconds * 1e-9
 
-    def feed(self, duration, joints=(0.0, 0.0, 0.0, 0.0), period=0.05, **image_kwargs):
+    def feed(self, duration, joints=(0.0, 0.0, 0.0, 0.0), period=0.05, joint_stamp=None,
+             **image_kwargs):
         """Publish fresh images and joint states for ``duration`` seconds."""
         end = time.monotonic() + duration
         while time.monotonic() < end:
             self.publish_image(**image_kwargs)
-            self.publish_joints(joints)
+            self.publish_joints(joints, stamp=joint_stamp)
             time.sleep(period)
 
     def call(self, srv_type, name, request=None, timeout=30.0):

@@ -162,16 +162,17 @@ def test_step_limit_chained_from_current_state():
     assert np.all(np.abs(np.diff(np.vstack([np.zeros(2), out]), axis=0)) <= 0.1 + 1e-12)
 
 
-def test_limits_win_over_current_state_outside_them():
+def test_state_outside_limits_ramps_in_at_max_step():
+    # state first, then step, then limits (see test_control_safety.py)
     out = make_safe(np.zeros((3, 1)), np.array([5.0]), SafetyLimits(upper=(1.0,), max_step=0.1))
-    assert np.all(out <= 1.0)
+    np.testing.assert_allclose(out[:, 0], [4.9, 4.8, 4.7])
 
 
 def test_limits_validation():
     with pytest.raises(ValueError, match='differ in length'):
         SafetyLimits(lower=(0.0,), upper=(1.0, 2.0)).validate()
-    with pytest.raises(ValueError, match='above upper'):
+    with pytest.raises(ValueError, match='above its upper'):
         SafetyLimits(lower=(2.0,), upper=(1.0,)).validate()
-    with pytest.raises(ValueError, match='robot has 2 joints'):
+    with pytest.raises(ValueError, match='robot has 2 joint'):
         SafetyLimits(lower=(0.0,)).validate(dim=2)
     SafetyLimits(lower=(0.0, 0.0), upper=(1.0, 1.0), max_step=0.1).validate(dim=2)

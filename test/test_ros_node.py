@@ -98,7 +98,7 @@ def test_chunk_shape_joint_names_and_timing(env):
         assert msg.header.stamp.sec > 0
     stamps = [m.header.stamp.sec + 1e-9 * m.header.stamp.nanosec for m in msgs]
     gaps = np.diff(stamps)
-    assert np.all(gaps > 0)
+    assert np.all(gaps >= 0)     # stamps = observation times (two chunks may share one)
     # a chunk every replan_steps control periods (later when the model is slower than that).
     # Steps start on a fixed schedule; stamps are taken after inference, so one slow step can
     # shorten the next gap: check the mean over several chunks, not single gaps.
@@ -127,7 +127,7 @@ def test_clamped_to_limits_and_max_step(env):
     finally:
         env.h.set_params(max_joint_step=0.0)
     bad = env.h.set_params(joint_lower_limits=[0.0, 0.0])
-    assert not bad[0].successful and '2 values' in bad[0].reason
+    assert not bad[0].successful and '2 value(s)' in bad[0].reason
 
 
 def test_hold_on_stale_input(env):

@@ -133,11 +133,15 @@ class Graph:
         assert wait_for(lambda: len(self.joint_states) >= count + 3, 20.0)
         return future.result()
 
-    def send_trajectory(self, names, points, stamp_now=False):
+    def send_trajectory(self, names, points, stamp_now=False, stamp_offset=None):
+        """Publish a trajectory; its stamp is 0, now, or now + ``stamp_offset`` (s)."""
         msg = JointTrajectory()
         msg.joint_names = list(names)
         if stamp_now:
             msg.header.stamp = self.node.get_clock().now().to_msg()
+        if stamp_offset is not None:
+            ns = self.node.get_clock().now().nanoseconds + int(stamp_offset * 1e9)
+            msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(ns, 10 ** 9)
         for t, pos in points:
             point = JointTrajectoryPoint()
             point.positions = [float(v) for v in pos]
@@ -205,6 +209,65 @@ def test_forward_command_and_bad_messages(graph):
     assert wait_for(lambda: graph.sim.rejected == rejected + 2, 10.0)
     graph.cmd_pub.publish(Float64MultiArray(data=target.tolist()))
     assert wait_for(lambda: np.allclose(graph.latest_q(), target, atol=0.01), 15.0)
+
+
+def _stamp(msg):
+    return msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
+
+
+def test_trajectory_ending_in_the_past_is_rejected(graph):
+    # joint_trajectory_controller rejects it; the old sim accepted stamps up to 60 s off and
+    # jumped straight to the last point
+    graph.reset(task='reach_red', split='', seed=1, auto_end_episode=False)
+    q0 = graph.latest_q()
+    rejected = graph.sim.rejected
+    graph.send_trajectory(graph.sim.joint_names, [(0.5, q0 + 0.3), (1.0, q0 + 0.5)],
+                          stamp_offset=-30.0)
+    assert wait_for(lambda: graph.sim.rejected == rejected + 1, 10.0)
+    time.sleep(0.3)
+    np.testing.assert_allclose(graph.latest_q(), q0, atol=1e-9)
+    # an empty trajectory is rejected too (it is not a stop command for JTC)
+    graph.send_trajectory(graph.sim.joint_names, [])
+    assert wait_for(lambda: graph.sim.rejected == rejected + 2, 10.0)
+    # partial goals are rejected (allow_partial_joints_goal is false by default)
+    graph.send_trajectory(graph.sim.joint_names[:2], [(0.5, q0[:2])])
+    assert wait_for(lambda: graph.sim.rejected == rejected + 3, 10.0)
+
+
+def test_future_stamp_moves_towards_first_point_before_the_stamp(graph):
+    # JTC interpolates from the state at pickup to the first point's absolute time: the arm
+    # starts moving at once, slowly, instead of holding until the stamp
+    graph.reset(task='reach_red', split='', seed=1, auto_end_episode=False)
+    q0 = graph.latest_q()
+    goal = q0 + np.array([0.3, -0.3, 0.3])
+    count = len(graph.joint_states)
+    graph.send_trajectory(graph.sim.joint_names, [(0.5, goal)], stamp_offset=1.5)
+    assert wait_for(lambda: graph.sim.follower.start_time is not None, 10.0)
+    stamp = graph.sim.follower.start_time
+    assert wait_for(lambda: np.allclose(graph.latest_q(), goal, atol=1e-6), 15.0)
+    early = [m for m in graph.joint_states[count:] if _stamp(m) < stamp - 0.2]
+    assert early, 'no joint states before the stamp'
+    fraction = [np.linalg.norm(np.array(m.position) - q0) / np.linalg.norm(goal - q0)
+                for m in early]
+    assert max(fraction) > 0.2, fraction       # it moved before the stamp
+    assert max(fraction) < 0.95, fraction      # but did not jump to the point
+    # on time: the first point is reached at stamp + 0.5 s, not before
+    reached = [_stamp(m) for m in graph.joint_states[count:]
+               if np.allclose(m.position, goal, atol=1e-3)]
+    assert reached[0] > stamp + 0.3
+
+
+def test_points_in_the_past_are_skipped(graph):
+    graph.reset(task='reach_red', split='', seed=1, auto_end_episode=False)
+    q0 = graph.latest_q()
+    delta = np.array([0.2, -0.2, 0.2])
+    points = [(0.1 * (i + 1), q0 + delta * (i + 1) / 20) for i in range(20)]   # 2 s
+    graph.send_trajectory(graph.sim.joint_names, points, stamp_offset=-1.0)
+    assert wait_for(lambda: graph.sim.follower.start_time is not None, 10.0)
+    # the first command is already half way along the trajectory (points 1..10 skipped)
+    first = graph.sim.world.joint_targets()
+    assert np.linalg.norm(first - q0) >= 0.45 * np.linalg.norm(delta)
+    assert wait_for(lambda: np.allclose(graph.latest_q(), q0 + delta, atol=1e-6), 15.0)
 
 
 def test_reset_service_and_parameters(graph):

@@ -1,15 +1,36 @@
-"""Joint trajectory following as ros2_control's joint_trajectory_controller does it, minus ROS.
+"""Joint trajectory following exactly as ros2_control's joint_trajectory_controller (JTC), no ROS.
 
-Pure Python + numpy (no rclpy), so it is unit-tested on its own and reused by the sim node:
+Pure Python + numpy, unit-tested on its own and used by the sim node and the timing harness.
+It reproduces ``joint_trajectory_controller`` of Jazzy / Kilted (and Rolling with
+``allow_trajectory_replacement: false``; Rolling's newer blending on replacement is not
+modelled) with its default parameters, for position-only points (what the policy node sends):
 
-- a new trajectory REPLACES the active one; it starts at its header stamp (or on receipt when the
-  stamp is zero), from the joints' current position, and is interpolated linearly between its
-  points over ``time_from_start``; before its start the arm holds, after its last point it holds
-  the last point;
-- points are given for the trajectory's own ``joint_names`` and reordered into the follower's
-  order; joints the trajectory does not name keep their current set-point;
-- an empty trajectory cancels the active one (the arm holds where it is);
-- a direct position command (a forward controller's ``Float64MultiArray``) also cancels it.
+- **validation on receipt** (``validate_trajectory_msg``): joint names non-empty, known and not
+  repeated, all of the controller's joints unless ``allow_partial_joints_goal``; at least one
+  point (an *empty trajectory is rejected*, it does not stop the arm); ``time_from_start``
+  strictly increasing; one finite position per joint; a trajectory with a non-zero
+  ``header.stamp`` that **ends in the past** (stamp + last ``time_from_start`` < now) is
+  rejected. A rejected trajectory leaves the active one running. This class also refuses a
+  negative ``time_from_start`` (JTC does not check the first point's sign).
+- **replacement**: an accepted trajectory replaces the active one at the next controller update
+  (:meth:`update`); there its start time is fixed (``header.stamp``, or the update's time when
+  the stamp is 0 = "start now") and the *state before the trajectory* is recorded: the measured
+  joint positions at that update (``interpolate_from_desired_state: false``), or the last
+  command with ``interpolate_from_desired_state``. With ``allow_partial_joints_goal`` the joints
+  a message omits hold their last command (``fill_partial_goal``).
+- **sampling** (``Trajectory::sample`` with ``interpolation_method: splines``; points that carry
+  positions only are interpolated *linearly*, JTC's spline degree for position-only points):
+  before the first point's time the set-point is interpolated from the state before the
+  trajectory (at the time it was recorded) towards the first point, so a future stamp does not
+  hold, it moves slowly towards the first point; once past the first point the set-point is
+  interpolated between the two message points around the sample time, so points already in the
+  past are skipped (no catch-up through them); after the last point it holds the last point.
+- **the command** of an update at time ``now`` is the trajectory sampled one update period
+  ahead, at ``now + period`` (Jazzy's ``command_next_``; Humble samples at ``now``: pass
+  ``period=0``).
+
+A direct position command (a forward controller's ``Float64MultiArray``) cancels the trajectory
+(the sim's second controller; on a real robot only one of the two is active).
 """
 from __future__ import annotations
 
@@ -30,21 +51,46 @@ class TrajectoryError(ValueError):
     """A trajectory or command that cannot be followed (the active one is then kept)."""
 
 
+class _Pending:
+    """An accepted trajectory waiting for its first update (the JTC's ``new_trajectory_msg_``)."""
+
+    def __init__(self, index: List[int], times: List[float], points: List[np.ndarray],
+                 stamp: float):
+        self.index = index
+        self.times = times
+        self.points = points
+        self.stamp = stamp
+
+
 class TrajectoryFollower:
-    """Time-parameterised set-point generator for a fixed list of joints.
+    """Time-parameterised set-point generator for a fixed list of joints (see module docstring).
 
     :param joint_names: the robot's joints, in the order set-points are returned.
     :param initial: initial set-point (default zeros).
+    :param allow_partial_joints_goal: accept trajectories naming only some joints (JTC default
+        false).
+    :param interpolate_from_desired_state: start a new trajectory from the last command instead
+        of the measured state (JTC default false).
     """
 
-    def __init__(self, joint_names: Sequence[str], initial: Optional[Sequence[float]] = None):
+    def __init__(self, joint_names: Sequence[str], initial: Optional[Sequence[float]] = None,
+                 allow_partial_joints_goal: bool = False,
+                 interpolate_from_desired_state: bool = False):
         self.joint_names = [str(n) for n in joint_names]
         if len(set(self.joint_names)) != len(self.joint_names) or not self.joint_names:
             raise ValueError(f'joint names must be unique and non-empty: {self.joint_names}')
+        self.allow_partial_joints_goal = bool(allow_partial_joints_goal)
+        self.interpolate_from_desired_state = bool(interpolate_from_desired_state)
         dim = len(self.joint_names)
         self._hold = np.zeros(dim) if initial is None else self._vector(initial, 'initial')
+        self._last_command = self._hold.copy()
+        self._pending: Optional[_Pending] = None
+        # the active trajectory: absolute point times, full-width points, the state before it
         self._times: List[float] = []
         self._points: List[np.ndarray] = []
+        self._start = 0.0
+        self._before_time = 0.0
+        self._before_state = self._hold.copy()
 
     @property
     def dim(self) -> int:
@@ -52,16 +98,23 @@ class TrajectoryFollower:
 
     @property
     def active(self) -> bool:
-        """True while a trajectory is loaded (also while holding its last point)."""
-        return bool(self._times)
+        """True while a trajectory is loaded or pending (also while holding its last point)."""
+        return bool(self._times) or self._pending is not None
 
     @property
     def end_time(self) -> Optional[float]:
         """Time of the active trajectory's last point, ``None`` when there is none."""
         return self._times[-1] if self._times else None
 
+    @property
+    def start_time(self) -> Optional[float]:
+        """The active trajectory's start time (stamp, or its first update), ``None`` if none."""
+        return self._start if self._times else None
+
     def done(self, now: float) -> bool:
-        """Tell whether no trajectory is active or ``now`` is past its last point."""
+        """Tell whether no trajectory is active or pending, or ``now`` is past its last point."""
+        if self._pending is not None:
+            return False
         return not self._times or now >= self._times[-1]
 
     def _vector(self, values: Sequence[float], what: str) -> np.ndarray:
@@ -76,7 +129,8 @@ class TrajectoryFollower:
     def hold(self, positions: Sequence[float]) -> None:
         """Cancel any trajectory and hold ``positions`` (e.g. after a reset)."""
         self._hold = self._vector(positions, 'hold')
-        self._times, self._points = [], []
+        self._last_command = self._hold.copy()
+        self._times, self._points, self._pending = [], [], None
 
     def set_target(self, positions: Sequence[float]) -> None:
         """Direct position command (forward controller): cancels the active trajectory.
@@ -86,44 +140,43 @@ class TrajectoryFollower:
         self.hold(positions)
 
     def set_trajectory(self, names: Sequence[str], points: Sequence[Tuple[float, Sequence[float]]],
-                       start: float, current: Sequence[float]) -> int:
-        """Replace the active trajectory.
+                       stamp: float, now: float) -> int:
+        """Validate a trajectory message and queue it for the next :meth:`update`.
 
-        :param names: joint names of the message (any order, a subset of :attr:`joint_names`).
+        :param names: joint names of the message (any order).
         :param points: ``(time_from_start_s, positions)`` per point, positions in ``names`` order.
-        :param start: absolute start time (s), the same clock as :meth:`sample`'s ``now``.
-        :param current: the joints' current positions (where the trajectory starts from).
+        :param stamp: ``header.stamp`` in seconds on the clock of ``now``; 0 = start at the next
+            update.
+        :param now: the controller's clock at receipt (for the "ends in the past" check).
         :return: number of points accepted.
-        :raises TrajectoryError: on unknown or repeated joint names, a wrong number of values,
-            non-finite values, or times that are negative or not increasing. The active
-            trajectory is left unchanged then.
+        :raises TrajectoryError: on anything JTC's ``validate_trajectory_msg`` rejects (see the
+            module docstring). The active trajectory is left unchanged then.
         """
-        current = self._vector(current, 'current positions')
         names = [str(n) for n in names]
+        if not names:
+            raise TrajectoryError('empty joint names on incoming trajectory')
         unknown = [n for n in names if n not in self.joint_names]
         if unknown:
             raise TrajectoryError(f'unknown joint(s) {unknown}; this robot has {self.joint_names}')
         if len(set(names)) != len(names):
             raise TrajectoryError(f'joint names repeated: {names}')
-        if not math.isfinite(start):
-            raise TrajectoryError(f'start time is not finite: {start}')
+        if len(names) != self.dim and not self.allow_partial_joints_goal:
+            raise TrajectoryError(f'joints on incoming trajectory {names} do not match the '
+                                  f"controller's joints {self.joint_names} (partial goals are "
+                                  'not allowed)')
         if not points:
-            self.hold(current)
-            return 0
-        if not names:
-            raise TrajectoryError('trajectory has points but no joint_names')
-        index = [self.joint_names.index(n) for n in names]
-        base = self.sample(start) if self._times else self._hold.copy()
-        # joints not named keep their current set-point; named ones start from where they are
-        base[index] = current[index]
-        times = [float(start)]
-        values = [base.copy()]
-        last = 0.0
+            raise TrajectoryError('empty trajectory received (it does not stop the arm; send '
+                                  'one point at the current position to hold)')
+        stamp, now = float(stamp), float(now)
+        if not (math.isfinite(stamp) and math.isfinite(now)):
+            raise TrajectoryError(f'stamp {stamp} or clock {now} is not finite')
+        times, values = [], []
+        last = None
         for i, (t, pos) in enumerate(points):
             t = float(t)
             if not math.isfinite(t) or t < 0.0:
                 raise TrajectoryError(f'point {i}: time_from_start {t} is negative or not finite')
-            if i and t <= last:
+            if last is not None and t <= last:
                 raise TrajectoryError(
                     f'point {i}: time_from_start {t:g} s is not after the previous {last:g} s')
             pos = np.asarray(pos, dtype=np.float64).reshape(-1)
@@ -132,33 +185,73 @@ class TrajectoryFollower:
                     f'point {i}: {pos.shape[0]} positions for {len(names)} joint names')
             if not np.all(np.isfinite(pos)):
                 raise TrajectoryError(f'point {i}: non-finite positions {pos.tolist()}')
-            full = values[-1].copy()
-            full[index] = pos
+            times.append(t)
+            values.append(pos)
             last = t
-            if t == 0.0:  # a point at the start replaces the start itself
-                values[0] = full
-                continue
-            times.append(float(start) + t)
-            values.append(full)
-        self._times, self._points = times, values
+        if stamp != 0.0 and stamp + times[-1] < now:
+            raise TrajectoryError(
+                f'trajectory with non-zero start time {stamp:.3f} ends in the past '
+                f'({stamp + times[-1]:.3f} < now {now:.3f})')
+        index = [self.joint_names.index(n) for n in names]
+        self._pending = _Pending(index, times, values, stamp)
         return len(points)
 
-    def sample(self, now: float) -> np.ndarray:
-        """Set-point at time ``now`` (linear interpolation; holds before start and after end)."""
+    def _activate(self, now: float, current: np.ndarray) -> None:
+        pending, self._pending = self._pending, None
+        start = pending.stamp if pending.stamp != 0.0 else now
+        points = []
+        for pos in pending.points:
+            full = self._last_command.copy()  # omitted joints hold their command
+            full[pending.index] = pos
+            points.append(full)
+        self._start = start
+        self._times = [start + t for t in pending.times]
+        self._points = points
+        self._before_time = now
+        self._before_state = (self._last_command.copy() if self.interpolate_from_desired_state
+                              else current.copy())
+
+    def update(self, now: float, current: Sequence[float], period: float = 0.0) -> np.ndarray:
+        """One controller update: pick up a pending trajectory, return the position command.
+
+        :param now: the update's time.
+        :param current: measured joint positions (the state interfaces).
+        :param period: the update period; the command is the trajectory sampled at
+            ``now + period`` (Jazzy); 0 samples at ``now`` (Humble).
+        :return: ``(dim,)`` position command.
+        """
+        current = self._vector(current, 'current positions')
+        if self._pending is not None:
+            self._activate(float(now), current)
+        command = self.sample(float(now) + max(0.0, float(period)))
+        self._last_command = command.copy()
+        return command
+
+    def sample(self, when: float) -> np.ndarray:
+        """Set-point of the active trajectory at time ``when`` (``Trajectory::sample``)."""
         if not self._times:
             return self._hold.copy()
         times, points = self._times, self._points
-        if now <= times[0]:
-            return points[0].copy()
-        if now >= times[-1]:
+        if when < self._before_time:
+            return self._before_state.copy()
+        if when < times[0]:
+            return _lerp(self._before_time, self._before_state, times[0], points[0], when)
+        if when >= times[-1]:
             return points[-1].copy()
-        i = bisect.bisect_right(times, now)
-        t0, t1 = times[i - 1], times[i]
-        w = (now - t0) / (t1 - t0)
-        return points[i - 1] + w * (points[i] - points[i - 1])
+        i = bisect.bisect_right(times, when)
+        return _lerp(times[i - 1], points[i - 1], times[i], points[i], when)
 
     def settle(self, now: float) -> None:
         """Drop a finished trajectory, keeping its last point as the hold set-point."""
-        if self._times and now >= self._times[-1]:
+        if self._pending is None and self._times and now >= self._times[-1]:
             self._hold = self._points[-1].copy()
             self._times, self._points = [], []
+
+
+def _lerp(t0: float, p0: np.ndarray, t1: float, p1: np.ndarray, when: float) -> np.ndarray:
+    """JTC's linear segment: the duration so far clipped to ``[0, t1 - t0]``."""
+    span = t1 - t0
+    if span <= 0.0:
+        return p1.copy() if when >= t1 else p0.copy()
+    w = min(max((when - t0) / span, 0.0), 1.0)
+    return p0 + w * (p1 - p0)

@@ -262,7 +262,13 @@ class EpisodeRecorder:
         parent = os.path.dirname(os.path.abspath(self.path))
         os.makedirs(parent, exist_ok=True)
         with self._lock:
-            with open(self.path, 'a', encoding='utf-8') as handle:
-                handle.write(text)
+            with open(self.path, 'a+b') as handle:
+                # a torn last line (power cut mid-write) must not swallow this one: start on a
+                # fresh line when the file does not end with a newline
+                if handle.seek(0, os.SEEK_END) > 0:
+                    handle.seek(-1, os.SEEK_END)
+                    if handle.read(1) != b'\n':
+                        text = '\n' + text
+                handle.write(text.encode('utf-8'))
                 handle.flush()
                 os.fsync(handle.fileno())

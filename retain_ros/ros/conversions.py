@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import List
 from typing import Optional
 from typing import Sequence
+from typing import Tuple
 
 import cv2
 import numpy as np
@@ -24,8 +25,13 @@ _TO_RGB = {
     'bgra8': cv2.COLOR_BGRA2RGB,
     'mono8': cv2.COLOR_GRAY2RGB,
 }
-#: largest image side accepted (a guard against absurd headers)
+#: largest image side accepted, raw or compressed (a guard against absurd headers / bombs)
 MAX_SIDE = 16384
+#: largest compressed payload accepted (bytes)
+MAX_COMPRESSED_BYTES = 64 * 1024 * 1024
+_PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
+#: JPEG start-of-frame markers (they carry the image size)
+_JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
 
 
 class ConversionError(ValueError):
@@ -70,20 +76,84 @@ def image_to_rgb(msg) -> np.ndarray:
     return cv2.cvtColor(np.ascontiguousarray(pixels), code)
 
 
+def compressed_dimensions(data) -> Optional[Tuple[int, int]]:
+    """``(width, height)`` read from a PNG or JPEG header, without decoding; None if unknown.
+
+    :param data: the compressed bytes (``bytes``, ``bytearray``, ``memoryview`` or
+        ``array.array('B')``).
+    """
+    head = bytes(memoryview(data)[:24]) if not isinstance(data, bytes) else data[:24]
+    if head.startswith(_PNG_SIGNATURE):
+        if len(head) < 24 or head[12:16] != b'IHDR':
+            return None
+        return int.from_bytes(head[16:20], 'big'), int.from_bytes(head[20:24], 'big')
+    if not head.startswith(b'\xff\xd8'):
+        return None
+    view = memoryview(data) if not isinstance(data, bytes) else data
+    size = len(view)
+    i = 2
+    for _ in range(10000):                   # segments before the frame header
+        while i < size and view[i] != 0xFF:
+            i += 1
+        while i < size and view[i] == 0xFF:  # fill bytes
+            i += 1
+        if i >= size:
+            return None
+        marker = view[i]
+        i += 1
+        if marker == 0xD8 or marker == 0x01 or 0xD0 <= marker <= 0xD7:
+            continue
+        if i + 2 > size:
+            return None
+        length = (view[i] << 8) | view[i + 1]
+        if marker in _JPEG_SOF:
+            if i + 7 > size:
+                return None
+            height = (view[i + 3] << 8) | view[i + 4]
+            width = (view[i + 5] << 8) | view[i + 6]
+            return int(width), int(height)
+        if marker == 0xD9 or length < 2:
+            return None
+        i += length
+    return None
+
+
+def check_compressed(msg) -> None:
+    """Refuse a ``CompressedImage`` before decoding: format, payload size, header dimensions.
+
+    :raises ConversionError: naming the reason (sides over :data:`MAX_SIDE` are refused, like raw
+        images, so a small file that decodes to a huge image never reaches the decoder).
+    """
+    fmt = str(msg.format).lower()
+    if fmt and not any(k in fmt for k in ('jpeg', 'jpg', 'png')):
+        raise ConversionError(f'unsupported compressed format {msg.format!r}; use jpeg or png')
+    size = len(msg.data)
+    if size == 0:
+        raise ConversionError('compressed image has no data')
+    if size > MAX_COMPRESSED_BYTES:
+        raise ConversionError(f'compressed image of {size} bytes exceeds '
+                              f'{MAX_COMPRESSED_BYTES} bytes')
+    dims = compressed_dimensions(msg.data)
+    if dims is None:
+        raise ConversionError(f'cannot decode {size} bytes as {msg.format or "jpeg/png"}: no '
+                              'PNG / JPEG image size in the header')
+    width, height = dims
+    if not (0 < width <= MAX_SIDE and 0 < height <= MAX_SIDE):
+        raise ConversionError(f'compressed image is {width}x{height}: sides above {MAX_SIDE} '
+                              'are refused before decoding')
+
+
 def compressed_to_rgb(msg) -> np.ndarray:
     """Decode a ``sensor_msgs/CompressedImage`` (jpeg / png) into an RGB array.
 
     :param msg: the message; ``format`` as written by image_transport (``'jpeg'``,
         ``'rgb8; jpeg compressed bgr8'``, ``'png'``...).
     :return: ``(H, W, 3)`` ``uint8`` RGB array.
-    :raises ConversionError: on an unknown format or data OpenCV cannot decode.
+    :raises ConversionError: on an unknown format, a header over the size limits (checked
+        before decoding, :func:`check_compressed`) or data OpenCV cannot decode.
     """
-    fmt = str(msg.format).lower()
-    if fmt and not any(k in fmt for k in ('jpeg', 'jpg', 'png')):
-        raise ConversionError(f'unsupported compressed format {msg.format!r}; use jpeg or png')
+    check_compressed(msg)
     data = msg.data
-    if len(data) == 0:
-        raise ConversionError('compressed image has no data')
     buf = np.frombuffer(memoryview(data) if not isinstance(data, bytes) else data, np.uint8)
     image = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
     if image is None:
@@ -192,3 +262,13 @@ def is_compressed_topic(topic: str, explicit: Optional[bool] = None) -> bool:
     if explicit is not None:
         return bool(explicit)
     return topic.rstrip('/').endswith('/compressed') or topic.rstrip('/') == 'compressed'
+
+
+def sec_to_time(seconds: float, msg=None):
+    """Float seconds -> ``builtin_interfaces/Time`` (0 and negative values give time 0)."""
+    from builtin_interfaces.msg import Time
+
+    msg = Time() if msg is None else msg
+    nanos = max(0, int(round(float(seconds) * 1e9)))
+    msg.sec, msg.nanosec = nanos // 1_000_000_000, nanos % 1_000_000_000
+    return msg

@@ -7,6 +7,8 @@ safety limits can change live (alpha changes re-merge the weights in place).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from dataclasses import fields
+import math
 import os
 from typing import Any
 from typing import Dict
@@ -18,6 +20,9 @@ from rcl_interfaces.msg import FloatingPointRange
 from rcl_interfaces.msg import IntegerRange
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.parameter import Parameter
+
+from retain_ros.merging.live import KEEP_SOURCES
+from retain_ros.merging.spec import RECIPES
 
 #: alpha parameters; changing one re-merges the weights
 ALPHA_PARAMS: Tuple[str, ...] = ('alpha', 'alpha_vision', 'alpha_language', 'alpha_action')
@@ -31,6 +36,8 @@ FOLLOW = -1.0
 #: default episode log, under ``$ROS_HOME`` (``~/.ros``, where ROS keeps its own logs)
 DEFAULT_EPISODE_LOG = 'retain_ros/episodes.jsonl'
 OUTPUT_MODES = ('trajectory', 'stream')
+#: chunk blending modes (rtc: real-time chunking guidance from the previous chunk)
+CHUNK_BLENDING = ('none', 'rtc')
 
 
 def default_episode_log() -> str:
@@ -90,8 +97,8 @@ PARAMS: Tuple[ParamSpec, ...] = (
               'next to the checkpoint', read_only=True),
     ParamSpec('family', _S, 'auto', 'model family: auto|pi0|pi05|smolvla|...', read_only=True),
     ParamSpec('recipe', _S, 'interpolate',
-              'merge recipe: interpolate|sequential|task-arithmetic|capability (re-merges live)',
-              constraints='one of interpolate, sequential, task-arithmetic, capability'),
+              f'merge recipe: {"|".join(RECIPES)} (re-merges live)',
+              constraints=f'one of {", ".join(RECIPES)}'),
     ParamSpec('alpha', _D, 0.5,
               'merge coefficient, weight on the FINETUNED model: theta = (1 - alpha)*theta_pre + '
               'alpha*theta_ft (0 = pretrained, 1 = finetuned). Setting it re-merges in place; '
@@ -105,8 +112,9 @@ PARAMS: Tuple[ParamSpec, ...] = (
               float_range=(-1.0, 1.0), constraints='-1 or a value in [0, 1]'),
     ParamSpec('keep_sources', _S, 'auto',
               'where pretrained/finetuned tensors stay for live alpha changes: device (fastest), '
-              'host (CPU memory), disk (re-read via mmap, least memory)', read_only=True,
-              constraints='one of auto, device, host, disk'),
+              'host (CPU memory), disk (re-read from the files, least memory), auto (the '
+              'fastest that fits, planned before allocating)', read_only=True,
+              constraints=f'one of {", ".join(KEEP_SOURCES)}'),
     ParamSpec('device', _S, 'auto', 'auto|cpu|cuda|cuda:N; the merge runs on this device',
               read_only=True),
     ParamSpec('dtype', _S, 'auto', 'auto|float32|bfloat16|float16', read_only=True),
@@ -115,7 +123,11 @@ PARAMS: Tuple[ParamSpec, ...] = (
               "camera topics, in the model's camera-slot order; sensor_msgs/Image, or "
               "CompressedImage (jpeg/png) when the topic ends in '/compressed'", read_only=True),
     ParamSpec('instruction_topic', _S, 'instruction',
-              'std_msgs/String instruction topic (transient-local QoS)', read_only=True),
+              'std_msgs/String instruction topic; volatile and transient-local (latched) '
+              'publishers both connect', read_only=True),
+    ParamSpec('max_instruction_chars', _I, 2000,
+              'longer instructions are cut to this many characters before tokenization',
+              int_range=(1, 1000000)),
     ParamSpec('default_instruction', _S, '',
               'instruction used until one arrives on instruction_topic'),
     ParamSpec('joint_states_topic', _S, 'joint_states', 'sensor_msgs/JointState topic',
@@ -136,16 +148,30 @@ PARAMS: Tuple[ParamSpec, ...] = (
     ParamSpec('replan_steps', _I, 5,
               'run inference every replan_steps control periods (at most the chunk length)',
               read_only=True, int_range=(1, 10000)),
+    ParamSpec('chunk_blending', _S, 'none',
+              'none: each chunk is sampled on its own; rtc: real-time chunking, the actions that '
+              'execute while inference runs are frozen to the previous chunk and the rest is '
+              'inpainted (delay estimated from the measured latency, warm-up excluded)',
+              read_only=True, constraints='none or rtc'),
     # safety
     ParamSpec('max_observation_age', _D, 1.0,
-              'hold (publish nothing new) when a camera image or the joint state arrived more '
-              'than this many seconds ago', float_range=(0.001, 3600.0)),
+              'hold (publish nothing new) when a camera image or the joint state is older than '
+              'this many seconds: age from its header stamp (arrival time when the stamp is 0)',
+              float_range=(0.001, 3600.0)),
+    ParamSpec('clock_offset', _D, 0.0,
+              "seconds the input header stamps' clock runs ahead of this node's clock; "
+              'subtracted from every stamp before ages and chunk stamps are computed',
+              float_range=(-1e6, 1e6)),
     ParamSpec('joint_lower_limits', _DA, [], 'per-joint lower position limits; empty = none'),
     ParamSpec('joint_upper_limits', _DA, [], 'per-joint upper position limits; empty = none'),
     ParamSpec('max_joint_step', _D, 0.0,
               'largest change of one joint per control period, chained from the current joint '
               'state; 0 = no limit', float_range=(0.0, 1000.0)),
     ParamSpec('dry_run', _B, False, 'publish to ~/preview only, never to output_topic'),
+    # lifecycle
+    ParamSpec('autostart', _B, True,
+              'configure and activate at startup (false: wait for lifecycle transitions, e.g. '
+              '`ros2 lifecycle set /retain_policy configure`)', read_only=True),
     # evaluation
     ParamSpec('episode_log', _S, '',
               'JSON-lines episode log of ~/start_episode / ~/end_episode; empty = '
@@ -215,3 +241,156 @@ def check_group_alpha(name: str, value: float) -> Optional[str]:
 def names() -> List[str]:
     """All parameter names."""
     return [p.name for p in PARAMS]
+
+
+class ConfigError(ValueError):
+    """A parameter value the node cannot run with; the message names the parameter."""
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    """The node's parameters, typed and validated once (:meth:`from_values`).
+
+    Field names are the parameter names (see :data:`PARAMS` for their meaning). Live parameter
+    sets build a new config with :meth:`updated`, which validates again; the node swaps the
+    reference, so a reader always sees one consistent config.
+    """
+
+    pretrained_path: str
+    finetuned_paths: Tuple[str, ...]
+    tokenizer_path: str
+    family: str
+    recipe: str
+    alpha: float
+    alpha_vision: float
+    alpha_language: float
+    alpha_action: float
+    keep_sources: str
+    device: str
+    dtype: str
+    camera_topics: Tuple[str, ...]
+    instruction_topic: str
+    max_instruction_chars: int
+    default_instruction: str
+    joint_states_topic: str
+    joint_names: Tuple[str, ...]
+    output_mode: str
+    output_topic: str
+    control_period: float
+    replan_steps: int
+    chunk_blending: str
+    max_observation_age: float
+    clock_offset: float
+    joint_lower_limits: Tuple[float, ...]
+    joint_upper_limits: Tuple[float, ...]
+    max_joint_step: float
+    dry_run: bool
+    autostart: bool
+    episode_log: str
+    episode_tag: str
+    alpha_schedule: Tuple[str, ...]
+    schedule_seed: int
+    schedule_repeats: int
+    blind: bool
+
+    @classmethod
+    def from_values(cls, values: Dict[str, Any]) -> 'NodeConfig':
+        """Build and validate a config from plain parameter values.
+
+        :raises ConfigError: naming the first invalid parameter and why.
+        """
+        kwargs = {}
+        for f in fields(cls):
+            if f.name not in values:
+                raise ConfigError(f'parameter {f.name!r} is missing')
+            value = values[f.name]
+            spec = SPECS[f.name]
+            try:
+                kwargs[f.name] = _coerce(spec.type, value)
+            except (TypeError, ValueError) as exc:
+                raise ConfigError(f'{f.name}={value!r}: {exc}') from None
+        config = cls(**kwargs)
+        config.validate()
+        return config
+
+    def updated(self, changes: Dict[str, Any]) -> 'NodeConfig':
+        """A validated copy with ``changes`` applied (unknown names are ignored)."""
+        values = self.to_values()
+        values.update({k: v for k, v in changes.items() if k in values})
+        return NodeConfig.from_values(values)
+
+    def to_values(self) -> Dict[str, Any]:
+        """Plain values (lists for arrays), keyed by parameter name."""
+        return {f.name: (list(getattr(self, f.name)) if isinstance(getattr(self, f.name), tuple)
+                         else getattr(self, f.name)) for f in fields(self)}
+
+    def validate(self) -> None:
+        """Cross-field checks; :raises ConfigError: naming the parameter."""
+        _one_of('recipe', self.recipe, RECIPES)
+        _one_of('keep_sources', self.keep_sources, KEEP_SOURCES)
+        _one_of('output_mode', self.output_mode, OUTPUT_MODES)
+        _one_of('chunk_blending', self.chunk_blending, CHUNK_BLENDING)
+        if not 0.0 <= self.alpha <= 1.0 or not math.isfinite(self.alpha):
+            raise ConfigError(f'alpha={self.alpha:g}: use a value in [0, 1] (alpha = weight on '
+                              'the FINETUNED model)')
+        for name in GROUP_OF_PARAM:
+            reason = check_group_alpha(name, getattr(self, name))
+            if reason:
+                raise ConfigError(reason)
+        if not self.camera_topics or not all(t.strip() for t in self.camera_topics):
+            raise ConfigError('camera_topics is empty (or holds an empty name); the policy needs '
+                              'at least one camera')
+        if len(set(self.camera_topics)) != len(self.camera_topics):
+            raise ConfigError(f'camera_topics {list(self.camera_topics)} names a topic twice')
+        if len(set(self.joint_names)) != len(self.joint_names):
+            raise ConfigError(f'joint_names {list(self.joint_names)} names a joint twice')
+        for name in ('instruction_topic', 'joint_states_topic', 'output_topic'):
+            if not getattr(self, name).strip():
+                raise ConfigError(f'{name} is empty')
+        if self.control_period < 0 or not math.isfinite(self.control_period):
+            raise ConfigError(f'control_period={self.control_period:g}: use seconds >= 0 '
+                              "(0 = the checkpoint's own period)")
+        if self.replan_steps < 1:
+            raise ConfigError(f'replan_steps={self.replan_steps}: use at least 1')
+        if not self.max_observation_age > 0:
+            raise ConfigError(f'max_observation_age={self.max_observation_age:g}: use > 0')
+        if not math.isfinite(self.clock_offset):
+            raise ConfigError('clock_offset must be finite')
+        if self.max_instruction_chars < 1:
+            raise ConfigError('max_instruction_chars must be at least 1')
+        if self.schedule_repeats < 1:
+            raise ConfigError('schedule_repeats must be at least 1')
+
+    @property
+    def finetuned(self) -> List[str]:
+        """The non-empty finetuned paths."""
+        return [p for p in self.finetuned_paths if p.strip()]
+
+
+def _one_of(name: str, value: str, allowed) -> None:
+    if value not in allowed:
+        raise ConfigError(f'{name}={value!r}: use one of {", ".join(allowed)}')
+
+
+def _coerce(kind: Parameter.Type, value: Any) -> Any:
+    if kind == _S:
+        if not isinstance(value, str):
+            raise TypeError('expected a string')
+        return value
+    if kind == _SA:
+        if isinstance(value, str):
+            raise TypeError('expected a list of strings')
+        return tuple(str(v) for v in value)
+    if kind == _DA:
+        return tuple(float(v) for v in value)
+    if kind == _D:
+        return float(value)
+    if kind == _I:
+        if isinstance(value, bool) or int(value) != value:
+            raise TypeError('expected an integer')
+        return int(value)
+    if kind == _B:
+        if not isinstance(value, bool):
+            raise TypeError('expected true or false')
+        return value
+    raise TypeError(f'unsupported parameter type {kind}')

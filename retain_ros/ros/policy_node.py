@@ -1,110 +1,91 @@
 """The ``retain_policy`` node: merged VLA policy in, action chunks out, alpha changeable live.
 
-At startup the node reads its parameters, loads the pretrained and finetuned checkpoints, merges
-them on the target device (``theta = (1 - alpha)*theta_pre + alpha*theta_ft``, alpha = weight on
-the FINETUNED model), warms the policy up and starts acting:
+A managed lifecycle node (``rclpy.lifecycle``); with ``autostart`` (default) it configures and
+activates itself, so ``ros2 launch`` / ``ros2 run`` act without manual transitions:
 
-- inputs: camera topics (``sensor_msgs/Image`` or ``CompressedImage``), the instruction
-  (``std_msgs/String``, transient local) and ``sensor_msgs/JointState``; each subscription keeps
-  only the latest message (a one-slot buffer); malformed messages are dropped and counted;
-- inference (and, in stream mode, the fixed-rate command output) runs on the node's own threads
-  (:class:`~retain_ros.control.control_loop.ControlLoop`), so a slow model step never blocks
-  subscriptions, services or parameter changes; the executor only runs short callbacks;
-- outputs: one ``trajectory_msgs/JointTrajectory`` chunk every ``replan_steps`` control periods,
-  or (``output_mode: stream``) ``std_msgs/Float64MultiArray`` commands at ``1/control_period``
-  from an action queue refilled before it runs dry; ``~/preview`` only when ``dry_run``;
-- live alpha: setting ``alpha`` / ``alpha_vision`` / ``alpha_language`` / ``alpha_action`` /
-  ``recipe`` re-merges the weights in place between two inference steps; the set succeeds only if
-  the merge did. ``~/reload_weights`` re-reads the files with the same all-or-nothing rule;
-- evaluation: ``~/start_episode`` / ``~/end_episode`` append one JSON line per episode, optionally
-  walking an alpha schedule (seeded, block-shuffled, optionally blind);
-- ``~/merge_state`` (JSON, transient local) and ``/diagnostics`` report what runs.
+- **configure**: load the pretrained and finetuned checkpoints, merge them on the target device
+  (``theta = (1 - alpha)*theta_pre + alpha*theta_ft``, alpha = weight on the FINETUNED model)
+  into a :class:`~retain_ros.runtime.merged_policy.MergedPolicy`, warm it up. FAILURE (with the
+  reason logged) leaves the node unconfigured;
+- **activate**: subscriptions (:mod:`retain_ros.ros.node_inputs`), command publishers
+  (:mod:`retain_ros.ros.node_outputs`) and the inference / streaming threads;
+- **deactivate**: stop commanding: the threads stop, the stream queue is flushed and, in
+  trajectory mode, an empty ``JointTrajectory`` is sent (joint_trajectory_controller then holds
+  its position instead of finishing the last chunk);
+- **cleanup**: free the model (and the CUDA cache); **shutdown**: all of the above.
+
+Live alpha: setting ``alpha`` / ``alpha_vision`` / ``alpha_language`` / ``alpha_action`` /
+``recipe`` goes node -> ``MergedPolicy.set_spec`` -> ``LiveMerger.apply``; the set succeeds only
+if the merge did, and no chunk computed with the previous weights is published or queued after
+it returned (merge generations, checked under the lock the set takes). A merge whose restore
+failed leaves the weights inconsistent: the node holds, ``/diagnostics`` says ERROR, and only a
+successful ``~/reload_weights`` makes it act again. ``~/merge_state`` (JSON, transient local),
+``/diagnostics`` (:mod:`retain_ros.ros.node_diagnostics`) and the episode services
+(:mod:`retain_ros.ros.node_episodes`) report what runs.
 """
 from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
-import functools
 import json
 import logging
-import math
 import os
 import sys
-import threading
 import time
 from typing import Any
+from typing import Callable
 from typing import Deque
 from typing import Dict
 from typing import List
 from typing import Optional
-from typing import Sequence
 from typing import Tuple
 
 from diagnostic_msgs.msg import DiagnosticArray
-from diagnostic_msgs.msg import DiagnosticStatus
-from diagnostic_msgs.msg import KeyValue
 import numpy as np
 from rcl_interfaces.msg import SetParametersResult
-from rclpy.node import Node
+from rclpy.lifecycle import LifecycleNode
+from rclpy.lifecycle import LifecycleState
+from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.parameter import Parameter
-from rclpy.qos import DurabilityPolicy
-from rclpy.qos import HistoryPolicy
-from rclpy.qos import QoSProfile
-from rclpy.qos import ReliabilityPolicy
-from sensor_msgs.msg import CompressedImage
-from sensor_msgs.msg import Image
-from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray
 from std_msgs.msg import String
 from std_srvs.srv import SetBool
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
-from trajectory_msgs.msg import JointTrajectoryPoint
 
-from retain_ros.policies.base import Observation
-from retain_ros.ros import params as P
 from retain_ros.control.control_loop import ControlLoop
-from retain_ros.ros.conversions import ConversionError
-from retain_ros.ros.conversions import is_compressed_topic
-from retain_ros.ros.conversions import joint_state_to_vector
-from retain_ros.ros.conversions import sec_to_duration
-from retain_ros.ros.conversions import stamp_to_sec
-from retain_ros.ros.conversions import to_rgb
-from retain_ros.ros.node_main import run_node
-from retain_ros.control.safety import limit_steps
+from retain_ros.control.safety import LimitsError
 from retain_ros.control.safety import make_safe
 from retain_ros.control.safety import SafetyLimits
 from retain_ros.control.safety import UnsafeChunkError
+from retain_ros.control.safety import validate_limits
+from retain_ros.merging.errors import MergeError
+from retain_ros.ros import params as P
+from retain_ros.ros.node_diagnostics import diagnostics_status
+from retain_ros.ros.node_diagnostics import NodeStats
+from retain_ros.ros.node_episodes import EpisodeServices
+from retain_ros.ros.node_inputs import InputHub
+from retain_ros.ros.node_inputs import LATCHED_QOS
+from retain_ros.ros.node_inputs import ObservationInfo
+from retain_ros.ros.node_inputs import SENSOR_QOS  # noqa: F401 - re-exported for callers
+from retain_ros.ros.node_main import run_node
+from retain_ros.ros.node_outputs import ActionQueue
+from retain_ros.ros.node_outputs import build_trajectory
+from retain_ros.ros.node_outputs import elapsed_steps
+from retain_ros.runtime.merged_policy import ALPHA_CONVENTION
+from retain_ros.runtime.merged_policy import MergedPolicy
+from retain_ros.runtime.merged_policy import RuntimeInvalidError
 
 LOG = logging.getLogger(__name__)
 
 NODE_NAME = 'retain_policy'
-CONVENTION = ('theta = (1 - alpha)*theta_pre + alpha*theta_ft '
-              '(alpha = weight on the FINETUNED model: 0 = pretrained, 1 = finetuned)')
-#: latency samples kept for p50 / p99
-LATENCY_WINDOW = 500
-#: warm-up image side when the policy does not say
-WARMUP_SIDE = 224
-
-SENSOR_QOS = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST,
-                        reliability=ReliabilityPolicy.BEST_EFFORT)
-LATCHED_QOS = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST,
-                         reliability=ReliabilityPolicy.RELIABLE,
-                         durability=DurabilityPolicy.TRANSIENT_LOCAL)
+#: the alpha convention, as logged at startup (one source: the merging engine's string)
+CONVENTION = f'{ALPHA_CONVENTION}: 0 = pretrained, 1 = finetuned'
+_LIMIT_PARAMS = ('joint_lower_limits', 'joint_upper_limits', 'max_joint_step')
 
 
 class StartupError(RuntimeError):
     """The node cannot start (missing checkpoints, bad parameters); the message says why."""
-
-
-@dataclass
-class _Slot:
-    """Latest message of one input, already converted."""
-
-    value: Any
-    recv: float          # time.monotonic() at arrival
-    stamp: float         # header stamp (s), 0 when none
-    convert_ms: float = 0.0
 
 
 @dataclass
@@ -115,9 +96,10 @@ class StepTiming:
     :param obs_ready: monotonic time the newest input of the observation arrived.
     :param start: monotonic time inference started.
     :param model_ms: ``policy.predict`` wall time.
-    :param convert_ms: conversion time of the images used (spent in the subscription callbacks).
+    :param convert_ms: conversion time of the images used (on the decode thread).
     :param post_ms: safety filter + message build (before publishing).
     :param published: monotonic time the chunk was handed to rclpy (stream mode: to the queue).
+    :param obs_time: observation time on the node's clock (the chunk's stamp).
     """
 
     image_stamps: Tuple[float, ...]
@@ -127,77 +109,160 @@ class StepTiming:
     convert_ms: float
     post_ms: float
     published: float
+    obs_time: float = 0.0
 
 
-def _percentile(values: Sequence[float], q: float) -> float:
-    return float(np.percentile(np.asarray(values, dtype=np.float64), q)) if values else math.nan
-
-
-class PolicyNode(Node):
+class PolicyNode(LifecycleNode):
     """The ``retain_policy`` node (see the module docstring).
 
-    :param policy: an already built policy (tests, benchmarks); None loads it from the parameters.
+    :param policy: an already built policy (tests, benchmarks); None loads it at configure.
     :param merger: the live merger owning ``policy``'s weights (with ``policy``).
-    :param kwargs: passed to :class:`rclpy.node.Node` (``context``, ``parameter_overrides``,
-        ``namespace``, ``cli_args``...).
-    :raises StartupError: when the checkpoints cannot be found or loaded or a parameter is invalid.
+    :param kwargs: passed to :class:`rclpy.lifecycle.LifecycleNode` (``context``,
+        ``parameter_overrides``, ``namespace``, ``cli_args``...).
+    :raises StartupError: with ``autostart``, when configure or activate fails (the reason), or
+        when a parameter is invalid.
     """
 
     def __init__(self, policy=None, merger=None, **kwargs):
+        self._runtime: Optional[MergedPolicy] = None
+        self._inputs: Optional[InputHub] = None
+        self._episodes: Optional[EpisodeServices] = None
+        self._loops: List[ControlLoop] = []
+        self._output_pub = None
+        self._preview_pub = None
+        self._rtc = None
+        self._active = False
+        self._fault: Optional[str] = None
+        self._limits_fault: Optional[str] = None
+        self._hold_reason: Optional[str] = 'unconfigured'
+        self._transition_error = ''
+        self._given = (policy, merger)
+        self._last_chunk: Optional[Tuple[np.ndarray, float]] = None
+        #: fault-injection hook, called between predict and publish (tests)
+        self.after_predict: Optional[Callable[[], None]] = None
+        self._queue = ActionQueue()
+        self.step_timings: Deque[StepTiming] = deque(maxlen=1000)
         super().__init__(NODE_NAME, **kwargs)
         P.declare_all(self)
-        self._cfg: Dict[str, Any] = P.read_all(self)
-        self._policy_lock = threading.RLock()
-        self._io_lock = threading.Lock()
-        self._queue_lock = threading.Lock()
-        self._images: Dict[str, _Slot] = {}
-        self._joints: Optional[_Slot] = None
-        self._instruction: Optional[str] = None
-        self._joint_names: List[str] = list(self._cfg['joint_names'])
-        self._dropped: Dict[str, int] = {}
-        self._model_ms: Deque[float] = deque(maxlen=LATENCY_WINDOW)
-        self._step_ms: Deque[float] = deque(maxlen=LATENCY_WINDOW)
-        self.step_timings: Deque[StepTiming] = deque(maxlen=1000)
-        self._hold_reason: Optional[str] = 'starting'
-        self._chunks_published = 0
-        self._stream_underruns = 0
-        self._queue: Deque[np.ndarray] = deque()
-        self._last_command: Optional[np.ndarray] = None
-        self._last_error = ''
-
-        self._log_convention()
-        if policy is None:
-            policy, merger = self._load()
-        self._policy = policy
-        self._merger = merger
-        self._check_config()
-        self._warm_up()
-        self._setup_evaluation()
-        self._setup_io()
+        try:
+            self._cfg = P.NodeConfig.from_values(P.read_all(self))
+        except P.ConfigError as exc:
+            super().destroy_node()
+            raise StartupError(str(exc)) from exc
+        self.stats = NodeStats(self.get_logger())
+        self._merge_state_pub = self.create_publisher(String, '~/merge_state', LATCHED_QOS)
+        self._diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
+        self.create_service(Trigger, '~/reload_weights', self._reload_callback)
+        self.create_service(Trigger, '~/start_episode', self._start_episode_callback)
+        self.create_service(SetBool, '~/end_episode', self._end_episode_callback)
+        self._diag_timer = self.create_timer(1.0, self._diagnostics_callback)
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self.add_post_set_parameters_callback(self._post_set_parameters)
-        self._publish_merge_state()
-        self._hold_reason = 'waiting for observations'
-        for loop in self._loops:
-            loop.start()
-        self.get_logger().info(
-            f'acting: {self._output_mode} mode, chunk H={self._horizon}, dt={self._dt:g} s, '
-            f'replan every {self._replan_steps} step(s) -> '
-            f'{"~/preview (dry_run)" if self._cfg["dry_run"] else self._cfg["output_topic"]}')
-
-    # ------------------------------------------------------------------ startup
-    def _log_convention(self) -> None:
         self.get_logger().info(f'alpha convention: {CONVENTION}')
+        if self._cfg.autostart:
+            self._autostart()
 
-    def _spec_from(self, values: Dict[str, Any]):
+    def _autostart(self) -> None:
+        for name, trigger in (('configure', self.trigger_configure),
+                              ('activate', self.trigger_activate)):
+            if trigger() != TransitionCallbackReturn.SUCCESS:
+                reason = self._transition_error or f'{name} failed'
+                self.destroy_node()
+                raise StartupError(reason)
+
+    # ------------------------------------------------------------------ lifecycle
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Load + merge + warm-up. FAILURE: the reason is logged; the node stays unconfigured."""
+        try:
+            self._configure()
+        except Exception as exc:  # noqa: B902 - every failure is a FAILURE with its reason
+            reason = str(exc) if isinstance(exc, StartupError) else (
+                f'{type(exc).__name__}: {exc}')
+            self._transition_error = reason
+            self.get_logger().error(f'configure failed: {reason}')
+            self._release()
+            return TransitionCallbackReturn.FAILURE
+        self._hold_reason = 'inactive'
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Subscriptions, command publishers, inference / streaming threads."""
+        try:
+            self._activate()
+        except Exception as exc:  # noqa: B902
+            self._transition_error = f'activate failed: {type(exc).__name__}: {exc}'
+            self.get_logger().error(self._transition_error)
+            self._deactivate()
+            return TransitionCallbackReturn.FAILURE
+        return super().on_activate(state)
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Stop commanding: threads stopped, stream queue flushed, trajectory mode holds."""
+        self._deactivate()
+        self.get_logger().info('deactivated: not commanding (holding)')
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Free the model (and the CUDA cache)."""
+        self._release()
+        self.get_logger().info('cleaned up: model released')
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Stop everything and free the model."""
+        self._deactivate()
+        self._release()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Back to unconfigured, model released."""
+        self._deactivate()
+        self._release()
+        return TransitionCallbackReturn.SUCCESS
+
+    @property
+    def lifecycle_state(self) -> str:
+        """Label of the current lifecycle state (``unconfigured``, ``inactive``, ``active``...)."""
+        try:
+            return str(self._state_machine.current_state[1])
+        except AttributeError:
+            return 'unknown'
+
+    @property
+    def is_active(self) -> bool:
+        """Whether the node is active (commanding unless holding)."""
+        return self._active
+
+    # ------------------------------------------------------------------ configure
+    def _spec_from(self, cfg: P.NodeConfig):
         from retain_ros.merging.spec import MergeSpec
 
-        return MergeSpec(recipe=str(values['recipe']), alpha=float(values['alpha']),
-                         group_alpha=P.group_overrides(values))
+        return MergeSpec(recipe=cfg.recipe, alpha=float(cfg.alpha),
+                         group_alpha=P.group_overrides(cfg.to_values()))
 
-    def _resolve_checkpoints(self) -> Tuple[str, List[str]]:
-        pretrained = str(self._cfg['pretrained_path']).strip()
-        finetuned = [str(p) for p in self._cfg['finetuned_paths'] if str(p).strip()]
+    def _configure(self) -> None:
+        cfg = self._cfg = P.NodeConfig.from_values(P.read_all(self))
+        policy, merger = self._given
+        if policy is None:
+            policy, merger = self._load(cfg)
+        self._runtime = MergedPolicy(policy, merger)
+        self._fault = None
+        self._check_config(cfg)
+        ms = self._runtime.warm_up(cfg.default_instruction or 'warm up')
+        self.get_logger().info(f'warm-up inference {ms:.1f} ms')
+        try:
+            self._episodes = EpisodeServices(self, cfg)
+        except ValueError as exc:
+            raise StartupError(f'alpha_schedule: {exc}') from exc
+        if cfg.chunk_blending == 'rtc':
+            from retain_ros.policies.rtc import RealTimeChunker
+
+            self._rtc = RealTimeChunker(policy, execution_horizon=self._horizon)
+        self._publish_merge_state()
+
+    def _resolve_checkpoints(self, cfg: P.NodeConfig) -> Tuple[str, List[str]]:
+        pretrained = cfg.pretrained_path.strip()
+        finetuned = cfg.finetuned
         if pretrained:
             if not finetuned:
                 raise StartupError(
@@ -214,7 +279,7 @@ class PolicyNode(Node):
                 "set pretrained_path / finetuned_paths or run 'retain-ros demo-train'") from exc
         try:
             found = demo_checkpoints()
-        except Exception as exc:  # the demo module explains what is missing
+        except Exception as exc:  # noqa: B902 - the demo module explains what is missing
             raise StartupError(
                 f'pretrained_path is empty and the demo checkpoints are missing: {exc}. '
                 "Make them with 'retain-ros demo-train', or set pretrained_path and "
@@ -228,121 +293,77 @@ class PolicyNode(Node):
         self.get_logger().info(f'using the demo checkpoints: {pretrained} + {finetuned}')
         return pretrained, finetuned
 
-    def _load(self):
-        pretrained, finetuned = self._resolve_checkpoints()
+    def _load(self, cfg: P.NodeConfig):
+        pretrained, finetuned = self._resolve_checkpoints(cfg)
         try:
-            spec = self._spec_from(self._cfg)
-        except Exception as exc:
+            spec = self._spec_from(cfg)
+        except Exception as exc:  # noqa: B902
             raise StartupError(f'invalid merge parameters: {exc}') from exc
         from retain_ros.policies.loader import load_merged_policy
 
         self.get_logger().info(
-            f'loading pretrained={pretrained} finetuned={finetuned} on device='
-            f'{self._cfg["device"]} dtype={self._cfg["dtype"]} '
-            f'keep_sources={self._cfg["keep_sources"]}')
+            f'loading pretrained={pretrained} finetuned={finetuned} on device={cfg.device} '
+            f'dtype={cfg.dtype} keep_sources={cfg.keep_sources}')
         t0 = time.perf_counter()
         try:
             policy, merger = load_merged_policy(
-                pretrained, finetuned, spec, family=self._cfg['family'],
-                device=self._cfg['device'], dtype=self._cfg['dtype'],
-                keep_sources=self._cfg['keep_sources'],
-                tokenizer_path=self._cfg['tokenizer_path'], warmup=False)
-        except Exception as exc:
+                pretrained, finetuned, spec, family=cfg.family, device=cfg.device,
+                dtype=cfg.dtype, keep_sources=cfg.keep_sources,
+                tokenizer_path=cfg.tokenizer_path, warmup=False)
+        except Exception as exc:  # noqa: B902
             raise StartupError(f'cannot load and merge the checkpoints: {exc}') from exc
         state = merger.state
         self.get_logger().info(
             f'loaded {getattr(policy, "name", "policy")} and merged in '
             f'{(time.perf_counter() - t0):.2f} s (merge {state.merge_ms:.1f} ms): '
-            f'{self._describe_state(state)}')
+            f'{MergedPolicy(policy, merger).describe(cfg.blind)}')
         return policy, merger
 
-    def _check_config(self) -> None:
-        cfg = self._cfg
-        self._output_mode = str(cfg['output_mode'])
-        if self._output_mode not in P.OUTPUT_MODES:
-            raise StartupError(
-                f'output_mode {self._output_mode!r}: use one of {", ".join(P.OUTPUT_MODES)}')
-        self._horizon = int(self._policy.chunk_size)
-        period = float(cfg['control_period'])
-        self._dt = period if period > 0 else float(self._policy.control_period)
+    def _check_config(self, cfg: P.NodeConfig) -> None:
+        policy = self._runtime.policy
+        self._output_mode = cfg.output_mode
+        self._horizon = int(policy.chunk_size)
+        self._dt = cfg.control_period if cfg.control_period > 0 else float(policy.control_period)
         if not self._dt > 0:
             raise StartupError('control_period is 0 and the policy declares no period')
-        self._replan_steps = int(cfg['replan_steps'])
+        self._replan_steps = int(cfg.replan_steps)
         if self._replan_steps > self._horizon:
             self.get_logger().warning(
                 f'replan_steps={self._replan_steps} exceeds the chunk length {self._horizon}; '
                 f'replanning every {self._horizon} steps')
             self._replan_steps = self._horizon
-        slots = list(self._policy.camera_names)
-        topics = list(cfg['camera_topics'])
-        if not topics:
-            raise StartupError('camera_topics is empty; the policy needs at least one camera')
+        slots = list(policy.camera_names)
+        topics = list(cfg.camera_topics)
         if len(topics) != len(slots):
             raise StartupError(
                 f'{len(topics)} camera_topics {topics} but the policy has {len(slots)} camera '
                 f'slot(s) {slots}: give one topic per slot, in that order')
         self._camera_slots = dict(zip(topics, slots))
+        if cfg.joint_names and len(cfg.joint_names) != int(policy.state_dim):
+            raise StartupError(
+                f'joint_names has {len(cfg.joint_names)} joint(s) {list(cfg.joint_names)} but the '
+                f'policy state has {policy.state_dim} values')
         try:
-            self._limits_from(cfg).validate(len(self._joint_names) or None)
-        except ValueError as exc:
+            validate_limits(cfg.joint_lower_limits, cfg.joint_upper_limits,
+                            list(cfg.joint_names) or None)
+        except LimitsError as exc:
             raise StartupError(str(exc)) from exc
         self.get_logger().info(
             'cameras: ' + ', '.join(f'{t} -> {s}' for t, s in self._camera_slots.items()))
 
-    def _warm_up(self) -> None:
-        images = {slot: np.zeros((WARMUP_SIDE, WARMUP_SIDE, 3), np.uint8)
-                  for slot in self._camera_slots.values()}
-        obs = Observation(images=images, instruction=self._cfg['default_instruction'] or 'warm up',
-                          state=np.zeros(int(self._policy.state_dim), np.float64))
-        t0 = time.perf_counter()
-        with self._policy_lock:
-            self._policy.predict(obs)
-            self._policy.reset()
-        self.get_logger().info(f'warm-up inference {(time.perf_counter() - t0) * 1e3:.1f} ms')
-
-    def _setup_evaluation(self) -> None:
-        from retain_ros.evaluation.episodes import EpisodeRecorder
-        from retain_ros.evaluation.schedule import AlphaSchedule
-
-        path = self._cfg['episode_log'] or P.default_episode_log()
-        self._recorder = EpisodeRecorder(path)
-        self._blind = bool(self._cfg['blind'])
-        self._schedule = None
-        settings = [s for s in self._cfg['alpha_schedule'] if str(s).strip()]
-        if settings:
-            try:
-                self._schedule = AlphaSchedule(
-                    settings, repeats=int(self._cfg['schedule_repeats']),
-                    seed=int(self._cfg['schedule_seed']), blind=self._blind)
-            except ValueError as exc:
-                raise StartupError(f'alpha_schedule: {exc}') from exc
-            self.get_logger().info(
-                f'alpha schedule: {len(settings)} setting(s) x {self._schedule.repeats} = '
-                f'{self._schedule.total} episodes'
-                + (' (blind)' if self._blind else f': {settings}'))
-        self.get_logger().info(f'episode log: {path}')
-
-    def _setup_io(self) -> None:
+    # ------------------------------------------------------------------ activate / deactivate
+    def _activate(self) -> None:
+        if self._runtime is None:
+            raise StartupError('not configured')
         cfg = self._cfg
-        for topic, slot in self._camera_slots.items():
-            msg_type = CompressedImage if is_compressed_topic(topic) else Image
-            self.create_subscription(
-                msg_type, topic, functools.partial(self._camera_callback, topic, slot),
-                SENSOR_QOS)
-        self.create_subscription(JointState, cfg['joint_states_topic'],
-                                 self._joint_state_callback, SENSOR_QOS)
-        self.create_subscription(String, cfg['instruction_topic'], self._instruction_callback,
-                                 LATCHED_QOS)
         out_type = JointTrajectory if self._output_mode == 'trajectory' else Float64MultiArray
-        self._output_pub = self.create_publisher(out_type, cfg['output_topic'], 10)
+        self._output_pub = self.create_publisher(out_type, cfg.output_topic, 10)
         self._preview_pub = self.create_publisher(out_type, '~/preview', 10)
-        self._merge_state_pub = self.create_publisher(String, '~/merge_state', LATCHED_QOS)
-        self._diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
-        self.create_service(Trigger, '~/reload_weights', self._reload_callback)
-        self.create_service(Trigger, '~/start_episode', self._start_episode_callback)
-        self.create_service(SetBool, '~/end_episode', self._end_episode_callback)
-        self.create_timer(1.0, self._diagnostics_callback)
-        # inference and command output on their own threads, started once everything is set up
+        self._inputs = InputHub(self, self._camera_slots, lambda: self._cfg, self.stats.drop,
+                                self._check_joint_names)
+        self._inputs.start()
+        self._queue.flush()
+        self._last_chunk = None
         if self._output_mode == 'trajectory':
             self._loops = [ControlLoop('retain_policy.inference', self._replan_steps * self._dt,
                                        self._trajectory_step, self._loop_error)]
@@ -352,6 +373,54 @@ class PolicyNode(Node):
                             self._loop_error),
                 ControlLoop('retain_policy.stream', self._dt, self._stream_step,
                             self._loop_error)]
+        self._hold_reason = 'waiting for observations'
+        self._active = True
+        for loop in self._loops:
+            loop.start()
+        self.get_logger().info(
+            f'acting: {self._output_mode} mode, chunk H={self._horizon}, dt={self._dt:g} s, '
+            f'replan every {self._replan_steps} step(s), chunk_blending={cfg.chunk_blending} -> '
+            f'{"~/preview (dry_run)" if cfg.dry_run else cfg.output_topic}')
+
+    def _deactivate(self) -> None:
+        was_active = self._active
+        self._active = False
+        for loop in self._loops:
+            loop.stop()
+        self._loops = []
+        self._queue.flush()
+        self._last_chunk = None
+        if was_active and self._output_mode == 'trajectory' and self._output_pub is not None \
+                and self.context.ok():
+            # joint_trajectory_controller: an empty trajectory stops and holds position
+            try:
+                self._publish(JointTrajectory(joint_names=self._joint_names()), force=True)
+            except Exception:  # noqa: B902 - the context may be going away
+                pass
+        try:
+            if self._inputs is not None:
+                self._inputs.stop()
+            for attr in ('_output_pub', '_preview_pub'):
+                pub = getattr(self, attr)
+                setattr(self, attr, None)
+                if pub is not None:
+                    self.destroy_publisher(pub)
+        except Exception:  # noqa: B902 - tearing down on a context that is shutting down
+            if self.context.ok():
+                raise
+        if self._runtime is not None:
+            self._hold_reason = 'inactive'
+
+    def _release(self) -> None:
+        if self._episodes is not None and self._episodes.active:
+            dropped = self._episodes.recorder.discard()
+            self.get_logger().warning(f'episode {dropped} discarded (model released)')
+        self._episodes = None
+        self._rtc = None
+        if self._runtime is not None:
+            self._runtime.release()
+        self._runtime = None
+        self._hold_reason = 'unconfigured'
 
     def _loop_error(self, exc: BaseException) -> bool:
         if not self.context.ok():
@@ -362,96 +431,39 @@ class PolicyNode(Node):
 
     def destroy_node(self) -> None:
         """Stop the inference / streaming threads, then destroy the node."""
-        for loop in getattr(self, '_loops', []):
-            loop.stop()
+        self._deactivate()
+        self._release()
         super().destroy_node()
 
-    # ------------------------------------------------------------------ inputs
-    def _drop(self, key: str, reason: str) -> None:
-        with self._io_lock:
-            self._dropped[key] = self._dropped.get(key, 0) + 1
-            count = self._dropped[key]
-            self._last_error = f'{key}: {reason}'
-        if count == 1 or count % 100 == 0:
-            self.get_logger().warning(f'dropped {key} ({count} so far): {reason}')
+    # ------------------------------------------------------------------ safety
+    def _limits(self) -> SafetyLimits:
+        cfg = self._cfg
+        return SafetyLimits(lower=cfg.joint_lower_limits, upper=cfg.joint_upper_limits,
+                            max_step=cfg.max_joint_step)
 
-    def _camera_callback(self, topic: str, slot: str, msg) -> None:
-        t0 = time.perf_counter()
-        try:
-            rgb = to_rgb(msg)
-        except ConversionError as exc:
-            self._drop(f'image {topic}', str(exc))
-            return
-        recv = time.monotonic()
-        entry = _Slot(rgb, recv, stamp_to_sec(msg.header.stamp),
-                      (time.perf_counter() - t0) * 1e3)
-        with self._io_lock:
-            self._images[slot] = entry
+    def _joint_names(self) -> List[str]:
+        if self._inputs is not None:
+            return self._inputs.joint_names
+        return list(self._cfg.joint_names)
 
-    def _joint_state_callback(self, msg: JointState) -> None:
-        with self._io_lock:
-            names = list(self._joint_names)
-        if not names:
-            names = list(msg.name)
-            if not names:
-                self._drop('joint_states', 'joint_names is empty and the JointState has no names')
-                return
-            with self._io_lock:
-                self._joint_names = names
-            self.get_logger().info(f'joint order from the first JointState: {names}')
-        try:
-            positions = joint_state_to_vector(msg, names)
-        except ConversionError as exc:
-            self._drop('joint_states', str(exc))
-            return
-        with self._io_lock:
-            self._joints = _Slot(positions, time.monotonic(), stamp_to_sec(msg.header.stamp))
+    def _check_joint_names(self, names: List[str]) -> Optional[str]:
+        """First JointState with ``joint_names`` empty: the limits must fit before acting."""
+        cfg = self._cfg
+        reason = None
+        if len(names) != int(self._runtime.policy.state_dim):
+            reason = (f'the JointState names {len(names)} joint(s) {names} but the policy state '
+                      f'has {self._runtime.policy.state_dim} values: set joint_names')
+        else:
+            try:
+                validate_limits(cfg.joint_lower_limits, cfg.joint_upper_limits, names)
+            except LimitsError as exc:
+                reason = f'{exc}; not acting until the limits are fixed'
+        if reason and reason != self._limits_fault:
+            self.get_logger().error(reason)
+        self._limits_fault = reason
+        return reason
 
-    def _instruction_callback(self, msg: String) -> None:
-        text = str(msg.data)
-        with self._io_lock:
-            changed = text != self._instruction
-            self._instruction = text
-        if changed:
-            self.get_logger().info(f'instruction: {text!r}')
-
-    def _observation(self) -> Tuple[Optional[Observation], Optional[str], Optional[StepTiming]]:
-        """Assemble the latest observation, or say why the node must hold."""
-        now = time.monotonic()
-        max_age = float(self._cfg['max_observation_age'])
-        with self._io_lock:
-            images = dict(self._images)
-            joints = self._joints
-            instruction = self._instruction
-            names = list(self._joint_names)
-        missing = [t for t, s in self._camera_slots.items() if s not in images]
-        if missing:
-            return None, f'no image yet on {", ".join(missing)}', None
-        if joints is None:
-            return None, 'no joint_states yet', None
-        for topic, slot in self._camera_slots.items():
-            age = now - images[slot].recv
-            if age > max_age:
-                return None, f'stale image on {topic} ({age:.2f} s > {max_age:g} s)', None
-        age = now - joints.recv
-        if age > max_age:
-            return None, f'stale joint_states ({age:.2f} s > {max_age:g} s)', None
-        if not instruction:
-            instruction = self._cfg['default_instruction']
-        if not instruction:
-            return None, ('no instruction: publish one on '
-                          f'{self._cfg["instruction_topic"]} or set default_instruction'), None
-        if joints.value.shape[0] != len(names):
-            return None, 'joint state does not match joint_names', None
-        used = [images[s] for s in self._camera_slots.values()]
-        timing = StepTiming(
-            image_stamps=tuple(s.stamp for s in used),
-            obs_ready=max([s.recv for s in used] + [joints.recv]), start=now, model_ms=0.0,
-            convert_ms=sum(s.convert_ms for s in used), post_ms=0.0, published=0.0)
-        obs = Observation(images={s: images[s].value for s in self._camera_slots.values()},
-                          instruction=instruction, state=joints.value.copy())
-        return obs, None, timing
-
+    # ------------------------------------------------------------------ inference
     def _set_hold(self, reason: Optional[str]) -> None:
         previous, self._hold_reason = self._hold_reason, reason
         if reason and (previous is None or previous.split(' (')[0] != reason.split(' (')[0]):
@@ -461,331 +473,337 @@ class PolicyNode(Node):
         elif reason is None and previous is not None:
             self.get_logger().info('observations fresh: acting', throttle_duration_sec=5.0)
 
-    # ------------------------------------------------------------------ inference
-    def _infer(self) -> Optional[Tuple[np.ndarray, np.ndarray, StepTiming]]:
-        """One inference step: observation -> safe chunk; None when holding or dropped."""
-        obs, reason, timing = self._observation()
+    def _now(self) -> float:
+        return self.get_clock().now().nanoseconds * 1e-9
+
+    def _guidance(self, info: ObservationInfo):
+        last = self._last_chunk
+        if self._rtc is None or last is None:
+            return None
+        actions, t_prev = last
+        shift = int(round((info.time - t_prev) / self._dt))
+        if shift < 0 or shift >= actions.shape[0]:
+            return None
+        try:
+            return self._rtc.guidance_for(actions[shift:],
+                                          self._rtc.latency.delay_steps(self._dt))
+        except ValueError as exc:
+            self.stats.drop('rtc_guidance', str(exc))
+            return None
+
+    def _infer(self):
+        """One inference step: ``(safe, generation, info, timing)``, or None (holding/dropped)."""
+        runtime = self._runtime
+        if runtime is None or not self._active:
+            return None
+        if not runtime.valid:
+            self._fault = runtime.invalid_reason
+            self._set_hold(f'weights invalid: {self._fault}; call ~/reload_weights')
+            return None
+        if self._limits_fault:
+            self._set_hold(self._limits_fault)
+            return None
+        obs, reason, info = self._inputs.observation()
         if obs is None:
             self._set_hold(reason)
             return None
         self._set_hold(None)
-        timing.start = time.monotonic()
+        timing = StepTiming(image_stamps=info.image_stamps, obs_ready=info.obs_ready,
+                            start=time.monotonic(), model_ms=0.0, convert_ms=info.convert_ms,
+                            post_ms=0.0, published=0.0, obs_time=info.time)
+        guidance = self._guidance(info)
         t0 = time.perf_counter()
         try:
-            with self._policy_lock:
-                chunk = self._policy.predict(obs)
-        except Exception as exc:  # a bad input must not kill the inference thread
-            self._drop('inference_error', f'{type(exc).__name__}: {exc}')
+            chunk, generation = runtime.predict(obs, guidance=guidance)
+        except RuntimeInvalidError as exc:
+            self._fault = str(exc)
+            self._set_hold(f'weights invalid: {exc}; call ~/reload_weights')
+            return None
+        except Exception as exc:  # noqa: B902 - a bad input must not kill the inference thread
+            self.stats.drop('inference_error', f'{type(exc).__name__}: {exc}')
             return None
         timing.model_ms = (time.perf_counter() - t0) * 1e3
+        if self._rtc is not None:
+            self._rtc.latency.record(time.monotonic() - timing.start)
+        hook = self.after_predict
+        if hook is not None:
+            hook()
         t1 = time.perf_counter()
         try:
-            safe = make_safe(chunk.actions, obs.state, self._limits_from(self._cfg),
-                             dim=len(obs.state))
+            safe = make_safe(chunk.actions, obs.state, self._limits(), dim=len(obs.state))
         except UnsafeChunkError as exc:
-            self._drop('unsafe_chunk', str(exc))
+            self.stats.drop('unsafe_chunk', str(exc))
+            return None
+        except ValueError as exc:   # limits that do not fit: never act on them
+            self._limits_fault = f'joint limits unusable: {exc}'
+            self.get_logger().error(self._limits_fault)
             return None
         timing.post_ms = (time.perf_counter() - t1) * 1e3
-        with self._io_lock:
-            self._model_ms.append(timing.model_ms)
-        return safe, obs.state, timing
+        with self.stats.lock:
+            self.stats.model_ms.append(timing.model_ms)
+        return safe, generation, info, timing
+
+    def _late(self, info: ObservationInfo) -> Optional[int]:
+        """Elapsed actions of a chunk from ``info``; None (dropped) when all of them passed."""
+        skip = elapsed_steps(info.time, self._now(), self._dt)
+        if skip >= self._horizon:
+            self.stats.drop('late_chunk', f'every action of the chunk is in the past ({skip} '
+                            f'periods elapsed since the observation, chunk of {self._horizon})')
+            return None
+        return skip
 
     def _trajectory_step(self) -> None:
         result = self._infer()
         if result is None:
             return
-        safe, _, timing = result
+        safe, generation, info, timing = result
+        if self._late(info) is None:
+            return
         t1 = time.perf_counter()
-        with self._io_lock:
-            names = list(self._joint_names)
-        dt = self._dt
-        msg = JointTrajectory(joint_names=names, points=[
-            JointTrajectoryPoint(positions=row, time_from_start=sec_to_duration((i + 1) * dt))
-            for i, row in enumerate(safe.tolist())])
-        msg.header.stamp = self.get_clock().now().to_msg()
+        msg = build_trajectory(safe, self._joint_names(), info.time, self._dt)
         timing.post_ms += (time.perf_counter() - t1) * 1e3
-        timing.published = time.monotonic()
-        self._publish(msg)
+        with self._runtime_current(generation) as ok:
+            if ok:
+                timing.published = time.monotonic()
+                self._publish(msg)
+                self._last_chunk = (safe, info.time)
+        if not ok:
+            self.stats.drop('stale_generation', 'chunk computed with weights replaced since')
+            return
         self._finish_step(timing)
 
-    def _finish_step(self, timing: StepTiming) -> None:
-        with self._io_lock:
-            self._chunks_published += 1
-            self._step_ms.append((timing.published - timing.start) * 1e3)
-            self.step_timings.append(timing)
-        self._recorder.record_chunk(timing.model_ms)
+    def _runtime_current(self, generation: int):
+        runtime = self._runtime
+        if runtime is None:
+            return _Refused()
+        return runtime.current(generation)
 
-    def _publish(self, msg) -> None:
-        if self._cfg['dry_run']:
-            self._preview_pub.publish(msg)
+    def _finish_step(self, timing: StepTiming) -> None:
+        with self.stats.lock:
+            self.stats.chunks_published += 1
+            self.stats.step_ms.append((timing.published - timing.start) * 1e3)
+            self.step_timings.append(timing)
+        episodes = self._episodes
+        if episodes is not None:
+            episodes.recorder.record_chunk(timing.model_ms)
+
+    def _publish(self, msg, force: bool = False) -> None:
+        if not (self._active or force):
+            return
+        if self._cfg.dry_run:
+            pub = self._preview_pub
         else:
-            self._output_pub.publish(msg)
+            pub = self._output_pub
+        if pub is not None:
+            pub.publish(msg)
 
     def _refill_step(self) -> None:
-        with self._queue_lock:
-            remaining = len(self._queue)
-        if remaining > self._horizon - self._replan_steps:
+        if len(self._queue) > self._horizon - self._replan_steps:
             return
         result = self._infer()
         if result is None:
             if self._hold_reason:
-                self._flush_queue()
+                self._queue.flush()
             return
-        safe, _, timing = result
-        t1 = time.perf_counter()
-        elapsed = time.monotonic() - timing.start
-        skip = min(int(elapsed / self._dt), safe.shape[0] - 1)
-        with self._queue_lock:
-            self._queue = deque(np.array(row) for row in safe[skip:])
-        timing.post_ms += (time.perf_counter() - t1) * 1e3
-        timing.published = time.monotonic()
+        safe, generation, info, timing = result
+        skip = self._late(info)
+        if skip is None:
+            return
+        with self._runtime_current(generation) as ok:
+            if ok:
+                self._queue.replace(safe[skip:], generation)
+                timing.published = time.monotonic()
+                self._last_chunk = (safe, info.time)
+        if not ok:
+            self.stats.drop('stale_generation', 'chunk computed with weights replaced since')
+            return
         self._finish_step(timing)
 
     def _stream_step(self) -> None:
-        if self._hold_reason:
-            self._flush_queue()
+        if self._hold_reason or not self._active:
+            self._queue.flush()
             return
-        with self._queue_lock:
-            action = self._queue.popleft() if self._queue else None
-            last = self._last_command
+        action, generation, last = self._queue.pop()
         if action is None:
-            with self._io_lock:
-                self._stream_underruns += 1
+            with self.stats.lock:
+                self.stats.stream_underruns += 1
             return
-        limits = self._limits_from(self._cfg)
         if last is not None and last.shape == action.shape:
-            action = limit_steps(action[None, :], last, limits.max_step)[0]
-            action = make_safe(action, None, limits)[0]
-        with self._queue_lock:
-            self._last_command = action
+            action = make_safe(action[None, :], last, self._limits())[0]
         msg = Float64MultiArray()
         msg.data = [float(v) for v in action]
-        self._publish(msg)
+        with self._runtime_current(generation) as ok:
+            if ok:
+                self._publish(msg)
+        if not ok:
+            self._queue.flush()
+            self.stats.drop('stale_generation', 'queued action of weights replaced since')
+            return
+        self._queue.sent(action)
 
-    def _flush_queue(self) -> None:
-        with self._queue_lock:
-            self._queue.clear()
-            self._last_command = None
-
-    @staticmethod
-    def _limits_from(values: Dict[str, Any]) -> SafetyLimits:
-        return SafetyLimits(lower=tuple(values['joint_lower_limits']),
-                            upper=tuple(values['joint_upper_limits']),
-                            max_step=float(values['max_joint_step']))
+    def flush_commands(self) -> None:
+        """Drop queued actions and the chunk RTC would blend with (new weights, new episode)."""
+        self._queue.flush()
+        self._last_chunk = None
 
     # ------------------------------------------------------------------ merging
-    def _describe_state(self, state) -> str:
-        if self._cfg['blind']:
-            return (f'recipe={state.recipe} alpha hidden (blind evaluation) '
-                    f'fingerprint={state.fingerprint}')
-        per = ', '.join(f'{g}={a:g}' for g, a in state.alphas.items())
-        return (f'recipe={state.recipe} alpha (weight on finetuned) per group: {per}; '
-                f'fingerprint={state.fingerprint}')
-
     def merge_state_dict(self) -> Dict[str, Any]:
-        """``~/merge_state`` content: alpha per group (hidden when blind), recipe, fingerprint."""
-        data = dict(self._merger.state.to_dict())
-        data.setdefault('convention', CONVENTION)
-        if self._cfg['blind']:
-            data['alpha'] = 'hidden'
-            data['blind'] = True
+        """``~/merge_state`` content (empty when not configured)."""
+        runtime = self._runtime
+        if runtime is None or runtime.merger is None:
+            return {}
+        data = runtime.state_dict(blind=self._cfg.blind)
+        data['convention'] = ALPHA_CONVENTION
         return data
 
     def _publish_merge_state(self) -> None:
-        self._merge_state_pub.publish(String(data=json.dumps(self.merge_state_dict())))
+        data = self.merge_state_dict()
+        if data:
+            self._merge_state_pub.publish(String(data=json.dumps(data)))
 
     def _on_set_parameters(self, parameters: List[Parameter]) -> SetParametersResult:
-        changes = {p.name: p.value for p in parameters}
-        for name in P.GROUP_OF_PARAM:
-            if name in changes:
-                reason = P.check_group_alpha(name, float(changes[name]))
-                if reason:
-                    return SetParametersResult(successful=False, reason=reason)
-        values = dict(self._cfg)
-        values.update({k: _plain(v) for k, v in changes.items()})
-        if {'joint_lower_limits', 'joint_upper_limits', 'max_joint_step'} & set(changes):
+        changes = {p.name: _plain(p.value) for p in parameters}
+        try:
+            new = self._cfg.updated(changes)
+        except P.ConfigError as exc:
+            return SetParametersResult(successful=False, reason=str(exc))
+        if set(_LIMIT_PARAMS) & set(changes):
             try:
-                self._limits_from(values).validate(len(self._joint_names) or None)
-            except ValueError as exc:
+                validate_limits(new.joint_lower_limits, new.joint_upper_limits,
+                                self._joint_names() or None)
+            except LimitsError as exc:
                 return SetParametersResult(successful=False, reason=str(exc))
-        if not set(P.MERGE_PARAMS) & set(changes):
+        runtime = self._runtime
+        if runtime is None or not set(P.MERGE_PARAMS) & set(changes):
             return SetParametersResult(successful=True)
         try:
-            spec = self._spec_from(values)
-        except Exception as exc:
+            spec = self._spec_from(new)
+        except Exception as exc:  # noqa: B902
             return SetParametersResult(successful=False, reason=f'invalid merge: {exc}')
-        if spec == self._merger.state.spec:
-            return SetParametersResult(successful=True)     # these weights are already live
-        if self._recorder.active:
+        if not runtime.valid:
             return SetParametersResult(
-                successful=False,
-                reason=(f'episode {self._recorder.episode_id} is running; end it before '
-                        'changing the merge (its log line must describe one set of weights)'))
+                successful=False, reason=(f'weights invalid ({runtime.invalid_reason}): call '
+                                          '~/reload_weights before changing the merge'))
+        if spec == runtime.state.spec:
+            return SetParametersResult(successful=True)     # these weights are already live
+        if self._episodes is not None and self._episodes.active:
+            return SetParametersResult(successful=False,
+                                       reason=self._episodes.busy_reason('changing the merge'))
         try:
-            with self._policy_lock:
-                state = self._merger.apply(spec)
-                self._policy.reset()
-        except Exception as exc:
+            state = runtime.set_spec(spec)
+        except RuntimeInvalidError as exc:
+            self._fault = str(exc)
+            self.flush_commands()
+            reason = (f'merge failed and the previous weights could not be restored: {exc}. '
+                      'Holding (no commands) until ~/reload_weights succeeds')
+            self.get_logger().error(reason)
+            return SetParametersResult(successful=False, reason=reason)
+        except MergeError as exc:
             reason = f'merge failed, previous weights still live: {exc}'
             self.get_logger().error(reason)
             return SetParametersResult(successful=False, reason=reason)
-        self._flush_queue()
-        self._cfg.update(values)
+        self.flush_commands()
+        self._cfg = new
         self._publish_merge_state()
         self.get_logger().info(
-            f're-merged in {state.merge_ms:.1f} ms: {self._describe_state(state)}')
+            f're-merged in {state.merge_ms:.1f} ms: {runtime.describe(self._cfg.blind)}')
         return SetParametersResult(successful=True)
 
     def _post_set_parameters(self, parameters: List[Parameter]) -> None:
-        for p in parameters:
-            self._cfg[p.name] = _plain(p.value)
+        self._cfg = self._cfg.updated({p.name: _plain(p.value) for p in parameters})
 
     def _reload_callback(self, request, response):
+        runtime = self._runtime
+        response.success = False
+        if runtime is None:
+            response.message = f'not configured ({self.lifecycle_state}): nothing to reload'
+            return response
+        if self._episodes is not None and self._episodes.active:
+            response.message = self._episodes.busy_reason('reloading the weights')
+            return response
+        was_valid = runtime.valid
         try:
-            with self._policy_lock:
-                state = self._merger.reload()
-                self._policy.reset()
-        except Exception as exc:
-            response.success = False
-            response.message = f'reload failed, previous weights still live: {exc}'
+            state = runtime.reload()
+        except Exception as exc:  # noqa: B902
+            if runtime.valid:
+                response.message = f'reload failed, previous weights still live: {exc}'
+            else:
+                self._fault = runtime.invalid_reason
+                response.message = (f'reload failed, the weights are still inconsistent '
+                                    f'(holding): {exc}')
             self.get_logger().error(response.message)
             return response
-        self._flush_queue()
+        self._fault = None
+        self.flush_commands()
         self._publish_merge_state()
         response.success = True
         response.message = json.dumps(self.merge_state_dict())
         self.get_logger().info(
             f'reloaded checkpoints, merged in {state.merge_ms:.1f} ms: '
-            f'{self._describe_state(state)}')
+            f'{runtime.describe(self._cfg.blind)}' + ('' if was_valid else '; acting again'))
         return response
 
     # ------------------------------------------------------------------ evaluation
     def _start_episode_callback(self, request, response):
-        if self._recorder.active:
+        if self._episodes is None:
             response.success = False
-            response.message = (f'episode {self._recorder.episode_id} is still running; call '
-                                '~/end_episode first')
+            response.message = f'not configured ({self.lifecycle_state})'
             return response
-        label = ''
-        if self._schedule is not None:
-            try:
-                setting = self._schedule.next()
-            except StopIteration:
-                response.success = False
-                response.message = (f'alpha schedule exhausted ({self._schedule.total} '
-                                    'episodes done)')
-                return response
-            label = self._schedule.label(setting)
-            result = self.set_parameters_atomically(
-                [Parameter(k, Parameter.Type.DOUBLE, float(v)) for k, v in setting.items()])
-            if not result.successful:
-                response.success = False
-                response.message = f'cannot apply schedule setting {label}: {result.reason}'
-                return response
-        with self._policy_lock:
-            self._policy.reset()
-        self._flush_queue()
-        state = self._merger.state
-        with self._io_lock:
-            instruction = self._instruction or self._cfg['default_instruction']
-        episode_id = self._recorder.start(
-            instruction, tag=self._cfg['episode_tag'], alphas=state.alphas,
-            recipe=state.recipe, fingerprint=state.fingerprint, alpha_hidden=self._blind)
-        reply: Dict[str, Any] = {'episode_id': episode_id, 'tag': self._cfg['episode_tag'],
-                                 'instruction': instruction}
-        if label:
-            reply['setting'] = label
-            reply['remaining'] = self._schedule.remaining
-        if not self._blind:
-            reply['alpha'] = state.alphas
-        reply['fingerprint'] = state.fingerprint
-        response.success = True
-        response.message = json.dumps(reply)
-        self.get_logger().info(f'episode started: {response.message}')
-        return response
+        return self._episodes.start_callback(request, response)
 
     def _end_episode_callback(self, request, response):
-        if not self._recorder.active:
+        if self._episodes is None:
             response.success = False
             response.message = 'no episode is running; call ~/start_episode first'
             return response
-        try:
-            line = self._recorder.end(bool(request.data))
-        except OSError as exc:
-            response.success = False
-            response.message = f'cannot write the episode log: {exc}'
-            return response
-        reply = {k: line.get(k) for k in ('episode_id', 'success', 'duration_s', 'chunks',
-                                          'latency_ms', 'tag')}
-        if not self._blind:
-            reply['alpha'] = line.get('alpha')
-        response.success = True
-        response.message = json.dumps(reply)
-        self.get_logger().info(f'episode ended: {response.message}')
-        return response
+        return self._episodes.end_callback(request, response)
 
     # ------------------------------------------------------------------ diagnostics
-    def diagnostics_status(self) -> DiagnosticStatus:
-        """One ``DiagnosticStatus`` with merge state, latency, ages and drop counts."""
-        now = time.monotonic()
-        with self._io_lock:
-            model = list(self._model_ms)
-            step = list(self._step_ms)
-            images = dict(self._images)
-            joints = self._joints
-            dropped = dict(self._dropped)
-            chunks = self._chunks_published
-            underruns = self._stream_underruns
-        hold = self._hold_reason
-        status = DiagnosticStatus()
-        status.name = f'{self.get_name()}: policy'
-        status.hardware_id = self.get_fully_qualified_name()
-        if hold:
-            status.level = DiagnosticStatus.WARN
-            status.message = f'holding: {hold}'
-        else:
-            status.level = DiagnosticStatus.OK
-            status.message = 'acting' + (' (dry_run: ~/preview only)'
-                                         if self._cfg['dry_run'] else '')
-        values = {}
-        merge = self.merge_state_dict()
-        alpha = merge.get('alpha')
-        if isinstance(alpha, dict):
-            for group, value in alpha.items():
-                values[f'alpha.{group}'] = f'{value:g}'
-        else:
-            values['alpha'] = str(alpha)
-        values['recipe'] = str(merge.get('recipe'))
-        values['fingerprint'] = str(merge.get('fingerprint'))
-        values['merge_ms'] = f'{float(merge.get("merge_ms", math.nan)):.1f}'
-        values['inference_ms.p50'] = f'{_percentile(model, 50):.1f}'
-        values['inference_ms.p99'] = f'{_percentile(model, 99):.1f}'
-        values['step_ms.p50'] = f'{_percentile(step, 50):.1f}'
-        values['step_ms.p99'] = f'{_percentile(step, 99):.1f}'
-        for topic, slot in self._camera_slots.items():
-            entry = images.get(slot)
-            values[f'age_s.{topic}'] = 'never' if entry is None else f'{now - entry.recv:.3f}'
-        values[f'age_s.{self._cfg["joint_states_topic"]}'] = (
-            'never' if joints is None else f'{now - joints.recv:.3f}')
-        values['max_observation_age'] = f'{float(self._cfg["max_observation_age"]):g}'
-        values['chunks_published'] = str(chunks)
-        if self._output_mode == 'stream':
-            values['stream_underruns'] = str(underruns)
-        values['dropped_total'] = str(sum(dropped.values()))
-        for key, count in sorted(dropped.items()):
-            values[f'dropped.{key}'] = str(count)
-        values['dry_run'] = str(bool(self._cfg['dry_run'])).lower()
-        values['episode'] = self._recorder.episode_id or ''
-        status.values = [KeyValue(key=k, value=v) for k, v in values.items()]
-        return status
+    def diagnostics_status(self):
+        """One ``DiagnosticStatus`` (see :mod:`retain_ros.ros.node_diagnostics`)."""
+        return diagnostics_status(self)
 
     def _diagnostics_callback(self) -> None:
+        if not self.context.ok():
+            return
         msg = DiagnosticArray()
         msg.header.stamp = self.get_clock().now().to_msg()
         msg.status = [self.diagnostics_status()]
-        self._diag_pub.publish(msg)
+        try:
+            self._diag_pub.publish(msg)
+        except Exception:  # noqa: B902 - the context went away between the check and here
+            if self.context.ok():
+                raise
 
     # ------------------------------------------------------------------ accessors
+    @property
+    def config(self) -> P.NodeConfig:
+        """The validated configuration now in force."""
+        return self._cfg
+
+    @property
+    def runtime(self) -> Optional[MergedPolicy]:
+        """The merged policy (None when not configured)."""
+        return self._runtime
+
+    @property
+    def inputs(self) -> Optional[InputHub]:
+        """The inputs (None when not active)."""
+        return self._inputs
+
+    @property
+    def episodes(self) -> Optional[EpisodeServices]:
+        """The episode services (None when not configured)."""
+        return self._episodes
+
+    @property
+    def fault(self) -> Optional[str]:
+        """Why the node cannot act until someone intervenes (ERROR in diagnostics), or None."""
+        runtime = self._runtime
+        if runtime is not None and not runtime.valid and runtime.merger is not None:
+            return f'weights invalid: {runtime.invalid_reason}; call ~/reload_weights'
+        return self._limits_fault
+
     @property
     def hold_reason(self) -> Optional[str]:
         """Why the node is holding, or None while it acts."""
@@ -794,18 +812,28 @@ class PolicyNode(Node):
     @property
     def dropped(self) -> Dict[str, int]:
         """Dropped-message counts by input / reason."""
-        with self._io_lock:
-            return dict(self._dropped)
+        with self.stats.lock:
+            return dict(self.stats.dropped)
 
     @property
     def policy(self):
         """The running policy."""
-        return self._policy
+        return None if self._runtime is None else self._runtime.policy
 
     @property
     def merger(self):
         """The live merger."""
-        return self._merger
+        return None if self._runtime is None else self._runtime.merger
+
+
+class _Refused:
+    """``with`` block yielding False (no runtime: nothing may be published)."""
+
+    def __enter__(self):
+        return False
+
+    def __exit__(self, *exc):
+        return False
 
 
 def _plain(value: Any) -> Any:
@@ -832,7 +860,8 @@ def _split_demo(found) -> Tuple[str, List[str]]:
 def _usage() -> str:
     lines = ['usage: retain-ros node [--ros-args -p NAME:=VALUE ... --params-file FILE]',
              '       ros2 run retain_ros policy_node [--ros-args ...]', '',
-             f'Runs the {NODE_NAME} node. Alpha convention: {CONVENTION}.', '', 'parameters:']
+             f'Runs the {NODE_NAME} lifecycle node. Alpha convention: {CONVENTION}.', '',
+             'parameters:']
     for spec in P.PARAMS:
         flag = ' (read-only)' if spec.read_only else ''
         lines.append(f'  {spec.name} [{spec.type.name.lower()}] default={spec.default!r}{flag}')

@@ -1,8 +1,10 @@
 """The ``sim_robot`` node: a simulated arm, its controllers and its camera, on real ROS topics.
 
 It stands in for a robot with ros2_control: it consumes the same
-``trajectory_msgs/JointTrajectory`` chunks a joint_trajectory_controller would (and the
-``Float64MultiArray`` commands of a forward position controller), steps the
+``trajectory_msgs/JointTrajectory`` chunks a joint_trajectory_controller would, timed and
+sampled exactly as JTC does (:mod:`retain_ros.control.trajectory_follower`: stamp 0 = start now,
+a trajectory that ends in the past is rejected, past points skipped), and the
+``Float64MultiArray`` commands of a forward position controller; it steps the
 :class:`retain_ros.sim.world.SimWorld` physics in real time, and publishes
 ``sensor_msgs/JointState`` and an RGB ``sensor_msgs/Image``. Tasks are named in language; the
 instruction of the current scene is published (transient local) so the policy node picks it up.
@@ -51,8 +53,6 @@ from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
 NODE_NAME = 'sim_robot'
-#: a header stamp further than this from the node's clock is ignored (clock mismatch)
-MAX_STAMP_SKEW = 60.0
 #: how long a pending end_episode call waits for the policy node's service to appear (s)
 END_EPISODE_WAIT = 10.0
 
@@ -208,21 +208,13 @@ class SimRobotNode(Node):
         return response
 
     def trajectory_callback(self, msg: JointTrajectory) -> None:
-        now = self._now()
+        # as joint_trajectory_controller: stamp 0 = start at the next update; a trajectory
+        # that ends before now is rejected; the next physics step picks it up
         stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
-        start = now
-        if stamp > 0.0:
-            if abs(stamp - now) <= MAX_STAMP_SKEW:
-                start = stamp
-            else:
-                self.get_logger().warning(
-                    f'trajectory stamp {stamp:.3f} is {stamp - now:+.1f} s off the node clock; '
-                    'starting it on receipt', throttle_duration_sec=5.0)
         points = [(pt.time_from_start.sec + pt.time_from_start.nanosec * 1e-9, pt.positions)
                   for pt in msg.points]
         try:
-            self.follower.set_trajectory(msg.joint_names, points, start,
-                                         self.world.joint_positions())
+            self.follower.set_trajectory(msg.joint_names, points, stamp, self._now())
         except TrajectoryError as exc:
             self.rejected += 1
             self.get_logger().warning(f'trajectory rejected: {exc}', throttle_duration_sec=2.0)
@@ -240,7 +232,9 @@ class SimRobotNode(Node):
         # real-time stepping; a stalled process does not teleport the arm
         dt = min(max(dt, 0.0), 5.0 * self._physics_dt)
         self._last_step = now
-        self.world.set_joint_targets(self.follower.sample(now))
+        # the controller update: the command is the trajectory one period ahead (Jazzy's JTC)
+        self.world.set_joint_targets(
+            self.follower.update(now, self.world.joint_positions(), self._physics_dt))
         self.follower.settle(now)
         self.world.step(dt)
         q = self.world.joint_positions()

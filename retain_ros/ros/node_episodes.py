@@ -1,0 +1,121 @@
+"""Evaluation episodes of the ``retain_policy`` node: ``~/start_episode`` / ``~/end_episode``.
+
+Each episode appends one JSON line (α per group, recipe, fingerprint, instruction, outcome,
+chunks, latency) to ``episode_log``; with an ``alpha_schedule`` each start applies the next
+setting (seeded, block-shuffled, optionally blind) through the alpha parameters.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any
+from typing import Dict
+
+from rclpy.parameter import Parameter
+
+from retain_ros.evaluation.episodes import EpisodeRecorder
+from retain_ros.evaluation.schedule import AlphaSchedule
+from retain_ros.ros import params as P
+
+
+class EpisodeServices:
+    """Episode bookkeeping of one node.
+
+    :param node: the :class:`~retain_ros.ros.policy_node.PolicyNode`.
+    :param config: its :class:`~retain_ros.ros.params.NodeConfig` at configure time.
+    :raises ValueError: an invalid ``alpha_schedule``.
+    """
+
+    def __init__(self, node, config):
+        self._node = node
+        self.path = config.episode_log or P.default_episode_log()
+        self.recorder = EpisodeRecorder(self.path)
+        self.blind = bool(config.blind)
+        self.schedule = None
+        settings = [s for s in config.alpha_schedule if str(s).strip()]
+        if settings:
+            self.schedule = AlphaSchedule(settings, repeats=int(config.schedule_repeats),
+                                          seed=int(config.schedule_seed), blind=self.blind)
+            node.get_logger().info(
+                f'alpha schedule: {len(settings)} setting(s) x {self.schedule.repeats} = '
+                f'{self.schedule.total} episodes'
+                + (' (blind)' if self.blind else f': {settings}'))
+        node.get_logger().info(f'episode log: {self.path}')
+
+    @property
+    def active(self) -> bool:
+        """Whether an episode runs."""
+        return self.recorder.active
+
+    def busy_reason(self, what: str) -> str:
+        """The refusal of a weight change while an episode runs."""
+        return (f'episode {self.recorder.episode_id} is running; end it before {what} (its log '
+                'line must describe one set of weights)')
+
+    def start_callback(self, request, response):
+        node = self._node
+        if not node.is_active:
+            response.success = False
+            response.message = f'the node is not active ({node.lifecycle_state}); activate it'
+            return response
+        if self.recorder.active:
+            response.success = False
+            response.message = (f'episode {self.recorder.episode_id} is still running; call '
+                                '~/end_episode first')
+            return response
+        label = ''
+        if self.schedule is not None:
+            try:
+                setting = self.schedule.next()
+            except StopIteration:
+                response.success = False
+                response.message = (f'alpha schedule exhausted ({self.schedule.total} '
+                                    'episodes done)')
+                return response
+            label = self.schedule.label(setting)
+            result = node.set_parameters_atomically(
+                [Parameter(k, Parameter.Type.DOUBLE, float(v)) for k, v in setting.items()])
+            if not result.successful:
+                response.success = False
+                response.message = f'cannot apply schedule setting {label}: {result.reason}'
+                return response
+        runtime = node.runtime
+        runtime.reset()
+        node.flush_commands()
+        state = runtime.state
+        cfg = node.config
+        instruction = node.inputs.instruction or cfg.default_instruction
+        episode_id = self.recorder.start(
+            instruction, tag=cfg.episode_tag, alphas=state.alphas, recipe=state.recipe,
+            fingerprint=state.fingerprint, alpha_hidden=self.blind)
+        reply: Dict[str, Any] = {'episode_id': episode_id, 'tag': cfg.episode_tag,
+                                 'instruction': instruction}
+        if label:
+            reply['setting'] = label
+            reply['remaining'] = self.schedule.remaining
+        if not self.blind:
+            reply['alpha'] = state.alphas
+        reply['fingerprint'] = state.fingerprint
+        response.success = True
+        response.message = json.dumps(reply)
+        node.get_logger().info(f'episode started: {response.message}')
+        return response
+
+    def end_callback(self, request, response):
+        if not self.recorder.active:
+            response.success = False
+            response.message = 'no episode is running; call ~/start_episode first'
+            return response
+        try:
+            line = self.recorder.end(bool(request.data))
+        except OSError as exc:
+            response.success = False
+            response.message = f'cannot write the episode log: {exc}'
+            return response
+        reply = {k: line.get(k) for k in ('episode_id', 'success', 'duration_s', 'chunks',
+                                          'latency_ms', 'tag')}
+        if not self.blind:
+            reply['alpha'] = line.get('alpha')
+        response.success = True
+        response.message = json.dumps(reply)
+        self._node.get_logger().info(f'episode ended: {response.message}')
+        return response

@@ -1,0 +1,363 @@
+"""Inputs of the ``retain_policy`` node: cameras, instruction, joint state; ages from stamps.
+
+- each input keeps only its latest message (a one-slot buffer), converted;
+- camera messages are only checked in the executor callback (declared sizes, the PNG / JPEG
+  header's dimensions); converting and decoding run on the node's decode thread, so a huge or
+  slow image never stalls subscriptions, services or parameter sets;
+- the *time* of an input is its header stamp minus ``clock_offset`` (the arrival time when the
+  stamp is zero); its age is ``now - time`` on the node's clock. A camera driver that freezes
+  and keeps republishing the same stamp therefore ages and makes the node hold;
+- the instruction has two subscriptions feeding one callback: a volatile one (connects to every
+  reliable publisher, e.g. ``ros2 topic pub``) and a transient-local one (also receives the last
+  message a latched publisher sent before this node started). A transient-local subscription
+  alone never connects to a volatile publisher;
+- a publisher whose QoS is incompatible with a subscription is reported by a clear warning and
+  counted in ``/diagnostics`` (the transient-local instruction subscription is exempt: volatile
+  publishers reach the node through its volatile twin).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+import functools
+import threading
+import time
+from typing import Any
+from typing import Callable
+from typing import Dict
+from typing import List
+from typing import Optional
+from typing import Tuple
+
+from rclpy.qos import DurabilityPolicy
+from rclpy.qos import HistoryPolicy
+from rclpy.qos import QoSPolicyKind
+from rclpy.qos import QoSProfile
+from rclpy.qos import ReliabilityPolicy
+from sensor_msgs.msg import CompressedImage
+from sensor_msgs.msg import Image
+from sensor_msgs.msg import JointState
+from std_msgs.msg import String
+
+from retain_ros.policies.base import Observation
+from retain_ros.ros.conversions import check_compressed
+from retain_ros.ros.conversions import ConversionError
+from retain_ros.ros.conversions import is_compressed_topic
+from retain_ros.ros.conversions import joint_state_to_vector
+from retain_ros.ros.conversions import MAX_SIDE
+from retain_ros.ros.conversions import stamp_to_sec
+from retain_ros.ros.conversions import to_rgb
+
+try:  # Iron and newer
+    from rclpy.event_handler import SubscriptionEventCallbacks
+except ImportError:  # Humble
+    from rclpy.qos_event import SubscriptionEventCallbacks
+
+#: cameras and joint states: best effort (compatible with every publisher), latest only
+SENSOR_QOS = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST,
+                        reliability=ReliabilityPolicy.BEST_EFFORT)
+#: latched topics (``~/merge_state``; the instruction's transient-local subscription)
+LATCHED_QOS = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST,
+                         reliability=ReliabilityPolicy.RELIABLE,
+                         durability=DurabilityPolicy.TRANSIENT_LOCAL)
+#: the instruction's volatile subscription (what ``ros2 topic pub`` offers by default)
+INSTRUCTION_QOS = QoSProfile(depth=10, history=HistoryPolicy.KEEP_LAST,
+                             reliability=ReliabilityPolicy.RELIABLE,
+                             durability=DurabilityPolicy.VOLATILE)
+
+
+@dataclass
+class Slot:
+    """Latest message of one input, converted.
+
+    :param value: the converted value (RGB array, position vector).
+    :param recv: ``time.monotonic()`` at arrival.
+    :param stamp: header stamp (s), 0 when none.
+    :param time: the input's time on the node's clock (s): ``stamp - clock_offset``, or the
+        arrival time when the stamp is 0.
+    :param convert_ms: conversion time.
+    """
+
+    value: Any
+    recv: float
+    stamp: float
+    time: float
+    convert_ms: float = 0.0
+
+
+@dataclass
+class ObservationInfo:
+    """What the chunk of an observation is timed from.
+
+    :param time: observation time on the node's clock (s): the joint state's time.
+    :param image_stamps: header stamps of the images used.
+    :param obs_ready: monotonic time the newest input arrived.
+    :param convert_ms: conversion time of the images used.
+    """
+
+    time: float
+    image_stamps: Tuple[float, ...]
+    obs_ready: float
+    convert_ms: float
+
+
+class _Decoder:
+    """The decode thread: converts the latest pending camera message of each slot."""
+
+    def __init__(self, convert: Callable[[str, str, Any, float, float], None]):
+        self._convert = convert
+        self._cond = threading.Condition()
+        self._pending: Dict[str, Tuple[str, Any, float, float]] = {}
+        self._stop = False
+        self._thread = threading.Thread(target=self._run, name='retain_policy.decode',
+                                        daemon=True)
+        self._thread.start()
+
+    def put(self, topic: str, slot: str, msg: Any, recv: float, recv_ros: float) -> None:
+        with self._cond:
+            self._pending[slot] = (topic, msg, recv, recv_ros)   # older pending ones are dropped
+            self._cond.notify()
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stop = True
+            self._cond.notify()
+        self._thread.join(timeout=5.0)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._pending and not self._stop:
+                    self._cond.wait()
+                if self._stop:
+                    return
+                work, self._pending = self._pending, {}
+            for slot, (topic, msg, recv, recv_ros) in work.items():
+                self._convert(topic, slot, msg, recv, recv_ros)
+
+
+class InputHub:
+    """Subscriptions and latest values of the node's inputs.
+
+    :param node: the node (subscriptions, logger, clock).
+    :param camera_slots: camera topic -> the policy's camera slot, in slot order.
+    :param config: callable returning the node's current
+        :class:`~retain_ros.ros.params.NodeConfig`.
+    :param drop: ``drop(key, reason)`` counts and logs a dropped message.
+    :param on_joint_names: called with the joint names taken from the first JointState when
+        ``joint_names`` is empty; returns an error string to refuse them (limits do not fit).
+    """
+
+    def __init__(self, node, camera_slots: Dict[str, str], config: Callable[[], Any],
+                 drop: Callable[[str, str], None],
+                 on_joint_names: Optional[Callable[[List[str]], Optional[str]]] = None):
+        self._node = node
+        self.camera_slots = dict(camera_slots)
+        self._config = config
+        self._drop = drop
+        self._on_joint_names = on_joint_names
+        self._lock = threading.Lock()
+        self._images: Dict[str, Slot] = {}
+        self._joints: Optional[Slot] = None
+        self._instruction: Optional[str] = None
+        self._joint_names: List[str] = list(config().joint_names)
+        self._subscriptions: List[Any] = []
+        self._decoder: Optional[_Decoder] = None
+        self.qos_incompatible: Dict[str, int] = {}
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> None:
+        """Create the subscriptions and the decode thread (on activate)."""
+        cfg = self._config()
+        self._decoder = _Decoder(self._convert)
+        for topic, slot in self.camera_slots.items():
+            msg_type = CompressedImage if is_compressed_topic(topic) else Image
+            self._subscribe(msg_type, topic, functools.partial(self._camera_callback, topic,
+                                                               slot), SENSOR_QOS)
+        self._subscribe(JointState, cfg.joint_states_topic, self._joint_state_callback,
+                        SENSOR_QOS)
+        self._subscribe(String, cfg.instruction_topic, self._instruction_callback,
+                        INSTRUCTION_QOS)
+        self._subscribe(String, cfg.instruction_topic, self._instruction_callback, LATCHED_QOS,
+                        warn=False)
+
+    def stop(self) -> None:
+        """Destroy the subscriptions and stop the decode thread (on deactivate)."""
+        for sub in self._subscriptions:
+            self._node.destroy_subscription(sub)
+        self._subscriptions = []
+        if self._decoder is not None:
+            self._decoder.stop()
+            self._decoder = None
+        with self._lock:
+            self._images.clear()
+            self._joints = None
+
+    def _subscribe(self, msg_type, topic: str, callback, qos, warn: bool = True) -> None:
+        if warn:
+            events = SubscriptionEventCallbacks(
+                incompatible_qos=functools.partial(self._incompatible_qos, topic, qos))
+        else:
+            events = SubscriptionEventCallbacks(incompatible_qos=lambda info: None)
+        self._subscriptions.append(self._node.create_subscription(
+            msg_type, topic, callback, qos, event_callbacks=events))
+
+    def _incompatible_qos(self, topic: str, qos: QoSProfile, info) -> None:
+        try:
+            policy = QoSPolicyKind(int(info.last_policy_kind)).name
+        except (ValueError, TypeError):
+            policy = str(info.last_policy_kind)
+        with self._lock:
+            self.qos_incompatible[topic] = int(info.total_count)
+        self._node.get_logger().warning(
+            f'{topic}: a publisher offers QoS incompatible with this subscription '
+            f'(policy {policy}; the node subscribes with reliability='
+            f'{qos.reliability.name.lower()}, durability={qos.durability.name.lower()}); its '
+            'messages never arrive: change the publisher QoS')
+
+    # ------------------------------------------------------------------ callbacks
+    def _now(self) -> float:
+        return self._node.get_clock().now().nanoseconds * 1e-9
+
+    def _time_of(self, stamp: float, recv_ros: float) -> float:
+        return stamp - self._config().clock_offset if stamp > 0 else recv_ros
+
+    def _camera_callback(self, topic: str, slot: str, msg) -> None:
+        # cheap checks only: no conversion or decoding on the executor thread
+        try:
+            if hasattr(msg, 'format') and not hasattr(msg, 'encoding'):
+                check_compressed(msg)
+            elif not (0 < int(msg.height) <= MAX_SIDE and 0 < int(msg.width) <= MAX_SIDE):
+                raise ConversionError(f'bad image size {msg.width}x{msg.height}')
+        except ConversionError as exc:
+            self._drop(f'image {topic}', str(exc))
+            return
+        decoder = self._decoder
+        if decoder is not None:
+            decoder.put(topic, slot, msg, time.monotonic(), self._now())
+
+    def _convert(self, topic: str, slot: str, msg, recv: float, recv_ros: float) -> None:
+        t0 = time.perf_counter()
+        try:
+            rgb = to_rgb(msg)
+        except ConversionError as exc:
+            self._drop(f'image {topic}', str(exc))
+            return
+        except Exception as exc:  # noqa: B902 - a bad image must not kill the decode thread
+            self._drop(f'image {topic}', f'{type(exc).__name__}: {exc}')
+            return
+        stamp = stamp_to_sec(msg.header.stamp)
+        entry = Slot(rgb, recv, stamp, self._time_of(stamp, recv_ros),
+                     (time.perf_counter() - t0) * 1e3)
+        with self._lock:
+            self._images[slot] = entry
+
+    def _joint_state_callback(self, msg: JointState) -> None:
+        with self._lock:
+            names = list(self._joint_names)
+        if not names:
+            names = list(msg.name)
+            if not names:
+                self._drop('joint_states', 'joint_names is empty and the JointState has no names')
+                return
+            if self._on_joint_names is not None:
+                refused = self._on_joint_names(names)
+                if refused:
+                    self._drop('joint_states', refused)
+                    return
+            with self._lock:
+                self._joint_names = names
+            self._node.get_logger().info(f'joint order from the first JointState: {names}')
+        try:
+            positions = joint_state_to_vector(msg, names)
+        except ConversionError as exc:
+            self._drop('joint_states', str(exc))
+            return
+        stamp = stamp_to_sec(msg.header.stamp)
+        with self._lock:
+            self._joints = Slot(positions, time.monotonic(), stamp,
+                                self._time_of(stamp, self._now()))
+
+    def _instruction_callback(self, msg: String) -> None:
+        text = str(msg.data)
+        cap = int(self._config().max_instruction_chars)
+        if len(text) > cap:
+            self._drop('instruction_truncated', f'instruction of {len(text)} characters cut '
+                       f'to max_instruction_chars={cap}')
+            text = text[:cap]
+        with self._lock:
+            changed = text != self._instruction
+            self._instruction = text
+        if changed:
+            shown = text if len(text) <= 200 else text[:200] + '...'
+            self._node.get_logger().info(f'instruction: {shown!r}')
+
+    # ------------------------------------------------------------------ reading
+    @property
+    def joint_names(self) -> List[str]:
+        """The joint order (``joint_names``, or the first JointState's)."""
+        with self._lock:
+            return list(self._joint_names)
+
+    @property
+    def instruction(self) -> Optional[str]:
+        """The last instruction received (None before the first one)."""
+        with self._lock:
+            return self._instruction
+
+    def ages(self, now: Optional[float] = None) -> Dict[str, Optional[float]]:
+        """Age (s) of every input by topic; None when none arrived."""
+        now = self._now() if now is None else now
+        with self._lock:
+            images = dict(self._images)
+            joints = self._joints
+        out: Dict[str, Optional[float]] = {}
+        for topic, slot in self.camera_slots.items():
+            entry = images.get(slot)
+            out[topic] = None if entry is None else now - entry.time
+        out[self._config().joint_states_topic] = None if joints is None else now - joints.time
+        return out
+
+    def observation(self) -> Tuple[Optional[Observation], Optional[str],
+                                   Optional[ObservationInfo]]:
+        """The latest observation, or the reason to hold: ``(obs, None, info)`` / ``(None, why,
+        None)``."""
+        cfg = self._config()
+        now = self._now()
+        max_age = float(cfg.max_observation_age)
+        with self._lock:
+            images = dict(self._images)
+            joints = self._joints
+            instruction = self._instruction
+            names = list(self._joint_names)
+        missing = [t for t, s in self.camera_slots.items() if s not in images]
+        if missing:
+            return None, f'no image yet on {", ".join(missing)}', None
+        if joints is None:
+            return None, 'no joint_states yet', None
+        inputs = [(t, images[s]) for t, s in self.camera_slots.items()]
+        inputs.append((cfg.joint_states_topic, joints))
+        for topic, entry in inputs:
+            age = now - entry.time
+            what = 'header stamp' if entry.stamp > 0 else 'arrival'
+            if age > max_age:
+                return None, (f'stale {topic} ({age:.2f} s > {max_age:g} s since its {what}'
+                              + ('; a frozen stamp, or set clock_offset)' if entry.stamp > 0
+                                 else ')')), None
+            if age < -max_age:
+                return None, (f'{topic} is stamped {-age:.2f} s in the future: its clock is '
+                              'ahead of this node (set clock_offset)'), None
+        if not instruction:
+            instruction = cfg.default_instruction
+        if not instruction:
+            return None, ('no instruction: publish one on '
+                          f'{cfg.instruction_topic} or set default_instruction'), None
+        if joints.value.shape[0] != len(names):
+            return None, 'joint state does not match joint_names', None
+        used = [images[s] for s in self.camera_slots.values()]
+        info = ObservationInfo(
+            time=joints.time, image_stamps=tuple(s.stamp for s in used),
+            obs_ready=max([s.recv for s in used] + [joints.recv]),
+            convert_ms=sum(s.convert_ms for s in used))
+        obs = Observation(images={s: images[s].value for s in self.camera_slots.values()},
+                          instruction=instruction, state=joints.value.copy())
+        return obs, None, info

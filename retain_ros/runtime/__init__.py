@@ -1,0 +1,1 @@
+"""The merged policy the node runs: policy, live merger, lock, generation, validity (no ROS)."""

@@ -1,0 +1,317 @@
+"""``MergedPolicy``: one policy, its live merger, a lock, a merge generation and a validity flag.
+
+No ROS here. The node talks to the weights only through this object::
+
+    runtime = MergedPolicy(policy, merger)
+    chunk, generation = runtime.predict(observation)     # under the model lock
+    ...                                                   # safety filter, message build
+    with runtime.current(generation) as ok:               # short lock, taken by set_spec too
+        if ok:
+            publish(chunk)                                # never from older weights
+
+- :meth:`set_spec` re-merges in place (``LiveMerger.apply``) between two predictions and bumps the
+  generation before it returns, so a chunk computed with the old weights can no longer pass
+  :meth:`current` once the set has returned;
+- a merge that failed AND could not restore the previous weights leaves the module half-merged:
+  the runtime is then *invalid* (:attr:`valid` False, :attr:`invalid_reason` says why),
+  :meth:`predict` refuses, and only a successful :meth:`reload` makes it valid again;
+- :meth:`reload` opens and validates the new files outside the lock (a bad file is refused
+  without stopping inference), then re-reads and swaps under the lock.
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+import gc
+import logging
+import threading
+import time
+from typing import Any
+from typing import Dict
+from typing import Iterator
+from typing import Optional
+from typing import Tuple
+
+import numpy as np
+
+from retain_ros.merging.engine import CONVENTION
+from retain_ros.merging.errors import MergeError
+from retain_ros.merging.spec import MergeSpec
+from retain_ros.merging.spec import RECIPES
+from retain_ros.policies.base import ActionChunk
+from retain_ros.policies.base import Observation
+
+LOG = logging.getLogger(__name__)
+
+#: the alpha convention, one string for logs, replies and ``~/merge_state``
+ALPHA_CONVENTION = CONVENTION
+#: merge recipe names (the merging library's)
+RECIPE_NAMES = RECIPES
+#: what a failed restore says (merging.live); matched when the merger has no dedicated flag
+_RESTORE_FAILED = 'restoring the previous weights failed'
+#: warm-up image side when the policy declares none
+WARMUP_SIDE = 224
+
+
+class RuntimeInvalidError(RuntimeError):
+    """The weights are inconsistent (a failed merge could not be undone); reload them."""
+
+
+def restore_failed(exc: BaseException, merger: Any = None) -> bool:
+    """Whether a merge failure left the module's weights inconsistent.
+
+    Uses the merger's own signal when it has one (an error class or flag named ``restore``), else
+    the message of :mod:`retain_ros.merging.live` for a failed restore, and treats any exception
+    that is not a :class:`MergeError` (the merger did not get to restore) as inconsistent.
+    """
+    if merger is not None and getattr(merger, 'weights_consistent', True) is False:
+        return True
+    chain = []
+    seen = exc
+    while seen is not None and len(chain) < 10:
+        chain.append(seen)
+        seen = seen.__cause__ or seen.__context__
+    for item in chain:
+        if 'restore' in type(item).__name__.lower():
+            return True
+        if _RESTORE_FAILED in str(item):
+            return True
+    return not isinstance(exc, MergeError)
+
+
+class MergedPolicy:
+    """The merged policy the node runs (see the module docstring).
+
+    :param policy: a :class:`~retain_ros.policies.base.Policy` whose module ``merger`` owns.
+    :param merger: the :class:`~retain_ros.merging.live.LiveMerger` of ``policy.module``.
+    """
+
+    def __init__(self, policy, merger):
+        self._policy = policy
+        self._merger = merger
+        self._model_lock = threading.RLock()   # predict, merge, reload
+        self._gen_lock = threading.Lock()      # generation / validity: short, also for publish
+        self._generation = 1
+        self._invalid: Optional[str] = None
+        self.warmup_ms: Optional[float] = None
+
+    # ------------------------------------------------------------------ state
+    @property
+    def policy(self):
+        """The policy (do not call ``predict`` on it directly: use :meth:`predict`)."""
+        return self._policy
+
+    @property
+    def merger(self):
+        """The live merger."""
+        return self._merger
+
+    @property
+    def state(self):
+        """The live :class:`~retain_ros.merging.live.MergeState`."""
+        return self._merger.state
+
+    @property
+    def generation(self) -> int:
+        """Merge generation: bumped by every weight change (and by an invalidation)."""
+        with self._gen_lock:
+            return self._generation
+
+    @property
+    def valid(self) -> bool:
+        """False after a failed restore, until a successful :meth:`reload`."""
+        with self._gen_lock:
+            return self._invalid is None
+
+    @property
+    def invalid_reason(self) -> Optional[str]:
+        """Why the runtime is invalid, or None."""
+        with self._gen_lock:
+            return self._invalid
+
+    def is_current(self, generation: int) -> bool:
+        """Whether ``generation`` is the live one and the weights are valid."""
+        with self._gen_lock:
+            return self._invalid is None and generation == self._generation
+
+    @contextmanager
+    def current(self, generation: int) -> Iterator[bool]:
+        """Hold the generation lock; yield whether ``generation`` is live and valid.
+
+        Publish or queue a chunk inside this block only when it yields True: a :meth:`set_spec`
+        that returned has bumped the generation under this lock, so nothing computed with the
+        previous weights gets out afterwards. Keep the block short (no inference in it).
+        """
+        with self._gen_lock:
+            yield self._invalid is None and generation == self._generation
+
+    def _bump(self, invalid: Optional[str] = None) -> int:
+        with self._gen_lock:
+            self._generation += 1
+            self._invalid = invalid
+            return self._generation
+
+    # ------------------------------------------------------------------ inference
+    def predict(self, observation: Observation, noise: Any = None,
+                guidance: Any = None) -> Tuple[ActionChunk, int]:
+        """Predict one chunk; return it with the generation of the weights it was computed with.
+
+        :raises RuntimeInvalidError: when the weights are inconsistent.
+        """
+        with self._model_lock:
+            with self._gen_lock:
+                if self._invalid is not None:
+                    raise RuntimeInvalidError(self._invalid)
+                generation = self._generation
+            chunk = self._policy.predict(observation, noise=noise, guidance=guidance)
+        return chunk, generation
+
+    def reset(self) -> None:
+        """Forget episode state of the policy (between episodes)."""
+        with self._model_lock:
+            self._policy.reset()
+
+    def warm_up(self, instruction: str = 'warm up') -> float:
+        """One prediction on a blank observation (first-call allocations); its milliseconds."""
+        size = getattr(getattr(self._policy, 'spec', None), 'image_size', None) or (
+            WARMUP_SIDE, WARMUP_SIDE)
+        images = {name: np.zeros((int(size[0]), int(size[1]), 3), np.uint8)
+                  for name in self._policy.camera_names}
+        stats = getattr(self._policy, 'stats', None)
+        state = (np.asarray(stats.state_mean, dtype=np.float64) if stats is not None
+                 else np.zeros(int(self._policy.state_dim), np.float64))
+        t0 = time.perf_counter()
+        chunk, _ = self.predict(Observation(images=images, instruction=instruction, state=state))
+        self.reset()
+        self.warmup_ms = (time.perf_counter() - t0) * 1e3
+        if not np.all(np.isfinite(chunk.actions)):
+            LOG.warning('warm-up prediction is not finite: check the checkpoints')
+        return self.warmup_ms
+
+    # ------------------------------------------------------------------ weights
+    def set_spec(self, spec: MergeSpec):
+        """Re-merge with ``spec`` in place, between two predictions; all-or-nothing.
+
+        :return: the new :class:`~retain_ros.merging.live.MergeState`.
+        :raises MergeError: the merge failed and the previous weights were restored (still valid).
+        :raises RuntimeInvalidError: the merge failed and the restore failed too: the runtime is
+            invalid until a successful :meth:`reload`.
+        """
+        with self._model_lock:
+            if self._invalid_now():
+                raise RuntimeInvalidError(
+                    f'{self.invalid_reason}; reload the weights (~/reload_weights) first')
+            try:
+                state = self._merger.apply(spec)
+            except Exception as exc:  # noqa: B902 - classify every failure
+                self._fail(exc)
+                raise
+            self._policy.reset()
+            self._bump()
+        return state
+
+    def reload(self):
+        """Re-open the checkpoints and re-merge the current spec; all-or-nothing.
+
+        The files are opened and validated first, outside the lock (inference goes on; a bad file
+        is refused here), then re-read and swapped in under the lock. A successful reload makes an
+        invalid runtime valid again.
+
+        :return: the new :class:`~retain_ros.merging.live.MergeState`.
+        :raises MergeError: files unreadable or not fitting; the previous weights stay (and an
+            invalid runtime stays invalid).
+        """
+        self.validate_sources()
+        with self._model_lock:
+            was_invalid = self._invalid_now()
+            try:
+                state = self._merger.reload()
+            except Exception as exc:  # noqa: B902
+                if not was_invalid:
+                    self._fail(exc)
+                raise
+            self._policy.reset()
+            self._bump()
+        if was_invalid:
+            LOG.info('weights reloaded: the runtime is valid again')
+        return state
+
+    def validate_sources(self) -> None:
+        """Open the checkpoint files again and check them (keys, shapes) without merging.
+
+        :raises MergeError: with the reason (names the file).
+        """
+        from retain_ros.merging.engine import open_sources
+        from retain_ros.merging.engine import validate_sources
+
+        pre, fts = self._merger.sources
+        try:
+            new_pre, new_fts = open_sources(pre.path, [f.path for f in fts],
+                                            getattr(self._merger, 'family', 'auto'))
+            validate_sources(new_pre, new_fts)
+        except MergeError:
+            raise
+        except Exception as exc:  # noqa: B902 - any unreadable file is a refused reload
+            raise MergeError(f'reload refused: {type(exc).__name__}: {exc}') from exc
+        ours = set(pre.keys())
+        theirs = set(new_pre.keys())
+        if ours != theirs:
+            raise MergeError(
+                f'reload refused: {new_pre.path} no longer holds the same tensors '
+                f'({len(theirs - ours)} new, {len(ours - theirs)} missing)')
+        for key in ours:
+            if tuple(pre.shape(key)) != tuple(new_pre.shape(key)):
+                raise MergeError(f'reload refused: tensor {key!r} changed shape in '
+                                 f'{new_pre.file_of(key)}')
+
+    def invalidate(self, reason: str) -> None:
+        """Mark the weights inconsistent (used when a failure left them so)."""
+        LOG.error('merged policy invalid: %s', reason)
+        self._bump(invalid=reason)
+
+    def _invalid_now(self) -> bool:
+        with self._gen_lock:
+            return self._invalid is not None
+
+    def _fail(self, exc: BaseException) -> None:
+        if restore_failed(exc, self._merger):
+            self.invalidate(f'a failed merge could not restore the previous weights ({exc}); '
+                            'the weights are inconsistent')
+            raise RuntimeInvalidError(self.invalid_reason) from exc
+
+    # ------------------------------------------------------------------ teardown
+    def release(self) -> None:
+        """Drop the policy and the merger and free their memory (CUDA cache included)."""
+        with self._model_lock:
+            self._bump(invalid='released')
+            self._policy = None
+            self._merger = None
+        gc.collect()
+        try:
+            import torch
+
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        except ImportError:  # pragma: no cover - torch is a dependency
+            pass
+
+    def describe(self, blind: bool = False) -> str:
+        """One line: recipe, alpha per group (unless ``blind``), fingerprint."""
+        state = self.state
+        if blind:
+            return (f'recipe={state.recipe} alpha hidden (blind evaluation) '
+                    f'fingerprint={state.fingerprint}')
+        per = ', '.join(f'{g}={a:g}' if isinstance(a, (int, float)) else f'{g}={a}'
+                        for g, a in state.alphas.items())
+        return (f'recipe={state.recipe} alpha (weight on finetuned) per group: {per}; '
+                f'fingerprint={state.fingerprint}')
+
+    def state_dict(self, blind: bool = False) -> Dict[str, Any]:
+        """``~/merge_state`` content: alpha per group (hidden when blind), recipe, fingerprint."""
+        data = dict(self.state.to_dict())
+        data.setdefault('convention', ALPHA_CONVENTION)
+        data['generation'] = self.generation
+        data['valid'] = self.valid
+        if blind:
+            data['alpha'] = 'hidden'
+            data['blind'] = True
+        return data
