@@ -63,8 +63,8 @@ def restore_failed(exc: BaseException, merger: Any = None) -> bool:
     the message of :mod:`retain_ros.merging.live` for a failed restore, and treats any exception
     that is not a :class:`MergeError` (the merger did not get to restore) as inconsistent.
     """
-    if merger is not None and getattr(merger, 'weights_consistent', True) is False:
-        return True
+    if merger is not None and getattr(merger, 'valid', True) is False:
+        return True  # LiveMerger.valid: False after a RestoreFailedError
     chain = []
     seen = exc
     while seen is not None and len(chain) < 10:
