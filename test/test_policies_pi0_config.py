@@ -216,7 +216,8 @@ def test_processor_bad_inputs(processor):
 
 def test_lerobot_stats_loader(tmp_path):
     stats = load_norm_stats(os.path.join(DATA, 'lerobot_smolvla_tiny_processor'), 8, 7)
-    assert stats.source.endswith('policy_preprocessor_step_5_normalizer_processor.safetensors')
+    assert 'policy_preprocessor_step_5_normalizer_processor.safetensors' in stats.source
+    assert stats.source.endswith('policy_postprocessor_step_0_unnormalizer_processor.safetensors')
     np.testing.assert_array_equal(stats.state_std, np.ones(8))
     assert stats.action_mean.shape == (7,)
     d = tmp_path / 'only_post'
@@ -227,7 +228,7 @@ def test_lerobot_stats_loader(tmp_path):
                'action.std': np.ones(2, np.float32)},
               str(d / 'policy_preprocessor_step_3_normalizer_processor.safetensors'))
     assert load_norm_stats(str(d)).action_mean.tolist() == [3.0, 3.0]
-    with pytest.raises(ValueError, match='shape'):
+    with pytest.raises(ValueError, match='width 2, the model expects 3'):
         load_norm_stats(str(d), 3, 2)
 
 
