@@ -84,6 +84,9 @@ class Pi0Spec:
     :param tokenizer_max_length: text tokens (bos + instruction + newline), padded/truncated.
     :param control_period: seconds between two actions of a chunk.
     :param policy_config: the LeRobot-style policy config dict (written back on save).
+    :param image_pad_order: ``lerobot`` (LeRobot checkpoints: resize-with-pad pads with -1 before
+        ``x * 2 - 1``, pads reach the tower as -3) or ``openpi`` (pads are -1); see
+        :mod:`retain_ros.policies.images`. ``config.json`` may set it explicitly.
     """
 
     hf_config: Any
@@ -94,6 +97,7 @@ class Pi0Spec:
     tokenizer_max_length: int = 48
     control_period: float = DEFAULT_CONTROL_PERIOD
     policy_config: Dict[str, Any] = field(default_factory=dict)
+    image_pad_order: str = 'lerobot'
 
     @property
     def chunk_size(self) -> int:
@@ -220,6 +224,9 @@ def _check_dims(spec: Pi0Spec) -> None:
     if int(vision.image_size) % int(vision.patch_size):
         raise ValueError(f'image size {vision.image_size} is not a multiple of the patch size '
                          f'{vision.patch_size}')
+    if spec.image_pad_order not in ('lerobot', 'openpi'):
+        raise ValueError(f'image_pad_order must be lerobot or openpi, got '
+                         f'{spec.image_pad_order!r}')
     if spec.control_period <= 0:
         raise ValueError(f'control_period={spec.control_period} must be > 0')
 
@@ -267,7 +274,7 @@ def lerobot_to_hf_kwargs(cfg: Dict[str, Any]) -> Dict[str, Any]:
 
 
 _HF_EXTRA_KEYS = ('camera_names', 'state_dim', 'action_dim', 'control_period',
-                  'tokenizer_max_length', 'policy_config')
+                  'tokenizer_max_length', 'policy_config', 'image_pad_order')
 
 
 def pi0_config_from_dict(cfg: Dict[str, Any]) -> Pi0Spec:
@@ -286,6 +293,7 @@ def pi0_config_from_dict(cfg: Dict[str, Any]) -> Pi0Spec:
         policy_config = cfg
         max_len = int(cfg.get('tokenizer_max_length', 48))
         period = float(cfg.get('control_period', DEFAULT_CONTROL_PERIOD))
+        order = str(cfg.get('image_pad_order', 'lerobot'))
     elif cfg.get('model_type') == 'pi0':
         extra = {k: cfg.pop(k) for k in _HF_EXTRA_KEYS if k in cfg}
         for key in ('architectures', 'transformers_version', 'dtype', 'torch_dtype'):
@@ -298,6 +306,7 @@ def pi0_config_from_dict(cfg: Dict[str, Any]) -> Pi0Spec:
         period = float(extra.get('control_period', DEFAULT_CONTROL_PERIOD))
         policy_config = extra.get('policy_config') or _policy_config_from_hf(
             hf, cams, state_dim, action_dim, max_len, period)
+        order = str(extra.get('image_pad_order', 'openpi'))
     else:
         raise ValueError('config.json is neither a LeRobot π0 policy config ("type": "pi0") '
                          'nor a transformers PI0Config ("model_type": "pi0"): '
@@ -305,7 +314,7 @@ def pi0_config_from_dict(cfg: Dict[str, Any]) -> Pi0Spec:
     size = int(hf.vlm_config.vision_config.image_size)
     spec = Pi0Spec(hf_config=hf, camera_names=cams, state_dim=state_dim, action_dim=action_dim,
                    image_size=(size, size), tokenizer_max_length=max_len, control_period=period,
-                   policy_config=policy_config)
+                   policy_config=policy_config, image_pad_order=order)
     _check_dims(spec)
     return spec
 
@@ -351,14 +360,27 @@ def _policy_config_from_hf(hf, cams, state_dim, action_dim, max_len, period) -> 
     return out
 
 
+def siglip_heads(hidden: int) -> int:
+    """SigLIP attention heads for a tower ``hidden`` wide (not readable from weight shapes).
+
+    16 for the 1152-wide so400m tower of PaliGemma; head dim 64 (SigLIP base / large) for
+    widths that are multiples of 64 from 256 up; head dim 16 for narrower test towers (32 -> 2).
+    """
+    if hidden == 1152:
+        return 16
+    if hidden >= 256 and hidden % 64 == 0:
+        return hidden // 64
+    return max(1, hidden // 16)
+
+
 _LAYER_RE = re.compile(r'\.layers\.(\d+)\.')
 
 
 def widths_from_weights(path: str) -> Dict[str, Any]:
     """Read π0 widths from a LeRobot / openpi π0 ``model.safetensors`` (no tensor data loaded).
 
-    SigLIP heads cannot be read from shapes: 16 for the 1152-wide so400m tower, else
-    ``hidden // 32``.
+    SigLIP heads cannot be read from shapes: see :func:`siglip_heads` (override with
+    ``model_overrides.vision.num_attention_heads`` in ``config.json``).
 
     :param path: the safetensors file.
     :return: a ``model_overrides`` dict (``text``, ``dit``, ``vision``, ``vocab_size``,
@@ -397,7 +419,7 @@ def widths_from_weights(path: str) -> Dict[str, Any]:
                     for m in [_LAYER_RE.search(k)] if m}
         vision = dict(hidden_size=v_hidden, num_hidden_layers=len(v_layers),
                       intermediate_size=shapes[vt + 'encoder.layers.0.mlp.fc1.weight'][0],
-                      num_attention_heads=16 if v_hidden == 1152 else max(1, v_hidden // 32),
+                      num_attention_heads=siglip_heads(v_hidden),
                       patch_size=patch[-1])
         proj = shapes[pg + 'model.multi_modal_projector.linear.weight'][0]
     except KeyError as exc:
@@ -416,14 +438,19 @@ def _reconcile_with_weights(cfg: Dict[str, Any], weights: str) -> Dict[str, Any]
         LOG.debug('cannot read widths from %s: %s', weights, exc)
         return cfg
     side = found.pop('image_resolution')
-    want = pi0_config_from_dict(cfg).hf_config
-    have = {'text': want.vlm_config.text_config, 'dit': want.dit_config,
-            'vision': want.vlm_config.vision_config}
-    same = all(int(getattr(have[part], k)) == int(v)
-               for part in have for k, v in found[part].items()
-               if not (part == 'vision' and k == 'num_attention_heads'))
-    same = same and int(want.vlm_config.text_config.vocab_size) == found['vocab_size']
-    same = same and int(want.vlm_config.vision_config.image_size) == side
+    try:
+        want = pi0_config_from_dict(cfg).hf_config
+    except ValueError as exc:       # e.g. a tiny patch-16 tower under the name gemma_2b
+        LOG.debug('config variants do not build (%s); using the weights', exc)
+        same = False
+    else:
+        have = {'text': want.vlm_config.text_config, 'dit': want.dit_config,
+                'vision': want.vlm_config.vision_config}
+        same = all(int(getattr(have[part], k)) == int(v)
+                   for part in have for k, v in found[part].items()
+                   if not (part == 'vision' and k == 'num_attention_heads'))
+        same = same and int(want.vlm_config.text_config.vocab_size) == found['vocab_size']
+        same = same and int(want.vlm_config.vision_config.image_size) == side
     if same:
         return cfg
     LOG.warning('%s: widths in the weights differ from config variants %s / %s; '

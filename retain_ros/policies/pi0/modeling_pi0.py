@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import re
 import shutil
@@ -141,6 +142,40 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     return table[dtype]
 
 
+def sinusoidal_time_embedding(time: torch.Tensor, dim: int, min_period: float,
+                              max_period: float) -> torch.Tensor:
+    """openpi / LeRobot flow-time embedding ``[sin(2π t / p), cos(2π t / p)]``, float64 math.
+
+    LeRobot and openpi compute it in float64 (float32 on MPS) and cast afterwards;
+    transformers' ``PI0TimestepEmbeddings`` does it in float32, which moves the velocities by
+    ~6e-5 on the reference checkpoint. Returns float64 (float32 on MPS), ``(B, dim)``.
+    """
+    if dim % 2:
+        raise ValueError(f'time embedding width {dim} must be even')
+    wide = torch.float32 if time.device.type == 'mps' else torch.float64
+    fraction = torch.linspace(0.0, 1.0, dim // 2, dtype=wide, device=time.device)
+    period = min_period * (max_period / min_period) ** fraction
+    scale = 1.0 / period * 2 * math.pi
+    arg = scale[None, :] * time[:, None]
+    return torch.cat([torch.sin(arg), torch.cos(arg)], dim=1)
+
+
+class Float64TimeEmbedding(torch.nn.Module):
+    """Drop-in for transformers' ``PI0TimestepEmbeddings`` with LeRobot's float64 sinusoid.
+
+    No parameters or persistent buffers, so the module's state-dict names do not change.
+    """
+
+    def __init__(self, dim: int, min_period: float, max_period: float):
+        super().__init__()
+        self.dim = int(dim)
+        self.min_period = float(min_period)
+        self.max_period = float(max_period)
+
+    def forward(self, time: torch.Tensor) -> torch.Tensor:
+        return sinusoidal_time_embedding(time, self.dim, self.min_period, self.max_period)
+
+
 def build_pi0_module(spec: Pi0Spec, device: torch.device, dtype: torch.dtype,
                      init_weights: bool = False, seed: Optional[int] = None) -> torch.nn.Module:
     """Create ``PI0ForConditionalGeneration`` on ``device`` in ``dtype``.
@@ -160,6 +195,8 @@ def build_pi0_module(spec: Pi0Spec, device: torch.device, dtype: torch.dtype,
         else:
             with no_init_weights():
                 model = PI0ForConditionalGeneration._from_config(config, dtype=dtype)
+    model.embed_action_time.sinusoid_embeds = Float64TimeEmbedding(
+        config.dit_config.hidden_size, config.min_period, config.max_period)
     return model.eval()
 
 

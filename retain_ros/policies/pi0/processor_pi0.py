@@ -3,8 +3,10 @@
 - prompt: ``<image>`` × (image tokens per camera × cameras), then bos + instruction + newline
   as text tokens, right-padded (or truncated) to ``tokenizer_max_length`` text tokens;
   attention mask 1 on images and real text tokens, 0 on padding;
-- images: RGB ``uint8`` ``(H, W, 3)``, resized with OpenCV to the model's image size (aspect
-  kept, padded with black at the bottom / right when the aspect differs), scaled to [-1, 1], CHW;
+- images: RGB ``uint8`` ``(H, W, 3)``, ``x / 255``, resized with openpi's resize-with-pad to the
+  model's image size when it differs (aspect kept, centred padding), ``x * 2 - 1``, CHW; LeRobot
+  checkpoints pad before the mapping (pads are -3, LeRobot 0.4.4), others after (pads -1); see
+  :mod:`retain_ros.policies.images`;
 - state: normalized with the checkpoint's mode (:mod:`retain_ros.policies.normalize`; LeRobot
   π0: MEAN_STD ``(x - mean) / (std + 1e-8)``), zero-padded to ``max_state_dim``;
 - actions: the model's (normalized, padded) output cut to ``action_dim`` and unnormalized with
@@ -26,6 +28,7 @@ import numpy as np
 import torch
 
 from retain_ros.policies.base import Observation
+from retain_ros.policies.images import pi_images
 from retain_ros.policies.normalize import as_norm_stats  # noqa: F401  (re-exported)
 from retain_ros.policies.normalize import load_norm_stats  # noqa: F401
 from retain_ros.policies.normalize import NormStats
@@ -38,7 +41,7 @@ LOG = logging.getLogger(__name__)
 
 
 def resize_image(image: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Resize an RGB image to ``(height, width)`` keeping its aspect, padding with black.
+    """Resize a uint8 RGB image keeping its aspect, padding black (OpenCV; demo data sets only).
 
     :param image: ``(H, W, 3)`` ``uint8``.
     :return: ``(height, width, 3)`` ``uint8``.
@@ -100,33 +103,11 @@ class Pi0Processor:
         return {'input_ids': ids, 'attention_mask': mask}
 
     # -- images -------------------------------------------------------------------------------
-    def image_array(self, images: Dict[str, np.ndarray]) -> np.ndarray:
-        """Check and resize one observation's images: ``(n_cams, h, w, 3)`` ``uint8``."""
-        if not isinstance(images, dict):
-            raise ValueError(f'observation images must be a dict camera -> image, '
-                             f'got {type(images).__name__}')
-        missing = [c for c in self.spec.camera_names if c not in images]
-        if missing:
-            raise ValueError(f'missing camera image(s) {missing}; the model expects '
-                             f'{self.spec.camera_names}, got {sorted(images)}')
-        height, width = self.spec.image_size
-        out = np.empty((len(self.spec.camera_names), height, width, 3), dtype=np.uint8)
-        for i, name in enumerate(self.spec.camera_names):
-            img = images[name]
-            if not isinstance(img, np.ndarray) or img.dtype != np.uint8:
-                raise ValueError(f'camera {name!r}: image must be a uint8 numpy array, got '
-                                 f'{getattr(img, "dtype", type(img).__name__)}')
-            if img.ndim != 3 or img.shape[2] != 3 or img.shape[0] < 1 or img.shape[1] < 1:
-                raise ValueError(f'camera {name!r}: image must be (H, W, 3) RGB, got shape '
-                                 f'{img.shape}')
-            out[i] = resize_image(img, height, width)
-        return out
-
     def pixel_values(self, batch: Sequence[Dict[str, np.ndarray]]) -> torch.Tensor:
-        """``(B, n_cams, 3, h, w)`` float32 in [-1, 1]."""
-        arr = np.stack([self.image_array(images) for images in batch])
-        pix = torch.from_numpy(arr).permute(0, 1, 4, 2, 3).to(torch.float32)
-        return pix.mul_(2.0 / 255.0).sub_(1.0)
+        """``(B, n_cams, 3, h, w)`` float32 (LeRobot / openpi resize-with-pad, [-1, 1] + pads)."""
+        height, width = self.spec.image_size
+        return pi_images(batch, self.spec.camera_names, height, width,
+                         self.spec.image_pad_order)
 
     # -- state / actions ----------------------------------------------------------------------
     def state(self, states: Sequence[np.ndarray]) -> torch.Tensor:
