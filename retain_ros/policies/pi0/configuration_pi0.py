@@ -70,6 +70,8 @@ GEMMA_ACTIVATION = 'gelu_pytorch_tanh'
 IMAGE_FEATURE_PREFIX = 'observation.images.'
 STATE_FEATURE = 'observation.state'
 ACTION_FEATURE = 'action'
+#: LeRobot policy types whose config this module reads (π0.5 shares π0's sizes and features).
+LEROBOT_TYPES = ('pi0', 'pi05')
 
 
 @dataclass
@@ -287,7 +289,7 @@ def pi0_config_from_dict(cfg: Dict[str, Any]) -> Pi0Spec:
     from transformers import PI0Config
 
     cfg = copy.deepcopy(cfg)
-    if cfg.get('type') == 'pi0':
+    if cfg.get('type') in LEROBOT_TYPES:
         cams, state_dim, action_dim, _ = _features(cfg)
         hf = PI0Config(**lerobot_to_hf_kwargs(cfg))
         policy_config = cfg
@@ -410,7 +412,10 @@ def widths_from_weights(path: str) -> Dict[str, Any]:
                         // head_dim, num_key_value_heads=1, head_dim=head_dim)
 
         text = gemma(lm, embed[1])
-        dit_hidden = shapes[ex + 'model.norm.weight'][0]
+        if ex + 'model.norm.weight' in shapes:
+            dit_hidden = shapes[ex + 'model.norm.weight'][0]
+        else:                       # pi0.5: adaRMS final norm, dense (3 * width, width)
+            dit_hidden = shapes[ex + 'model.norm.dense.weight'][1]
         dit = gemma(ex + 'model.', dit_hidden)
         patch = shapes[vt + 'embeddings.patch_embedding.weight']
         n_pos = shapes[vt + 'embeddings.position_embedding.weight'][0]
@@ -465,6 +470,25 @@ def _reconcile_with_weights(cfg: Dict[str, Any], weights: str) -> Dict[str, Any]
     return out
 
 
+def read_config(config_dir: str) -> Tuple[str, Dict[str, Any]]:
+    """``(path, parsed config.json)`` of a checkpoint directory (or the file itself)."""
+    path = config_dir
+    if os.path.isdir(path):
+        path = os.path.join(path, 'config.json')
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f'no config.json at {path}')
+    with open(path, 'r', encoding='utf-8') as f:
+        return path, json.load(f)
+
+
+def spec_from_lerobot(path: str, cfg: Dict[str, Any]) -> Pi0Spec:
+    """A LeRobot π0 / π0.5 config dict -> spec, widths reconciled with ``model.safetensors``."""
+    weights = os.path.join(os.path.dirname(path), 'model.safetensors')
+    if cfg.get('type') in LEROBOT_TYPES and os.path.isfile(weights):
+        cfg = _reconcile_with_weights(cfg, weights)
+    return pi0_config_from_dict(cfg)
+
+
 def load_pi0_config(config_dir: str) -> Pi0Spec:
     """Read ``<config_dir>/config.json`` into a :class:`Pi0Spec`.
 
@@ -473,17 +497,10 @@ def load_pi0_config(config_dir: str) -> Pi0Spec:
     :raises FileNotFoundError: no config.json.
     :raises ValueError: not a π0 config.
     """
-    path = config_dir
-    if os.path.isdir(path):
-        path = os.path.join(path, 'config.json')
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f'no π0 config.json at {path}')
-    with open(path, 'r', encoding='utf-8') as f:
-        cfg = json.load(f)
-    weights = os.path.join(os.path.dirname(path), 'model.safetensors')
-    if cfg.get('type') == 'pi0' and os.path.isfile(weights):
-        cfg = _reconcile_with_weights(cfg, weights)
-    spec = pi0_config_from_dict(cfg)
+    path, cfg = read_config(config_dir)
+    if cfg.get('type', 'pi0') != 'pi0' and cfg.get('model_type') != 'pi0':
+        raise ValueError(f'{path}: type {cfg.get("type")!r} is not a π0 config')
+    spec = spec_from_lerobot(path, cfg)
     LOG.info('π0 config %s: cameras=%s state_dim=%d action_dim=%d chunk=%d image=%s '
              'text hidden=%d', path, spec.camera_names, spec.state_dim, spec.action_dim,
              spec.chunk_size, spec.image_size, spec.hf_config.vlm_config.text_config.hidden_size)

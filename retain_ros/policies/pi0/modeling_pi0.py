@@ -46,22 +46,24 @@ from retain_ros.policies.pi0.processor_pi0 import PREPROCESSOR_JSON
 from retain_ros.policies.pi0.tokenizer_pi0 import build_byte_tokenizer
 from retain_ros.policies.pi0.tokenizer_pi0 import BYTE_VOCAB_SIZE
 from retain_ros.policies.pi0.tokenizer_pi0 import load_tokenizer
+from retain_ros.policies.pi0.tokenizer_pi0 import resolve_tokenizer_path
 from retain_ros.policies.pi0.tokenizer_pi0 import save_byte_tokenizer
 from retain_ros.policies.pi0.tokenizer_pi0 import TextTokenizer
+from retain_ros.policies.pi0.tokenizer_pi0 import TOKENIZER_DIR
 
 LOG = logging.getLogger(__name__)
 
 WEIGHTS_FILE = 'model.safetensors'
 PRE_STATS_FILE = 'policy_preprocessor_step_5_normalizer_processor.safetensors'
 POST_STATS_FILE = 'policy_postprocessor_step_0_unnormalizer_processor.safetensors'
-TOKENIZER_DIR = 'tokenizer'
 
 _PWE = 'model.paligemma_with_expert.'
 #: LeRobot's tied-weight alias, written as the safetensors ``__metadata__`` on save.
 LEROBOT_TIED_ALIAS = {
     _PWE + 'paligemma.model.language_model.embed_tokens.weight': _PWE + 'paligemma.lm_head.weight',
 }
-_ROOT_PROJ = ('state_proj', 'action_in_proj', 'action_time_mlp_in', 'action_time_mlp_out')
+_ROOT_PROJ = ('state_proj', 'action_in_proj', 'action_time_mlp_in', 'action_time_mlp_out',
+              'time_mlp_in', 'time_mlp_out')
 
 # (pattern on a name without LeRobot's leading ``model.``, canonical replacement), in order.
 _TO_CANONICAL = [
@@ -477,22 +479,8 @@ def _beta_icdf(u: torch.Tensor, dist: torch.distributions.Beta) -> torch.Tensor:
 
 
 def default_tokenizer_path(checkpoint_dir: str, tokenizer_path: str = '') -> str:
-    """``tokenizer_path`` if given, else ``<checkpoint_dir>/tokenizer`` when it exists.
-
-    :raises FileNotFoundError: neither is available (tells the user to pass tokenizer_path).
-    """
-    if tokenizer_path:
-        if not os.path.exists(tokenizer_path):
-            raise FileNotFoundError(f'tokenizer_path {tokenizer_path!r} does not exist')
-        return tokenizer_path
-    base = checkpoint_dir if os.path.isdir(checkpoint_dir) else os.path.dirname(checkpoint_dir)
-    local = os.path.join(base, TOKENIZER_DIR)
-    if os.path.isdir(local):
-        return local
-    raise FileNotFoundError(
-        f'no tokenizer: {local} does not exist. Pass tokenizer_path = a local tokenizer '
-        'directory (for a real π0 the PaliGemma tokenizer, e.g. a local copy of '
-        'google/paligemma-3b-pt-224; nothing is downloaded at run time)')
+    """See :func:`~retain_ros.policies.pi0.tokenizer_pi0.resolve_tokenizer_path`."""
+    return resolve_tokenizer_path(checkpoint_dir, tokenizer_path)
 
 
 def read_pi0_state_dict(path: str) -> Dict[str, torch.Tensor]:
