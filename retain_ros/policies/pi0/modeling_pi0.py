@@ -317,6 +317,19 @@ class Pi0Policy(Policy):
         return self.spec.control_period
 
     @property
+    def max_action_dim(self) -> int:
+        return self.spec.max_action_dim
+
+    def normalize_actions(self, actions: Any) -> torch.Tensor:
+        """Robot-unit actions ``(H, action_dim)`` -> model space ``(H, max_action_dim)``."""
+        act = np.asarray(actions, dtype=np.float64)
+        if act.ndim != 2 or act.shape[1] != self.action_dim:
+            raise ValueError(f'actions must be (H, {self.action_dim}), got {act.shape}')
+        norm = self.processor.stats.normalize_actions(torch.as_tensor(act, dtype=torch.float32))
+        norm = torch.nn.functional.pad(norm, (0, self.max_action_dim - self.action_dim))
+        return norm.to(self.device, self.dtype)
+
+    @property
     def stats(self) -> NormStats:
         """Normalization statistics in use (``stats.source`` names their file)."""
         return self.processor.stats
@@ -607,3 +620,10 @@ def save_pi0_checkpoint(policy: Any, out_dir: str, stats: Any = None,
                 shutil.copy2(os.path.join(src, name), os.path.join(dst, name))
     LOG.info('saved π0 checkpoint (LeRobot layout) to %s', out_dir)
     return out_dir
+
+
+def build_policy(checkpoint_dir: str, device: str = 'cpu', dtype: str = 'auto',
+                 tokenizer_path: str = '', noise_seed: int = 0) -> Pi0Policy:
+    """Family builder for :mod:`retain_ros.policies.loader` (weights not loaded)."""
+    return Pi0Policy.build(checkpoint_dir, tokenizer_path=tokenizer_path, device=device,
+                           dtype=dtype, stats_dir=checkpoint_dir, noise_seed=noise_seed)
