@@ -52,7 +52,9 @@ def resolve_tokenizer_path(checkpoint_dir: str, spec: SmolVLASpec,
                            tokenizer_path: str = '') -> Tuple[str, str]:
     """Where the tokenizer comes from: ``(path, why)``.
 
-    Order: ``tokenizer_path``; the checkpoint's VLM folder; ``<ckpt>/tokenizer``; ``<ckpt>``.
+    Order: ``tokenizer_path``; the pipeline's ``tokenizer_name`` when it is a local folder
+    (relative names against the checkpoint); the checkpoint's VLM folder; ``<ckpt>/tokenizer``;
+    ``<ckpt>``.
 
     :raises FileNotFoundError: none holds tokenizer files.
     """
@@ -60,9 +62,14 @@ def resolve_tokenizer_path(checkpoint_dir: str, spec: SmolVLASpec,
         if not os.path.exists(tokenizer_path):
             raise FileNotFoundError(f'tokenizer_path {tokenizer_path!r} does not exist')
         return tokenizer_path, 'tokenizer_path'
-    candidates = [(spec.vlm_dir, 'the VLM folder'),
-                  (os.path.join(checkpoint_dir, TOKENIZER_DIR), '<checkpoint>/tokenizer'),
-                  (checkpoint_dir, 'the checkpoint folder')]
+    name = str(_tokenizer_step(checkpoint_dir).get('tokenizer_name') or '')
+    candidates = []
+    if name:
+        candidates.append((os.path.join(checkpoint_dir, os.path.expanduser(name)),
+                           f'{PREPROCESSOR_JSON} tokenizer_name {name!r}'))
+    candidates += [(spec.vlm_dir, 'the VLM folder'),
+                   (os.path.join(checkpoint_dir, TOKENIZER_DIR), '<checkpoint>/tokenizer'),
+                   (checkpoint_dir, 'the checkpoint folder')]
     for path, why in candidates:
         if path and _has_tokenizer(path):
             return path, why
@@ -79,21 +86,27 @@ def load_tokenizer(path: str) -> Any:
     return AutoTokenizer.from_pretrained(path, local_files_only=True)
 
 
+def _tokenizer_step(checkpoint_dir: str) -> Dict[str, Any]:
+    """The ``config`` of the pre-processor's ``tokenizer_processor`` step ({} when none)."""
+    pre = os.path.join(checkpoint_dir, PREPROCESSOR_JSON)
+    if not os.path.isfile(pre):
+        return {}
+    with open(pre, 'r', encoding='utf-8') as f:
+        steps = json.load(f).get('steps', [])
+    for step in steps:
+        if step.get('registry_name') == 'tokenizer_processor':
+            return dict(step.get('config') or {})
+    return {}
+
+
 def tokenizer_options(checkpoint_dir: str, spec: SmolVLASpec) -> Dict[str, Any]:
     """Tokenizer call options: the pipeline's tokenizer step, else the policy config."""
     options = {'max_length': spec.tokenizer_max_length, 'padding': spec.pad_language_to,
                'padding_side': 'right', 'truncation': True}
-    pre = os.path.join(checkpoint_dir, PREPROCESSOR_JSON)
-    if os.path.isfile(pre):
-        with open(pre, 'r', encoding='utf-8') as f:
-            steps = json.load(f).get('steps', [])
-        for step in steps:
-            if step.get('registry_name') == 'tokenizer_processor':
-                config = step.get('config') or {}
-                for key in options:
-                    if config.get(key) is not None:
-                        options[key] = config[key]
-                break
+    config = _tokenizer_step(checkpoint_dir)
+    for key in options:
+        if config.get(key) is not None:
+            options[key] = config[key]
     return options
 
 
