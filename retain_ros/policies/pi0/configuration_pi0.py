@@ -7,7 +7,9 @@ A π0 checkpoint directory holds a ``config.json`` in one of two dialects:
   and action sizes come from ``input_features`` / ``output_features``.
 - transformers' ``PI0Config`` (``"model_type": "pi0"``): widths are explicit. Camera names,
   state / action sizes may be given in the optional keys ``camera_names``, ``state_dim``,
-  ``action_dim`` (defaults: ``['base']``, ``max_state_dim``, ``max_action_dim``).
+  ``action_dim`` (defaults: ``['base']``; the widths of the normalization statistics of a
+  ``PI0Processor.save_pretrained`` ``processor_config.json``, else ``max_state_dim`` /
+  ``max_action_dim``). Its images are preprocessed the openpi way (pads -1).
 
 Both may carry the optional keys ``control_period`` (seconds between two actions of a chunk; **0.1
 s when absent**, LeRobot configs have no such field) and ``model_overrides`` (explicit widths, see
@@ -100,6 +102,16 @@ class Pi0Spec:
     control_period: float = DEFAULT_CONTROL_PERIOD
     policy_config: Dict[str, Any] = field(default_factory=dict)
     image_pad_order: str = 'lerobot'
+    dims_from_config: bool = True
+
+    def set_dims(self, state_dim: int, action_dim: int) -> None:
+        """Set the robot state / action widths (e.g. from a transformers processor's stats)."""
+        self.state_dim, self.action_dim = int(state_dim), int(action_dim)
+        self.policy_config.setdefault('input_features', {})[STATE_FEATURE] = {
+            'type': 'STATE', 'shape': [self.state_dim]}
+        self.policy_config.setdefault('output_features', {})[ACTION_FEATURE] = {
+            'type': 'ACTION', 'shape': [self.action_dim]}
+        _check_dims(self)
 
     @property
     def chunk_size(self) -> int:
@@ -296,6 +308,7 @@ def pi0_config_from_dict(cfg: Dict[str, Any]) -> Pi0Spec:
         max_len = int(cfg.get('tokenizer_max_length', 48))
         period = float(cfg.get('control_period', DEFAULT_CONTROL_PERIOD))
         order = str(cfg.get('image_pad_order', 'lerobot'))
+        dims_given = True
     elif cfg.get('model_type') == 'pi0':
         extra = {k: cfg.pop(k) for k in _HF_EXTRA_KEYS if k in cfg}
         for key in ('architectures', 'transformers_version', 'dtype', 'torch_dtype'):
@@ -309,6 +322,7 @@ def pi0_config_from_dict(cfg: Dict[str, Any]) -> Pi0Spec:
         policy_config = extra.get('policy_config') or _policy_config_from_hf(
             hf, cams, state_dim, action_dim, max_len, period)
         order = str(extra.get('image_pad_order', 'openpi'))
+        dims_given = 'state_dim' in extra and 'action_dim' in extra
     else:
         raise ValueError('config.json is neither a LeRobot π0 policy config ("type": "pi0") '
                          'nor a transformers PI0Config ("model_type": "pi0"): '
@@ -316,7 +330,8 @@ def pi0_config_from_dict(cfg: Dict[str, Any]) -> Pi0Spec:
     size = int(hf.vlm_config.vision_config.image_size)
     spec = Pi0Spec(hf_config=hf, camera_names=cams, state_dim=state_dim, action_dim=action_dim,
                    image_size=(size, size), tokenizer_max_length=max_len, control_period=period,
-                   policy_config=policy_config, image_pad_order=order)
+                   policy_config=policy_config, image_pad_order=order,
+                   dims_from_config=dims_given)
     _check_dims(spec)
     return spec
 

@@ -243,7 +243,13 @@ class Pi0Policy(Policy):
         """
         spec = load_pi0_config(config_dir)
         tokenizer = load_tokenizer(default_tokenizer_path(config_dir, tokenizer_path))
-        if stats is None:
+        if stats is None and not spec.dims_from_config:
+            # transformers-native directory: the robot widths are those of its statistics
+            stats = load_norm_stats(stats_dir or config_dir)
+            spec.set_dims(stats.state.dim, stats.action.dim)
+            LOG.info('state / action widths %d / %d from %s', spec.state_dim,
+                     spec.action_dim, stats.source)
+        elif stats is None:
             stats = load_norm_stats(stats_dir or config_dir, spec.state_dim, spec.action_dim)
         stats = as_norm_stats(stats, spec.state_dim, spec.action_dim)
         dev = resolve_device(device)
