@@ -77,7 +77,7 @@ def test_tokenizer_default_and_errors(checkpoints, tmp_path):
                                    tokenizer_path=os.path.join(ft, 'tokenizer'), warmup=False)
     assert policy.predict(OBS).actions.shape == (6, 3)
     with pytest.raises(ValueError, match='no policy adapter'):
-        detect_family(ft, 'smolvla')
+        detect_family(ft, 'act')
     cfg = json.load(open(os.path.join(bare, 'config.json'), encoding='utf-8'))
     cfg['type'] = 'act'
     with open(os.path.join(bare, 'config.json'), 'w', encoding='utf-8') as f:

@@ -177,13 +177,14 @@ def test_processor_prompt_layout(processor):
 
 def test_processor_images_state_actions(processor):
     a = np.full((64, 64, 3), 255, np.uint8)
-    b = np.zeros((16, 32, 3), np.uint8)     # other aspect: resized 32x16 then padded black
+    b = np.zeros((16, 32, 3), np.uint8)     # other aspect: 16x32 kept, padded top and bottom
     inputs = processor([obs({'a': a, 'b': b, 'extra': a})])
     pix = inputs['pixel_values']
     assert pix.shape == (1, 2, 3, 32, 32)
     assert np.allclose(pix[0, 0].numpy(), 1.0)
-    assert np.allclose(pix[0, 1].numpy(), -1.0)
-    assert pix.min() >= -1.0 and pix.max() <= 1.0
+    # LeRobot 0.4.4 pads with -1 before x * 2 - 1: pads reach the tower as -3
+    assert np.allclose(pix[0, 1, :, 8:24].numpy(), -1.0)
+    assert np.allclose(pix[0, 1, :, :8].numpy(), -3.0) and np.allclose(pix[0, 1, :, 24:], -3.0)
     state = inputs['state'].numpy()
     assert state.shape == (1, 3)
     np.testing.assert_allclose(state[0], [0.0, 0.0, 0.0], atol=1e-6)
@@ -216,7 +217,8 @@ def test_processor_bad_inputs(processor):
 
 def test_lerobot_stats_loader(tmp_path):
     stats = load_norm_stats(os.path.join(DATA, 'lerobot_smolvla_tiny_processor'), 8, 7)
-    assert stats.source.endswith('policy_preprocessor_step_5_normalizer_processor.safetensors')
+    assert 'policy_preprocessor_step_5_normalizer_processor.safetensors' in stats.source
+    assert stats.source.endswith('policy_postprocessor_step_0_unnormalizer_processor.safetensors')
     np.testing.assert_array_equal(stats.state_std, np.ones(8))
     assert stats.action_mean.shape == (7,)
     d = tmp_path / 'only_post'
@@ -227,7 +229,7 @@ def test_lerobot_stats_loader(tmp_path):
                'action.std': np.ones(2, np.float32)},
               str(d / 'policy_preprocessor_step_3_normalizer_processor.safetensors'))
     assert load_norm_stats(str(d)).action_mean.tolist() == [3.0, 3.0]
-    with pytest.raises(ValueError, match='shape'):
+    with pytest.raises(ValueError, match='width 2, the model expects 3'):
         load_norm_stats(str(d), 3, 2)
 
 

@@ -1,4 +1,11 @@
-"""Policy interface: ``Policy.predict(Observation) -> ActionChunk``. No ROS here."""
+"""Policy interface: ``Policy.predict(Observation) -> ActionChunk``. No ROS here.
+
+Every family adapter (π0, π0.5, SmolVLA) implements :class:`Policy`: ``predict_batch``
+(explicit flow noise ``(B, chunk_size, max_action_dim)``, optional guidance, actions in robot
+units), ``normalize_actions``, ``module`` (what the live merger rewrites), ``camera_names``,
+``state_dim``, ``action_dim``, ``max_action_dim``, ``chunk_size``, ``control_period`` and
+``stats`` (:class:`~retain_ros.policies.normalize.NormStats`, ``stats.source`` names its file).
+"""
 from __future__ import annotations
 
 from abc import ABC
@@ -84,6 +91,19 @@ class Policy(ABC):
     @abstractmethod
     def control_period(self) -> float:
         """Seconds between two actions of a chunk."""
+
+    @property
+    def max_action_dim(self) -> int:
+        """Width of the model's (padded) action space: the last dim of the flow noise."""
+        raise NotImplementedError(f'{type(self).__name__} does not define max_action_dim')
+
+    def normalize_actions(self, actions: Any) -> Any:
+        """Robot-unit actions ``(H, action_dim)`` -> model-space tensor ``(H, max_action_dim)``.
+
+        The inverse of the postprocessing (normalization, zero padding), on the policy's device
+        and dtype: what real-time chunking compares the flow against.
+        """
+        raise NotImplementedError(f'{type(self).__name__} does not implement normalize_actions')
 
     @abstractmethod
     def predict_batch(self, observations: Sequence[Observation], noise: Any = None,

@@ -1,17 +1,30 @@
 """Load a (merged) policy from checkpoint paths: the entry point of the node and the CLI.
 
-``load_merged_policy`` builds the policy from the FINETUNED checkpoint's config and
-normalization statistics (RETAIN: stats come from the finetuned model), hands its module to the
-merging library's :class:`~retain_ros.merging.live.LiveMerger` (which fills every parameter in
-place on the target device), then runs one warm-up prediction.
+One API for every family: :func:`load_policy` (one checkpoint) and :func:`load_merged_policy`
+(the node's path) detect the family from ``config.json`` (LeRobot ``"type"``: ``pi0`` /
+``pi05`` / ``smolvla``; transformers ``"model_type": "pi0"``) and call the family's builder from
+:data:`BUILDERS`, imported lazily. Each family package provides
+
+    ``build_policy(checkpoint_dir: str, device: str = 'cpu', dtype: str = 'auto',
+    tokenizer_path: str = '', noise_seed: int = 0) -> Policy``
+
+which builds the model from the config and the normalization statistics WITHOUT loading weights:
+``load_merged_policy`` hands ``policy.module`` to the merging library's
+:class:`~retain_ros.merging.live.LiveMerger` (which fills every parameter in place on the target
+device; the module's state-dict names are the checkpoints' canonical names, see
+:mod:`retain_ros.merging.dialects`), ``load_policy`` calls ``policy.load_weights(checkpoint_dir)``.
+The policy is built from the FINETUNED checkpoint (RETAIN: its statistics), then warmed up.
 """
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import os
 import time
 from typing import Any
+from typing import Callable
+from typing import Dict
 from typing import List
 from typing import Sequence
 from typing import Tuple
@@ -24,8 +37,31 @@ from retain_ros.policies.base import Policy
 
 LOG = logging.getLogger(__name__)
 
+#: Family -> ``'module:function'`` of its builder (see the module docstring).
+BUILDERS: Dict[str, str] = {
+    'pi0': 'retain_ros.policies.pi0:build_policy',
+    'pi05': 'retain_ros.policies.pi05:build_policy',
+    'smolvla': 'retain_ros.policies.smolvla:build_policy',
+}
 #: Families this loader can build a policy for.
-SUPPORTED_FAMILIES = ('pi0',)
+SUPPORTED_FAMILIES = tuple(BUILDERS)
+
+
+def builder(family: str) -> Callable[..., Policy]:
+    """The ``build_policy`` function of ``family`` (imported on first use).
+
+    :raises ValueError: unknown family, or its adapter cannot be imported (names the module).
+    """
+    if family not in BUILDERS:
+        raise ValueError(f'family {family!r} has no policy adapter; supported: '
+                         f'{", ".join(SUPPORTED_FAMILIES)}')
+    module_name, func = BUILDERS[family].split(':')
+    try:
+        module = importlib.import_module(module_name)
+        return getattr(module, func)
+    except (ImportError, AttributeError) as exc:
+        raise ValueError(f'family {family!r}: its adapter {BUILDERS[family]} is not available '
+                         f'({type(exc).__name__}: {exc})') from exc
 
 
 def checkpoint_dir(path: str) -> str:
@@ -67,7 +103,8 @@ def warm_up(policy: Policy, instruction: str = 'warm up') -> float:
     for name in policy.camera_names:
         images[name] = np.zeros((size[0], size[1], 3), dtype=np.uint8)
     stats = getattr(policy, 'stats', None)
-    state = (np.asarray(stats.state_mean, dtype=np.float64) if stats is not None
+    typical = getattr(stats, 'typical_state', None)
+    state = (np.asarray(typical(), dtype=np.float64) if typical is not None
              else np.zeros(policy.state_dim))
     t0 = time.perf_counter()
     chunk = policy.predict(Observation(images=images, instruction=instruction, state=state))
@@ -78,17 +115,14 @@ def warm_up(policy: Policy, instruction: str = 'warm up') -> float:
     return ms
 
 
-def _build(family: str, config_path: str, device: str, dtype: str, tokenizer_path: str,
+def _build(family: str, path: str, device: str, dtype: str, tokenizer_path: str,
            noise_seed: int) -> Policy:
-    if family == 'pi0':
-        from retain_ros.policies.pi0.modeling_pi0 import Pi0Policy
-
-        directory = checkpoint_dir(config_path)
-        policy = Pi0Policy.build(directory, tokenizer_path=tokenizer_path, device=device,
-                                 dtype=dtype, stats_dir=directory, noise_seed=noise_seed)
-        LOG.info('normalization stats: %s', policy.stats.source)
-        return policy
-    raise ValueError(f'family {family!r} has no policy adapter')
+    directory = checkpoint_dir(path)
+    policy = builder(family)(directory, device=device, dtype=dtype,
+                             tokenizer_path=tokenizer_path, noise_seed=noise_seed)
+    LOG.info('%s policy built from %s; normalization stats: %s', family, directory,
+             getattr(getattr(policy, 'stats', None), 'source', '?'))
+    return policy
 
 
 def load_merged_policy(pretrained: Union[str, Any], finetuned_paths: Union[str, Sequence[str]],
@@ -98,22 +132,23 @@ def load_merged_policy(pretrained: Union[str, Any], finetuned_paths: Union[str, 
                        warmup: bool = True) -> Tuple[Policy, Any]:
     """Build the policy from the finetuned checkpoint and merge the weights into it on device.
 
-    The model (config, normalization statistics, tokenizer default ``<finetuned>/tokenizer``)
-    comes from the LAST finetuned checkpoint (the only one for RETAIN; the newest of a
-    sequential chain). Weights: ``LiveMerger(policy.module, pretrained, finetuned_paths, spec,
-    keep_sources, device)`` writes the merged parameters in place.
+    The model (config, normalization statistics, tokenizer) comes from the LAST finetuned
+    checkpoint (the only one for RETAIN; the newest of a sequential chain). Weights:
+    ``LiveMerger(policy.module, pretrained, finetuned_paths, spec, keep_sources, device)``
+    writes the merged parameters in place.
 
     :param pretrained: pretrained checkpoint (path or merging ``CheckpointSource``).
     :param finetuned_paths: one path or a list of finetuned checkpoint paths.
     :param spec: a :class:`~retain_ros.merging.spec.MergeSpec`.
-    :param family: ``auto`` (from config.json) or ``pi0``.
+    :param family: ``auto`` (from config.json), ``pi0``, ``pi05`` or ``smolvla``.
     :param device: auto | cpu | cuda | cuda:N.
     :param dtype: auto | float32 | bfloat16 | float16; ``auto`` is decided by the memory plan
         (the checkpoint's own dtype, widened to float32 on CPU only when that fits as well).
     :param keep_sources: ``auto`` (the fastest mode that fits) | ``device`` | ``host`` |
         ``disk``; checked against the free memory before the model is allocated
         (:func:`retain_ros.merging.memory.plan_memory`, raises ``MemoryPlanError``).
-    :param tokenizer_path: local tokenizer directory; empty = ``<finetuned>/tokenizer``.
+    :param tokenizer_path: local tokenizer directory; empty = looked up beside the finetuned
+        checkpoint (``<ckpt>/tokenizer/``, ``<ckpt>/``, the pipeline's local tokenizer_name).
     :param noise_seed: seed of the sampler's start noise.
     :param warmup: run one prediction before returning.
     :return: ``(policy, live_merger)``.
@@ -183,10 +218,10 @@ def load_policy(checkpoint: str, family: str = 'auto', device: str = 'auto',
     """Load one checkpoint as a policy, without merging.
 
     :param checkpoint: checkpoint directory (or its ``model.safetensors``).
-    :param family: ``auto`` or ``pi0``.
+    :param family: ``auto`` (from config.json), ``pi0``, ``pi05`` or ``smolvla``.
     :param device: auto | cpu | cuda | cuda:N.
     :param dtype: auto | float32 | bfloat16 | float16.
-    :param tokenizer_path: local tokenizer directory; empty = ``<checkpoint>/tokenizer``.
+    :param tokenizer_path: local tokenizer directory; empty = looked up beside the checkpoint.
     :param noise_seed: seed of the sampler's start noise.
     :param warmup: run one prediction before returning.
     :return: the policy.

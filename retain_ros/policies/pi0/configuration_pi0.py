@@ -7,7 +7,9 @@ A π0 checkpoint directory holds a ``config.json`` in one of two dialects:
   and action sizes come from ``input_features`` / ``output_features``.
 - transformers' ``PI0Config`` (``"model_type": "pi0"``): widths are explicit. Camera names,
   state / action sizes may be given in the optional keys ``camera_names``, ``state_dim``,
-  ``action_dim`` (defaults: ``['base']``, ``max_state_dim``, ``max_action_dim``).
+  ``action_dim`` (defaults: ``['base']``; the widths of the normalization statistics of a
+  ``PI0Processor.save_pretrained`` ``processor_config.json``, else ``max_state_dim`` /
+  ``max_action_dim``). Its images are preprocessed the openpi way (pads -1).
 
 Both may carry the optional keys ``control_period`` (seconds between two actions of a chunk; **0.1
 s when absent**, LeRobot configs have no such field) and ``model_overrides`` (explicit widths, see
@@ -70,6 +72,8 @@ GEMMA_ACTIVATION = 'gelu_pytorch_tanh'
 IMAGE_FEATURE_PREFIX = 'observation.images.'
 STATE_FEATURE = 'observation.state'
 ACTION_FEATURE = 'action'
+#: LeRobot policy types whose config this module reads (π0.5 shares π0's sizes and features).
+LEROBOT_TYPES = ('pi0', 'pi05')
 
 
 @dataclass
@@ -84,6 +88,9 @@ class Pi0Spec:
     :param tokenizer_max_length: text tokens (bos + instruction + newline), padded/truncated.
     :param control_period: seconds between two actions of a chunk.
     :param policy_config: the LeRobot-style policy config dict (written back on save).
+    :param image_pad_order: ``lerobot`` (LeRobot checkpoints: resize-with-pad pads with -1 before
+        ``x * 2 - 1``, pads reach the tower as -3) or ``openpi`` (pads are -1); see
+        :mod:`retain_ros.policies.images`. ``config.json`` may set it explicitly.
     """
 
     hf_config: Any
@@ -94,6 +101,17 @@ class Pi0Spec:
     tokenizer_max_length: int = 48
     control_period: float = DEFAULT_CONTROL_PERIOD
     policy_config: Dict[str, Any] = field(default_factory=dict)
+    image_pad_order: str = 'lerobot'
+    dims_from_config: bool = True
+
+    def set_dims(self, state_dim: int, action_dim: int) -> None:
+        """Set the robot state / action widths (e.g. from a transformers processor's stats)."""
+        self.state_dim, self.action_dim = int(state_dim), int(action_dim)
+        self.policy_config.setdefault('input_features', {})[STATE_FEATURE] = {
+            'type': 'STATE', 'shape': [self.state_dim]}
+        self.policy_config.setdefault('output_features', {})[ACTION_FEATURE] = {
+            'type': 'ACTION', 'shape': [self.action_dim]}
+        _check_dims(self)
 
     @property
     def chunk_size(self) -> int:
@@ -220,6 +238,9 @@ def _check_dims(spec: Pi0Spec) -> None:
     if int(vision.image_size) % int(vision.patch_size):
         raise ValueError(f'image size {vision.image_size} is not a multiple of the patch size '
                          f'{vision.patch_size}')
+    if spec.image_pad_order not in ('lerobot', 'openpi'):
+        raise ValueError(f'image_pad_order must be lerobot or openpi, got '
+                         f'{spec.image_pad_order!r}')
     if spec.control_period <= 0:
         raise ValueError(f'control_period={spec.control_period} must be > 0')
 
@@ -267,7 +288,7 @@ def lerobot_to_hf_kwargs(cfg: Dict[str, Any]) -> Dict[str, Any]:
 
 
 _HF_EXTRA_KEYS = ('camera_names', 'state_dim', 'action_dim', 'control_period',
-                  'tokenizer_max_length', 'policy_config')
+                  'tokenizer_max_length', 'policy_config', 'image_pad_order')
 
 
 def pi0_config_from_dict(cfg: Dict[str, Any]) -> Pi0Spec:
@@ -280,12 +301,14 @@ def pi0_config_from_dict(cfg: Dict[str, Any]) -> Pi0Spec:
     from transformers import PI0Config
 
     cfg = copy.deepcopy(cfg)
-    if cfg.get('type') == 'pi0':
+    if cfg.get('type') in LEROBOT_TYPES:
         cams, state_dim, action_dim, _ = _features(cfg)
         hf = PI0Config(**lerobot_to_hf_kwargs(cfg))
         policy_config = cfg
         max_len = int(cfg.get('tokenizer_max_length', 48))
         period = float(cfg.get('control_period', DEFAULT_CONTROL_PERIOD))
+        order = str(cfg.get('image_pad_order', 'lerobot'))
+        dims_given = True
     elif cfg.get('model_type') == 'pi0':
         extra = {k: cfg.pop(k) for k in _HF_EXTRA_KEYS if k in cfg}
         for key in ('architectures', 'transformers_version', 'dtype', 'torch_dtype'):
@@ -298,6 +321,8 @@ def pi0_config_from_dict(cfg: Dict[str, Any]) -> Pi0Spec:
         period = float(extra.get('control_period', DEFAULT_CONTROL_PERIOD))
         policy_config = extra.get('policy_config') or _policy_config_from_hf(
             hf, cams, state_dim, action_dim, max_len, period)
+        order = str(extra.get('image_pad_order', 'openpi'))
+        dims_given = 'state_dim' in extra and 'action_dim' in extra
     else:
         raise ValueError('config.json is neither a LeRobot π0 policy config ("type": "pi0") '
                          'nor a transformers PI0Config ("model_type": "pi0"): '
@@ -305,7 +330,8 @@ def pi0_config_from_dict(cfg: Dict[str, Any]) -> Pi0Spec:
     size = int(hf.vlm_config.vision_config.image_size)
     spec = Pi0Spec(hf_config=hf, camera_names=cams, state_dim=state_dim, action_dim=action_dim,
                    image_size=(size, size), tokenizer_max_length=max_len, control_period=period,
-                   policy_config=policy_config)
+                   policy_config=policy_config, image_pad_order=order,
+                   dims_from_config=dims_given)
     _check_dims(spec)
     return spec
 
@@ -351,14 +377,27 @@ def _policy_config_from_hf(hf, cams, state_dim, action_dim, max_len, period) -> 
     return out
 
 
+def siglip_heads(hidden: int) -> int:
+    """SigLIP attention heads for a tower ``hidden`` wide (not readable from weight shapes).
+
+    16 for the 1152-wide so400m tower of PaliGemma; head dim 64 (SigLIP base / large) for
+    widths that are multiples of 64 from 256 up; head dim 16 for narrower test towers (32 -> 2).
+    """
+    if hidden == 1152:
+        return 16
+    if hidden >= 256 and hidden % 64 == 0:
+        return hidden // 64
+    return max(1, hidden // 16)
+
+
 _LAYER_RE = re.compile(r'\.layers\.(\d+)\.')
 
 
 def widths_from_weights(path: str) -> Dict[str, Any]:
     """Read π0 widths from a LeRobot / openpi π0 ``model.safetensors`` (no tensor data loaded).
 
-    SigLIP heads cannot be read from shapes: 16 for the 1152-wide so400m tower, else
-    ``hidden // 32``.
+    SigLIP heads cannot be read from shapes: see :func:`siglip_heads` (override with
+    ``model_overrides.vision.num_attention_heads`` in ``config.json``).
 
     :param path: the safetensors file.
     :return: a ``model_overrides`` dict (``text``, ``dit``, ``vision``, ``vocab_size``,
@@ -388,7 +427,10 @@ def widths_from_weights(path: str) -> Dict[str, Any]:
                         // head_dim, num_key_value_heads=1, head_dim=head_dim)
 
         text = gemma(lm, embed[1])
-        dit_hidden = shapes[ex + 'model.norm.weight'][0]
+        if ex + 'model.norm.weight' in shapes:
+            dit_hidden = shapes[ex + 'model.norm.weight'][0]
+        else:                       # pi0.5: adaRMS final norm, dense (3 * width, width)
+            dit_hidden = shapes[ex + 'model.norm.dense.weight'][1]
         dit = gemma(ex + 'model.', dit_hidden)
         patch = shapes[vt + 'embeddings.patch_embedding.weight']
         n_pos = shapes[vt + 'embeddings.position_embedding.weight'][0]
@@ -397,7 +439,7 @@ def widths_from_weights(path: str) -> Dict[str, Any]:
                     for m in [_LAYER_RE.search(k)] if m}
         vision = dict(hidden_size=v_hidden, num_hidden_layers=len(v_layers),
                       intermediate_size=shapes[vt + 'encoder.layers.0.mlp.fc1.weight'][0],
-                      num_attention_heads=16 if v_hidden == 1152 else max(1, v_hidden // 32),
+                      num_attention_heads=siglip_heads(v_hidden),
                       patch_size=patch[-1])
         proj = shapes[pg + 'model.multi_modal_projector.linear.weight'][0]
     except KeyError as exc:
@@ -416,14 +458,19 @@ def _reconcile_with_weights(cfg: Dict[str, Any], weights: str) -> Dict[str, Any]
         LOG.debug('cannot read widths from %s: %s', weights, exc)
         return cfg
     side = found.pop('image_resolution')
-    want = pi0_config_from_dict(cfg).hf_config
-    have = {'text': want.vlm_config.text_config, 'dit': want.dit_config,
-            'vision': want.vlm_config.vision_config}
-    same = all(int(getattr(have[part], k)) == int(v)
-               for part in have for k, v in found[part].items()
-               if not (part == 'vision' and k == 'num_attention_heads'))
-    same = same and int(want.vlm_config.text_config.vocab_size) == found['vocab_size']
-    same = same and int(want.vlm_config.vision_config.image_size) == side
+    try:
+        want = pi0_config_from_dict(cfg).hf_config
+    except ValueError as exc:       # e.g. a tiny patch-16 tower under the name gemma_2b
+        LOG.debug('config variants do not build (%s); using the weights', exc)
+        same = False
+    else:
+        have = {'text': want.vlm_config.text_config, 'dit': want.dit_config,
+                'vision': want.vlm_config.vision_config}
+        same = all(int(getattr(have[part], k)) == int(v)
+                   for part in have for k, v in found[part].items()
+                   if not (part == 'vision' and k == 'num_attention_heads'))
+        same = same and int(want.vlm_config.text_config.vocab_size) == found['vocab_size']
+        same = same and int(want.vlm_config.vision_config.image_size) == side
     if same:
         return cfg
     LOG.warning('%s: widths in the weights differ from config variants %s / %s; '
@@ -438,6 +485,25 @@ def _reconcile_with_weights(cfg: Dict[str, Any], weights: str) -> Dict[str, Any]
     return out
 
 
+def read_config(config_dir: str) -> Tuple[str, Dict[str, Any]]:
+    """``(path, parsed config.json)`` of a checkpoint directory (or the file itself)."""
+    path = config_dir
+    if os.path.isdir(path):
+        path = os.path.join(path, 'config.json')
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f'no config.json at {path}')
+    with open(path, 'r', encoding='utf-8') as f:
+        return path, json.load(f)
+
+
+def spec_from_lerobot(path: str, cfg: Dict[str, Any]) -> Pi0Spec:
+    """A LeRobot π0 / π0.5 config dict -> spec, widths reconciled with ``model.safetensors``."""
+    weights = os.path.join(os.path.dirname(path), 'model.safetensors')
+    if cfg.get('type') in LEROBOT_TYPES and os.path.isfile(weights):
+        cfg = _reconcile_with_weights(cfg, weights)
+    return pi0_config_from_dict(cfg)
+
+
 def load_pi0_config(config_dir: str) -> Pi0Spec:
     """Read ``<config_dir>/config.json`` into a :class:`Pi0Spec`.
 
@@ -446,17 +512,10 @@ def load_pi0_config(config_dir: str) -> Pi0Spec:
     :raises FileNotFoundError: no config.json.
     :raises ValueError: not a π0 config.
     """
-    path = config_dir
-    if os.path.isdir(path):
-        path = os.path.join(path, 'config.json')
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f'no π0 config.json at {path}')
-    with open(path, 'r', encoding='utf-8') as f:
-        cfg = json.load(f)
-    weights = os.path.join(os.path.dirname(path), 'model.safetensors')
-    if cfg.get('type') == 'pi0' and os.path.isfile(weights):
-        cfg = _reconcile_with_weights(cfg, weights)
-    spec = pi0_config_from_dict(cfg)
+    path, cfg = read_config(config_dir)
+    if cfg.get('type', 'pi0') != 'pi0' and cfg.get('model_type') != 'pi0':
+        raise ValueError(f'{path}: type {cfg.get("type")!r} is not a π0 config')
+    spec = spec_from_lerobot(path, cfg)
     LOG.info('π0 config %s: cameras=%s state_dim=%d action_dim=%d chunk=%d image=%s '
              'text hidden=%d', path, spec.camera_names, spec.state_dim, spec.action_dim,
              spec.chunk_size, spec.image_size, spec.hf_config.vlm_config.text_config.hidden_size)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import re
 import shutil
@@ -45,22 +46,24 @@ from retain_ros.policies.pi0.processor_pi0 import PREPROCESSOR_JSON
 from retain_ros.policies.pi0.tokenizer_pi0 import build_byte_tokenizer
 from retain_ros.policies.pi0.tokenizer_pi0 import BYTE_VOCAB_SIZE
 from retain_ros.policies.pi0.tokenizer_pi0 import load_tokenizer
+from retain_ros.policies.pi0.tokenizer_pi0 import resolve_tokenizer_path
 from retain_ros.policies.pi0.tokenizer_pi0 import save_byte_tokenizer
 from retain_ros.policies.pi0.tokenizer_pi0 import TextTokenizer
+from retain_ros.policies.pi0.tokenizer_pi0 import TOKENIZER_DIR
 
 LOG = logging.getLogger(__name__)
 
 WEIGHTS_FILE = 'model.safetensors'
 PRE_STATS_FILE = 'policy_preprocessor_step_5_normalizer_processor.safetensors'
 POST_STATS_FILE = 'policy_postprocessor_step_0_unnormalizer_processor.safetensors'
-TOKENIZER_DIR = 'tokenizer'
 
 _PWE = 'model.paligemma_with_expert.'
 #: LeRobot's tied-weight alias, written as the safetensors ``__metadata__`` on save.
 LEROBOT_TIED_ALIAS = {
     _PWE + 'paligemma.model.language_model.embed_tokens.weight': _PWE + 'paligemma.lm_head.weight',
 }
-_ROOT_PROJ = ('state_proj', 'action_in_proj', 'action_time_mlp_in', 'action_time_mlp_out')
+_ROOT_PROJ = ('state_proj', 'action_in_proj', 'action_time_mlp_in', 'action_time_mlp_out',
+              'time_mlp_in', 'time_mlp_out')
 
 # (pattern on a name without LeRobot's leading ``model.``, canonical replacement), in order.
 _TO_CANONICAL = [
@@ -141,6 +144,40 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     return table[dtype]
 
 
+def sinusoidal_time_embedding(time: torch.Tensor, dim: int, min_period: float,
+                              max_period: float) -> torch.Tensor:
+    """openpi / LeRobot flow-time embedding ``[sin(2π t / p), cos(2π t / p)]``, float64 math.
+
+    LeRobot and openpi compute it in float64 (float32 on MPS) and cast afterwards;
+    transformers' ``PI0TimestepEmbeddings`` does it in float32, which moves the velocities by
+    ~6e-5 on the reference checkpoint. Returns float64 (float32 on MPS), ``(B, dim)``.
+    """
+    if dim % 2:
+        raise ValueError(f'time embedding width {dim} must be even')
+    wide = torch.float32 if time.device.type == 'mps' else torch.float64
+    fraction = torch.linspace(0.0, 1.0, dim // 2, dtype=wide, device=time.device)
+    period = min_period * (max_period / min_period) ** fraction
+    scale = 1.0 / period * 2 * math.pi
+    arg = scale[None, :] * time[:, None]
+    return torch.cat([torch.sin(arg), torch.cos(arg)], dim=1)
+
+
+class Float64TimeEmbedding(torch.nn.Module):
+    """Drop-in for transformers' ``PI0TimestepEmbeddings`` with LeRobot's float64 sinusoid.
+
+    No parameters or persistent buffers, so the module's state-dict names do not change.
+    """
+
+    def __init__(self, dim: int, min_period: float, max_period: float):
+        super().__init__()
+        self.dim = int(dim)
+        self.min_period = float(min_period)
+        self.max_period = float(max_period)
+
+    def forward(self, time: torch.Tensor) -> torch.Tensor:
+        return sinusoidal_time_embedding(time, self.dim, self.min_period, self.max_period)
+
+
 def build_pi0_module(spec: Pi0Spec, device: torch.device, dtype: torch.dtype,
                      init_weights: bool = False, seed: Optional[int] = None) -> torch.nn.Module:
     """Create ``PI0ForConditionalGeneration`` on ``device`` in ``dtype``.
@@ -160,6 +197,8 @@ def build_pi0_module(spec: Pi0Spec, device: torch.device, dtype: torch.dtype,
         else:
             with no_init_weights():
                 model = PI0ForConditionalGeneration._from_config(config, dtype=dtype)
+    model.embed_action_time.sinusoid_embeds = Float64TimeEmbedding(
+        config.dit_config.hidden_size, config.min_period, config.max_period)
     return model.eval()
 
 
@@ -204,7 +243,13 @@ class Pi0Policy(Policy):
         """
         spec = load_pi0_config(config_dir)
         tokenizer = load_tokenizer(default_tokenizer_path(config_dir, tokenizer_path))
-        if stats is None:
+        if stats is None and not spec.dims_from_config:
+            # transformers-native directory: the robot widths are those of its statistics
+            stats = load_norm_stats(stats_dir or config_dir)
+            spec.set_dims(stats.state.dim, stats.action.dim)
+            LOG.info('state / action widths %d / %d from %s', spec.state_dim,
+                     spec.action_dim, stats.source)
+        elif stats is None:
             stats = load_norm_stats(stats_dir or config_dir, spec.state_dim, spec.action_dim)
         stats = as_norm_stats(stats, spec.state_dim, spec.action_dim)
         dev = resolve_device(device)
@@ -276,6 +321,19 @@ class Pi0Policy(Policy):
     @property
     def control_period(self) -> float:
         return self.spec.control_period
+
+    @property
+    def max_action_dim(self) -> int:
+        return self.spec.max_action_dim
+
+    def normalize_actions(self, actions: Any) -> torch.Tensor:
+        """Robot-unit actions ``(H, action_dim)`` -> model space ``(H, max_action_dim)``."""
+        act = np.asarray(actions, dtype=np.float64)
+        if act.ndim != 2 or act.shape[1] != self.action_dim:
+            raise ValueError(f'actions must be (H, {self.action_dim}), got {act.shape}')
+        norm = self.processor.stats.normalize_actions(torch.as_tensor(act, dtype=torch.float32))
+        norm = torch.nn.functional.pad(norm, (0, self.max_action_dim - self.action_dim))
+        return norm.to(self.device, self.dtype)
 
     @property
     def stats(self) -> NormStats:
@@ -440,22 +498,8 @@ def _beta_icdf(u: torch.Tensor, dist: torch.distributions.Beta) -> torch.Tensor:
 
 
 def default_tokenizer_path(checkpoint_dir: str, tokenizer_path: str = '') -> str:
-    """``tokenizer_path`` if given, else ``<checkpoint_dir>/tokenizer`` when it exists.
-
-    :raises FileNotFoundError: neither is available (tells the user to pass tokenizer_path).
-    """
-    if tokenizer_path:
-        if not os.path.exists(tokenizer_path):
-            raise FileNotFoundError(f'tokenizer_path {tokenizer_path!r} does not exist')
-        return tokenizer_path
-    base = checkpoint_dir if os.path.isdir(checkpoint_dir) else os.path.dirname(checkpoint_dir)
-    local = os.path.join(base, TOKENIZER_DIR)
-    if os.path.isdir(local):
-        return local
-    raise FileNotFoundError(
-        f'no tokenizer: {local} does not exist. Pass tokenizer_path = a local tokenizer '
-        'directory (for a real π0 the PaliGemma tokenizer, e.g. a local copy of '
-        'google/paligemma-3b-pt-224; nothing is downloaded at run time)')
+    """See :func:`~retain_ros.policies.pi0.tokenizer_pi0.resolve_tokenizer_path`."""
+    return resolve_tokenizer_path(checkpoint_dir, tokenizer_path)
 
 
 def read_pi0_state_dict(path: str) -> Dict[str, torch.Tensor]:
@@ -582,3 +626,10 @@ def save_pi0_checkpoint(policy: Any, out_dir: str, stats: Any = None,
                 shutil.copy2(os.path.join(src, name), os.path.join(dst, name))
     LOG.info('saved π0 checkpoint (LeRobot layout) to %s', out_dir)
     return out_dir
+
+
+def build_policy(checkpoint_dir: str, device: str = 'cpu', dtype: str = 'auto',
+                 tokenizer_path: str = '', noise_seed: int = 0) -> Pi0Policy:
+    """Family builder for :mod:`retain_ros.policies.loader` (weights not loaded)."""
+    return Pi0Policy.build(checkpoint_dir, tokenizer_path=tokenizer_path, device=device,
+                           dtype=dtype, stats_dir=checkpoint_dir, noise_seed=noise_seed)

@@ -131,3 +131,59 @@ def load_tokenizer(path: str) -> TextTokenizer:
             '(the PaliGemma tokenizer for a real π0; tiny π0 checkpoints ship it as tokenizer/)')
     LOG.info('tokenizer: %s', file)
     return TextTokenizer(Tokenizer.from_file(file), path=file)
+
+
+#: Sub-directory of a checkpoint that holds its tokenizer (retain_ros / LeRobot layout).
+TOKENIZER_DIR = 'tokenizer'
+
+
+def _pipeline_tokenizer(checkpoint_dir: str) -> str:
+    """The LeRobot pipeline's ``tokenizer_name`` when it is a local directory (else '')."""
+    import json
+
+    pre = os.path.join(checkpoint_dir, 'policy_preprocessor.json')
+    if not os.path.isfile(pre):
+        return ''
+    with open(pre, 'r', encoding='utf-8') as f:
+        steps = json.load(f).get('steps', [])
+    for step in steps:
+        name = (step.get('config') or {}).get('tokenizer_name') or ''
+        if 'tokenizer' in step.get('registry_name', '') and name:
+            for cand in (name, os.path.join(checkpoint_dir, name)):
+                if os.path.isfile(os.path.join(cand, TOKENIZER_FILE)):
+                    return cand
+    return ''
+
+
+def resolve_tokenizer_path(checkpoint_dir: str, tokenizer_path: str = '') -> str:
+    """Where a checkpoint's tokenizer is; the choice is logged.
+
+    Order: ``tokenizer_path`` (must exist); ``<ckpt>/tokenizer/``; ``<ckpt>/`` itself (a
+    transformers ``save_pretrained`` directory with ``tokenizer.json`` at its root); the LeRobot
+    pipeline's ``tokenizer_name`` when it names a local directory (absolute, or relative to the
+    checkpoint). Nothing is downloaded.
+
+    :raises FileNotFoundError: none found (the message tells the user to pass tokenizer_path).
+    """
+    if tokenizer_path:
+        if not os.path.exists(tokenizer_path):
+            raise FileNotFoundError(f'tokenizer_path {tokenizer_path!r} does not exist')
+        LOG.info('tokenizer: %s (tokenizer_path)', tokenizer_path)
+        return tokenizer_path
+    base = checkpoint_dir if os.path.isdir(checkpoint_dir) else os.path.dirname(checkpoint_dir)
+    local = os.path.join(base, TOKENIZER_DIR)
+    if os.path.isdir(local):
+        LOG.info('tokenizer: %s (<checkpoint>/%s)', local, TOKENIZER_DIR)
+        return local
+    if os.path.isfile(os.path.join(base, TOKENIZER_FILE)):
+        LOG.info('tokenizer: %s (at the checkpoint root)', base)
+        return base
+    named = _pipeline_tokenizer(base)
+    if named:
+        LOG.info('tokenizer: %s (tokenizer_name of the LeRobot pipeline)', named)
+        return named
+    raise FileNotFoundError(
+        f'no tokenizer: neither {local}/ nor {base}/{TOKENIZER_FILE} exists. Pass '
+        'tokenizer_path = a local tokenizer directory (for a real π0 / π0.5 the PaliGemma '
+        'tokenizer, e.g. a local copy of google/paligemma-3b-pt-224; nothing is downloaded at '
+        'run time)')
