@@ -36,8 +36,16 @@ setup(
         'ros-wheels': [
             'ros-rclpy', 'ros-rmw-fastrtps-cpp', 'ros-sensor-msgs', 'ros-std-msgs',
             'ros-std-srvs', 'ros-trajectory-msgs', 'ros-diagnostic-msgs', 'ros-rcl-interfaces',
+            'ros-lifecycle-msgs',
         ],
         'test': ['pytest<8.4', 'hypothesis', 'flake8'],
+        # the same for ROS 2 Jazzy (LTS; rclpy 7.x), in a virtual environment of its own
+        # (.ci/setup jazzy -> .venv-jazzy): the two distributions' wheels cannot share one
+        'ros-jazzy-wheels': [
+            'ros-jazzy-rclpy[fastrtps]', 'ros-jazzy-sensor-msgs', 'ros-jazzy-std-msgs',
+            'ros-jazzy-std-srvs', 'ros-jazzy-trajectory-msgs', 'ros-jazzy-diagnostic-msgs',
+            'ros-jazzy-rcl-interfaces', 'ros-jazzy-lifecycle-msgs',
+        ],
     },
     zip_safe=True,
     maintainer='retain_ros maintainers',
