@@ -9,7 +9,7 @@ import sys
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PURE_PACKAGES = ('merging', 'policies', 'control', 'sim', 'evaluation', 'demo')
+PURE_PACKAGES = ('merging', 'policies', 'control', 'sim', 'evaluation', 'demo', 'recording')
 ROS_MODULES = ('rclpy', 'sensor_msgs', 'std_msgs', 'std_srvs', 'trajectory_msgs',
                'diagnostic_msgs', 'rcl_interfaces', 'builtin_interfaces', 'launch', 'launch_ros')
 

@@ -1,4 +1,4 @@
-"""ROS 2 message definitions for MCAP schemas (``ros2msg`` encoding), read from the installed files.
+"""ROS 2 message definitions for MCAP schemas (``ros2msg``), read from the installed files.
 
 rosbag2 stores, for every topic type, the ``.msg`` text of the type followed by the text of every
 type it uses, each introduced by a line of 80 ``=`` and ``MSG: pkg/Type`` (the format the ``mcap``

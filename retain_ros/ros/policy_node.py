@@ -174,6 +174,10 @@ class PolicyNode(Node):
         self._warm_up()
         self._setup_evaluation()
         self._setup_io()
+        self._bag = None        # episode bags (retain_ros/ros/recording.py), when record is true
+        if self._cfg['record']:
+            from retain_ros.ros.recording import NodeRecorder
+            self._bag = NodeRecorder(self, self._cfg)
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self.add_post_set_parameters_callback(self._post_set_parameters)
         self._publish_merge_state()
@@ -364,6 +368,8 @@ class PolicyNode(Node):
         """Stop the inference / streaming threads, then destroy the node."""
         for loop in getattr(self, '_loops', []):
             loop.stop()
+        if getattr(self, '_bag', None) is not None:
+            self._bag.shutdown()
         super().destroy_node()
 
     # ------------------------------------------------------------------ inputs
@@ -691,6 +697,10 @@ class PolicyNode(Node):
         episode_id = self._recorder.start(
             instruction, tag=self._cfg['episode_tag'], alphas=state.alphas,
             recipe=state.recipe, fingerprint=state.fingerprint, alpha_hidden=self._blind)
+        if self._bag is not None:
+            self._bag.start(episode_id, {'instruction': instruction, 'alpha': state.alphas,
+                                         'recipe': state.recipe, 'tag': self._cfg['episode_tag'],
+                                         'fingerprint': state.fingerprint})
         reply: Dict[str, Any] = {'episode_id': episode_id, 'tag': self._cfg['episode_tag'],
                                  'instruction': instruction}
         if label:
@@ -709,14 +719,18 @@ class PolicyNode(Node):
             response.success = False
             response.message = 'no episode is running; call ~/start_episode first'
             return response
+        recording, line = (self._bag.stop() if self._bag is not None else None), None
         try:
-            line = self._recorder.end(bool(request.data))
+            line = self._recorder.end(bool(request.data), recording=recording)
         except OSError as exc:
             response.success = False
             response.message = f'cannot write the episode log: {exc}'
             return response
+        finally:
+            if self._bag is not None:
+                self._bag.close(line)
         reply = {k: line.get(k) for k in ('episode_id', 'success', 'duration_s', 'chunks',
-                                          'latency_ms', 'tag')}
+                                          'latency_ms', 'tag', 'recording')}
         if not self._blind:
             reply['alpha'] = line.get('alpha')
         response.success = True
