@@ -43,7 +43,7 @@ setup(
             'ros-std-srvs', 'ros-trajectory-msgs', 'ros-diagnostic-msgs', 'ros-rcl-interfaces',
             'ros-lifecycle-msgs',
         ],
-        'test': ['pytest<8.4', 'hypothesis', 'flake8', 'rosbags>=0.10'],
+        'test': ['pytest<8.4', 'hypothesis', 'flake8', 'rosbags>=0.10', 'datasets'],
         # the same for ROS 2 Jazzy (LTS; rclpy 7.x), in a virtual environment of its own
         # (.ci/setup jazzy -> .venv-jazzy): the two distributions' wheels cannot share one
         'ros-jazzy-wheels': [

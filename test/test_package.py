@@ -89,7 +89,7 @@ def test_cli_lists_every_command(capsys):
     from retain_ros import cli
     assert cli.main(['--help']) == 0
     out = capsys.readouterr().out
-    for name in ('merge', 'inspect', 'node', 'sim', 'demo-train', 'demo', 'report'):
+    for name in ('merge', 'inspect', 'node', 'sim', 'demo-train', 'demo', 'report', 'export'):
         assert f'  {name} ' in out
     assert 'weight on the finetuned' in out
     assert cli.main(['no-such-command']) == 2
