@@ -27,6 +27,7 @@ from std_srvs.srv import Trigger  # noqa: E402
 from trajectory_msgs.msg import JointTrajectory  # noqa: E402
 
 from retain_ros.recording import bag as B  # noqa: E402
+from retain_ros.recording.export import export  # noqa: E402
 from retain_ros.ros.policy_node import LATCHED_QOS  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -105,6 +106,11 @@ def test_each_episode_is_a_bag(tiny_pi0_checkpoints, tmp_path):
     decoded = _mcap(str(bags / first))
     assert len(decoded) == len(msgs)
     assert sum(t == '/camera/image_raw' for t, _ in decoded) == len(images)
+    # and both episodes as a LeRobot v3 dataset
+    info = export([str(bags)], str(tmp_path / 'dataset'), progress=False)
+    assert info['total_episodes'] == 2 and info['fps'] == 20 and not info['skipped']
+    assert info['features']['observation.images.camera']['shape'] == [32, 32, 3]
+    assert info['features']['action']['names'] == list(TEST_JOINTS)
 
 
 def test_jpeg_recording(tiny_pi0_checkpoints, tmp_path):
