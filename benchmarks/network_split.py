@@ -66,6 +66,8 @@ JOINTS = ('j0', 'j1', 'j2', 'j3')
 CAMERA_TOPIC = 'camera/image_raw'
 IMAGE_SIDE = 224
 DELAYS_MS = (0, 20, 50)
+#: std of the Gaussian sensor noise added to the rendered camera image (grey levels)
+NOISE = 4.0
 
 
 class NetnsUnavailable(RuntimeError):
@@ -417,7 +419,10 @@ def probe_main(args) -> int:
                         reliability=ReliabilityPolicy.BEST_EFFORT)
     world = SimWorld(image_size=IMAGE_SIDE)
     world.reset('reach_yellow', 'new_id', 0)
-    rgb = np.ascontiguousarray(world.render(), dtype=np.uint8)
+    rgb = world.render().astype(np.float64)
+    # camera-like sensor noise: a flat-shaded render alone compresses far better than a camera
+    rgb += np.random.default_rng(0).normal(0.0, args.noise, rgb.shape)
+    rgb = np.ascontiguousarray(np.clip(np.rint(rgb), 0, 255), dtype=np.uint8)
     jpeg = args.format == 'jpeg'
 
     rclpy.init()
@@ -431,7 +436,7 @@ def probe_main(args) -> int:
     from rclpy.executors import SingleThreadedExecutor
     executor = SingleThreadedExecutor()
     executor.add_node(node)
-    spin_in_background(executor)
+    spinner = spin_in_background(executor)
 
     def image_msg():
         stamp = node.get_clock().now().to_msg()
@@ -505,9 +510,10 @@ def probe_main(args) -> int:
         print('RESULT ' + json.dumps(result), flush=True)
         return 0
     finally:
+        rclpy.try_shutdown()       # wakes the spinning executor, which then returns
+        spinner.join(timeout=5)
         executor.shutdown(timeout_sec=2)
         node.destroy_node()
-        rclpy.try_shutdown()
 
 
 # ---------------------------------------------------------------------------- one episode
@@ -657,7 +663,8 @@ def bench_main(args) -> int:
                 'namespace, a robot-side probe in another, joined by a veth pair; DDS over UDP '
                 f'(Fast DDS, `ROS_AUTOMATIC_DISCOVERY_RANGE={args.discovery}`); '
                 f'{args.samples} latency samples per row; camera {IMAGE_SIDE}x{IMAGE_SIDE} '
-                'rgb8 (a rendered sim scene) or JPEG quality 90 of it. **Image-to-chunk**: '
+                f'rgb8 (a rendered sim scene plus Gaussian sensor noise, std {NOISE:g} grey '
+                'levels) or JPEG quality 90 of it. **Image-to-chunk**: '
                 'robot publishes a stamped image + joint state -> first JointTrajectory back '
                 'on the robot (JPEG encoding, the link both ways, decoding, inference, safety '
                 'filter included). **Bandwidth per camera**: robot-veth tx bytes/s with the '
@@ -679,6 +686,7 @@ def _probe_parser() -> argparse.ArgumentParser:
     p.add_argument('--joint-rate', type=float, default=50.0)
     p.add_argument('--bandwidth-seconds', type=float, default=4.0)
     p.add_argument('--jpeg-quality', type=int, default=90)
+    p.add_argument('--noise', type=float, default=NOISE)
     p.add_argument('--timeout', type=float, default=180.0,
                    help='seconds to wait for the first chunk (node start-up, discovery)')
     return p
