@@ -283,7 +283,7 @@ class SimRobotNode(Node):
         msg.header.frame_id = self._param('camera_frame_id')
         if self._jpeg:
             _, data = cv2.imencode('.jpg', cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR),
-                                    [cv2.IMWRITE_JPEG_QUALITY, int(self._param('jpeg_quality'))])
+                                   [cv2.IMWRITE_JPEG_QUALITY, int(self._param('jpeg_quality'))])
             msg.format = 'rgb8; jpeg compressed bgr8'  # image_transport's format string
             msg.data = data.tobytes()
             self.image_pub.publish(msg)
