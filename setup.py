@@ -30,6 +30,11 @@ setup(
         'tqdm',
         'blake3>=1.0',
         'matplotlib',
+        # episode recording (rosbag2 layout, MCAP) and the LeRobot v3 export
+        'mcap>=1.2',
+        'mcap-ros2-support>=0.5',
+        'pyarrow>=14',
+        'pandas',
     ],
     extras_require={
         # rclpy and the message packages from PyPI (Kilted wheels), for machines without a
@@ -39,7 +44,14 @@ setup(
             'ros-std-srvs', 'ros-trajectory-msgs', 'ros-diagnostic-msgs', 'ros-rcl-interfaces',
             'ros-lifecycle-msgs',
         ],
-        'test': ['pytest<8.4', 'hypothesis', 'flake8'],
+        'test': ['pytest<8.4', 'hypothesis', 'flake8', 'rosbags>=0.10', 'datasets'],
+        # the same for ROS 2 Jazzy (LTS; rclpy 7.x), in a virtual environment of its own
+        # (.ci/setup jazzy -> .venv-jazzy): the two distributions' wheels cannot share one
+        'ros-jazzy-wheels': [
+            'ros-jazzy-rclpy[fastrtps]', 'ros-jazzy-sensor-msgs', 'ros-jazzy-std-msgs',
+            'ros-jazzy-std-srvs', 'ros-jazzy-trajectory-msgs', 'ros-jazzy-diagnostic-msgs',
+            'ros-jazzy-rcl-interfaces', 'ros-jazzy-lifecycle-msgs',
+        ],
     },
     zip_safe=True,
     maintainer='retain_ros maintainers',

@@ -26,6 +26,8 @@ COMMANDS = {
              'closed-loop demo: sim + policy node, alpha sweep, report and plot'),
     'report': ('retain_ros.evaluation.report', 'main',
                'success rate per alpha with 95% Wilson intervals from an episode log'),
+    'export': ('retain_ros.recording.export', 'main',
+               'recorded episode bags (record parameter) as a LeRobot v3 dataset'),
 }
 
 

@@ -268,3 +268,74 @@ def ros_harness():
         yield harness
     finally:
         harness.shutdown()
+
+
+# --------------------------------------------------------------------------- the ``ros`` marker
+#: modules whose use makes a test a ROS test (run once per ROS 2 distribution by .ci/run)
+ROS_TEST_MODULES = ('rclpy', 'sensor_msgs', 'std_msgs', 'std_srvs', 'trajectory_msgs',
+                    'diagnostic_msgs', 'rcl_interfaces', 'builtin_interfaces', 'lifecycle_msgs',
+                    'launch', 'launch_ros', 'retain_ros.ros')
+_ROS_MODULE_CACHE = {}
+
+
+def _uses_ros(statements) -> bool:
+    """Whether these AST statements import a ROS module or ``pytest.importorskip`` one."""
+    import ast
+
+    def is_ros(name):
+        return any(name == m or name.startswith(m + '.') for m in ROS_TEST_MODULES)
+
+    for node in (n for s in statements for n in ast.walk(s)):
+        if isinstance(node, ast.Import) and any(is_ros(a.name) for a in node.names):
+            return True
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0 \
+                and is_ros(node.module):
+            return True
+        if isinstance(node, ast.Call) and getattr(node.func, 'attr', '') == 'importorskip' \
+                and node.args and isinstance(node.args[0], ast.Constant) \
+                and isinstance(node.args[0].value, str) and is_ros(node.args[0].value):
+            return True
+    return False
+
+
+def _module_uses_ros(path: str) -> bool:
+    """Top-level statements of a test module (not its functions) use ROS."""
+    import ast
+
+    if path not in _ROS_MODULE_CACHE:
+        with open(path, encoding='utf-8') as f:
+            tree = ast.parse(f.read(), filename=path)
+        top = [s for s in tree.body
+               if not isinstance(s, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))]
+        _ROS_MODULE_CACHE[path] = _uses_ros(top)
+    return _ROS_MODULE_CACHE[path]
+
+
+def _function_uses_ros(function) -> bool:
+    import ast
+    import inspect
+    import textwrap
+
+    try:
+        source = textwrap.dedent(inspect.getsource(function))
+    except (OSError, TypeError):
+        return False
+    return _uses_ros(ast.parse(source).body)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark every test that uses rclpy (or the ROS message packages) with ``ros``.
+
+    A test uses ROS when its module imports (or ``importorskip``s) a ROS module at top level,
+    when its own body does, or when it takes the ``ros_harness`` fixture. ``.ci/run`` runs all
+    tests on Kilted and the ``ros`` ones again on Jazzy (``-m ros``).
+    """
+    for item in items:
+        if item.get_closest_marker('ros') is not None:
+            continue
+        path = str(getattr(item, 'path', getattr(item, 'fspath', '')))
+        function = getattr(item, 'function', None)
+        if 'ros_harness' in getattr(item, 'fixturenames', ()) \
+                or (path.endswith('.py') and _module_uses_ros(path)) \
+                or (function is not None and _function_uses_ros(function)):
+            item.add_marker(pytest.mark.ros)

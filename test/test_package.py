@@ -9,7 +9,8 @@ import sys
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PURE_PACKAGES = ('merging', 'policies', 'control', 'runtime', 'sim', 'evaluation', 'demo')
+PURE_PACKAGES = ('merging', 'policies', 'control', 'runtime', 'sim', 'evaluation', 'demo',
+                 'recording')
 ROS_MODULES = ('rclpy', 'sensor_msgs', 'std_msgs', 'std_srvs', 'trajectory_msgs',
                'diagnostic_msgs', 'rcl_interfaces', 'builtin_interfaces', 'launch', 'launch_ros')
 
@@ -89,7 +90,7 @@ def test_cli_lists_every_command(capsys):
     from retain_ros import cli
     assert cli.main(['--help']) == 0
     out = capsys.readouterr().out
-    for name in ('merge', 'inspect', 'node', 'sim', 'demo-train', 'demo', 'report'):
+    for name in ('merge', 'inspect', 'node', 'sim', 'demo-train', 'demo', 'report', 'export'):
         assert f'  {name} ' in out
     assert 'weight on the finetuned' in out
     assert cli.main(['no-such-command']) == 2

@@ -202,11 +202,14 @@ class EpisodeRecorder:
             if math.isfinite(value):
                 self._latencies.append(value)
 
-    def end(self, success: bool, extra: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
+    def end(self, success: bool, extra: Optional[Mapping[str, Any]] = None,
+            recording: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
         """Finish the running episode and append its line to the log.
 
         :param success: the outcome.
         :param extra: more JSON-able fields merged into ``extra``.
+        :param recording: the episode bag's counts (``bag``, ``messages``, ``dropped``, ...),
+            stored as ``recording``.
         :return: the dict that was written.
         :raises EpisodeError: when no episode is running.
         :raises OSError: when the line could not be written (the episode is then dropped).
@@ -246,6 +249,8 @@ class EpisodeRecorder:
         merged_extra.update(extra or {})
         if merged_extra:
             line['extra'] = merged_extra
+        if recording:
+            line['recording'] = dict(recording)
         self._append(line)
         LOG.info('episode %s: %s after %.1f s, %d chunks', line['episode_id'],
                  'SUCCESS' if line['success'] else 'failure', duration, line['chunks'])

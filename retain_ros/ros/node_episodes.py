@@ -40,6 +40,16 @@ class EpisodeServices:
                 f'{self.schedule.total} episodes'
                 + (' (blind)' if self.blind else f': {settings}'))
         node.get_logger().info(f'episode log: {self.path}')
+        #: episode bags (:mod:`retain_ros.ros.recording`) when ``record`` is true
+        self.bag = None
+        if config.record:
+            from retain_ros.ros.recording import NodeRecorder
+            self.bag = NodeRecorder(node, config.to_values())
+
+    def shutdown(self) -> None:
+        """Close a bag still open (node teardown or cleanup)."""
+        if self.bag is not None:
+            self.bag.shutdown()
 
     @property
     def active(self) -> bool:
@@ -87,6 +97,10 @@ class EpisodeServices:
         episode_id = self.recorder.start(
             instruction, tag=cfg.episode_tag, alphas=state.alphas, recipe=state.recipe,
             fingerprint=state.fingerprint, alpha_hidden=self.blind)
+        if self.bag is not None:
+            self.bag.start(episode_id, {'instruction': instruction, 'alpha': state.alphas,
+                                        'recipe': state.recipe, 'tag': cfg.episode_tag,
+                                        'fingerprint': state.fingerprint})
         reply: Dict[str, Any] = {'episode_id': episode_id, 'tag': cfg.episode_tag,
                                  'instruction': instruction}
         if label:
@@ -105,14 +119,18 @@ class EpisodeServices:
             response.success = False
             response.message = 'no episode is running; call ~/start_episode first'
             return response
+        recording, line = (self.bag.stop() if self.bag is not None else None), None
         try:
-            line = self.recorder.end(bool(request.data))
+            line = self.recorder.end(bool(request.data), recording=recording)
         except OSError as exc:
             response.success = False
             response.message = f'cannot write the episode log: {exc}'
             return response
+        finally:
+            if self.bag is not None:
+                self.bag.close(line)
         reply = {k: line.get(k) for k in ('episode_id', 'success', 'duration_s', 'chunks',
-                                          'latency_ms', 'tag')}
+                                          'latency_ms', 'tag', 'recording')}
         if not self.blind:
             reply['alpha'] = line.get('alpha')
         response.success = True

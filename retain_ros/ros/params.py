@@ -187,6 +187,21 @@ PARAMS: Tuple[ParamSpec, ...] = (
     ParamSpec('blind', _B, False,
               'hide alpha in ~/start_episode replies, logs and ~/merge_state (the episode log '
               'still records it)', read_only=True),
+    # recording (retain_ros/ros/recording.py)
+    ParamSpec('record', _B, False,
+              'record every episode (~/start_episode to ~/end_episode) as a rosbag2 bag (mcap): '
+              'cameras, joint states, instruction, commands, ~/merge_state, /diagnostics',
+              read_only=True),
+    ParamSpec('record_dir', _S, '',
+              'folder of the episode bags (one <episode_id>/ each); empty = '
+              '$ROS_HOME/retain_ros/bags', read_only=True),
+    ParamSpec('record_jpeg_quality', _I, 0,
+              'store raw camera images JPEG-encoded (sensor_msgs/CompressedImage on '
+              '<topic>/compressed) at this quality; 0 = as received', read_only=True,
+              int_range=(0, 100)),
+    ParamSpec('record_max_queue_mb', _D, 64.0,
+              'bound of the recording queue; beyond it frames are dropped and counted in the '
+              'episode line', read_only=True, float_range=(0.1, 65536.0)),
 )
 
 SPECS: Dict[str, ParamSpec] = {p.name: p for p in PARAMS}
@@ -292,6 +307,10 @@ class NodeConfig:
     schedule_seed: int
     schedule_repeats: int
     blind: bool
+    record: bool
+    record_dir: str
+    record_jpeg_quality: int
+    record_max_queue_mb: float
 
     @classmethod
     def from_values(cls, values: Dict[str, Any]) -> 'NodeConfig':

@@ -415,6 +415,8 @@ class PolicyNode(LifecycleNode):
         if self._episodes is not None and self._episodes.active:
             dropped = self._episodes.recorder.discard()
             self.get_logger().warning(f'episode {dropped} discarded (model released)')
+        if self._episodes is not None:
+            self._episodes.shutdown()
         self._episodes = None
         self._rtc = None
         if self._runtime is not None:

@@ -27,6 +27,7 @@ import time
 from typing import List
 from typing import Optional
 
+import cv2
 import numpy as np
 from rcl_interfaces.msg import FloatingPointRange
 from rcl_interfaces.msg import IntegerRange
@@ -43,6 +44,7 @@ from retain_ros.sim.tasks import get_task
 from retain_ros.sim.tasks import NEW_TASK
 from retain_ros.sim.tasks import SPLITS
 from retain_ros.sim.world import SimWorld
+from sensor_msgs.msg import CompressedImage
 from sensor_msgs.msg import Image
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool
@@ -93,6 +95,14 @@ PARAMETERS = {
     'camera_topic': ('camera/image_raw', _descriptor('sensor_msgs/Image (rgb8) output',
                                                      read_only=True)),
     'camera_frame_id': ('camera', _descriptor('frame_id of the images', read_only=True)),
+    'image_format': ('raw', _descriptor(
+        'raw: sensor_msgs/Image (rgb8) on camera_topic; jpeg: sensor_msgs/CompressedImage on '
+        'compressed_topic (what a robot sends over Wi-Fi)', read_only=True)),
+    'compressed_topic': ('', _descriptor(
+        'CompressedImage topic of image_format jpeg; empty = <camera_topic>/compressed '
+        "(image_transport's name)", read_only=True)),
+    'jpeg_quality': (90, _descriptor('JPEG quality of image_format jpeg', read_only=True,
+                                     int_range=(1, 100))),
     'instruction_topic': ('instruction', _descriptor(
         "std_msgs/String output, transient local: the scene's instruction", read_only=True)),
     'publish_instruction': (True, _descriptor('publish the instruction after each reset')),
@@ -132,7 +142,12 @@ class SimRobotNode(Node):
         latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL,
                              reliability=ReliabilityPolicy.RELIABLE)
         self.joint_pub = self.create_publisher(JointState, p('joint_states_topic'), 10)
-        self.image_pub = self.create_publisher(Image, p('camera_topic'), 2)
+        self._jpeg = self._image_format() == 'jpeg'
+        if self._jpeg:
+            topic = p('compressed_topic') or p('camera_topic').rstrip('/') + '/compressed'
+            self.image_pub = self.create_publisher(CompressedImage, topic, 2)
+        else:
+            self.image_pub = self.create_publisher(Image, p('camera_topic'), 2)
         self.instruction_pub = self.create_publisher(String, p('instruction_topic'), latched)
         self.scene_pub = self.create_publisher(String, '~/scene', latched)
         self.success_pub = self.create_publisher(Bool, '~/success', 10)
@@ -157,6 +172,12 @@ class SimRobotNode(Node):
     # ----------------------------------------------------------------------------- helpers
     def _param(self, name: str):
         return self.get_parameter(name).value
+
+    def _image_format(self) -> str:
+        fmt = str(self._param('image_format')).strip().lower()
+        if fmt not in ('raw', 'jpeg'):
+            raise ValueError(f"image_format must be 'raw' or 'jpeg', not {fmt!r}")
+        return fmt
 
     def _now(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9
@@ -251,9 +272,17 @@ class SimRobotNode(Node):
 
     def camera_callback(self) -> None:
         rgb = np.ascontiguousarray(self.world.render(), dtype=np.uint8)
-        msg = Image()
+        msg = CompressedImage() if self._jpeg else Image()
         msg.header.stamp = self.get_clock().now().to_msg()
         msg.header.frame_id = self._param('camera_frame_id')
+        if self._jpeg:
+            _, data = cv2.imencode('.jpg', cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR),
+                                   [cv2.IMWRITE_JPEG_QUALITY, int(self._param('jpeg_quality'))])
+            msg.format = 'rgb8; jpeg compressed bgr8'  # image_transport's format string
+            msg.data = data.tobytes()
+            self.image_pub.publish(msg)
+            self.success_pub.publish(Bool(data=bool(self.world.success())))
+            return
         msg.height, msg.width = int(rgb.shape[0]), int(rgb.shape[1])
         msg.encoding = 'rgb8'
         msg.is_bigendian = 0

@@ -1,0 +1,1 @@
+"""Episode recording (rosbag2 layout, MCAP storage) and LeRobot v3 export (no ROS imports)."""
