@@ -20,9 +20,13 @@ single-threaded executor and thread; the node's inference on its own thread), tr
 DDS on loopback.
 
     .venv/bin/python benchmarks/node_latency.py [--samples 60] [--cameras 1 2 3] [--results]
+    .venv/bin/python benchmarks/node_latency.py --recording [--cameras 1 3] [--results]
 
 ``--results`` writes the table into the ``## Node latency`` section of benchmarks/RESULTS.md
-(replacing that section only).
+(replacing that section only). ``--recording`` measures the same round trips with the node's
+``record`` parameter off, on (images as received) and on with JPEG re-encoding, an episode
+running throughout, in the same run (ratios against the run without recording), with the bag's
+size and dropped-frame count; ``--results`` then writes the ``## Recording`` section.
 """
 from __future__ import annotations
 
@@ -34,6 +38,7 @@ import sys
 import tempfile
 import threading
 import time
+from typing import Optional
 
 import numpy as np
 
@@ -47,6 +52,7 @@ JOINTS = ('j0', 'j1', 'j2', 'j3')
 CAMERAS = ('base', 'wrist', 'side')
 SIDE = 224
 SECTION = '## Node latency'
+RECORDING_SECTION = '## Recording'
 
 
 def write_checkpoint(out_dir: str, seed: int, cameras) -> str:
@@ -71,7 +77,8 @@ def write_checkpoint(out_dir: str, seed: int, cameras) -> str:
 class Bench:
     """Node + probe in one context; measures ``samples`` publish -> chunk round trips."""
 
-    def __init__(self, pretrained: str, finetuned: str, cameras: int):
+    def __init__(self, pretrained: str, finetuned: str, cameras: int,
+                 record: Optional[str] = None, record_dir: str = ''):
         import rclpy
         from rclpy.context import Context
         from retain_ros.ros.node_main import make_executor
@@ -94,6 +101,10 @@ class Bench:
             'control_period': 0.02, 'replan_steps': 1, 'max_observation_age': 0.06,
             'episode_log': os.path.join(tempfile.gettempdir(), 'node_latency_episodes.jsonl'),
         }
+        if record:
+            values.update(record=True, record_dir=record_dir,
+                          record_jpeg_quality=90 if record == 'jpeg' else 0)
+        self.record = record
         self.node = PolicyNode(context=self.context, parameter_overrides=[
             Parameter(k, value=v) for k, v in values.items()])
         self.probe = rclpy.create_node('node_latency_probe', context=self.context)
@@ -113,6 +124,37 @@ class Bench:
         self.images = [rng.integers(0, 256, (SIDE, SIDE, 3), dtype=np.uint8)
                        for _ in self.topics]
         time.sleep(1.0)  # discovery
+        self.episode = self._call('start_episode') if record else None
+
+    def _call(self, name: str) -> dict:
+        """Call ``~/start_episode`` / ``~/end_episode`` (success) from the probe, as ros2 would."""
+        import json
+
+        from std_srvs.srv import SetBool
+        from std_srvs.srv import Trigger
+
+        srv = Trigger if name == 'start_episode' else SetBool
+        client = self.probe.create_client(srv, f'/retain_policy/{name}')
+        try:
+            if not client.wait_for_service(timeout_sec=10):
+                raise RuntimeError(f'no ~/{name} service')
+            request = srv.Request() if srv is Trigger else srv.Request(data=True)
+            future = client.call_async(request)
+            deadline = time.monotonic() + 60
+            while not future.done():
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f'~/{name} did not answer')
+                time.sleep(0.01)
+            response = future.result()
+            if not response.success:
+                raise RuntimeError(f'~/{name}: {response.message}')
+            return json.loads(response.message)
+        finally:
+            self.probe.destroy_client(client)
+
+    def end_episode(self) -> dict:
+        """End the recorded episode; returns its reply (with the ``recording`` counts)."""
+        return self._call('end_episode')
 
     def _chunk_callback(self, msg) -> None:
         now = time.monotonic()
@@ -174,23 +216,36 @@ class Bench:
             thread.join(timeout=5)
 
 
-def run(cameras: int, samples: int, warmup: int = 5):
-    """Measure ``samples`` round trips with ``cameras`` cameras; return the list of dicts."""
+def run(cameras: int, samples: int, warmup: int = 5, record: Optional[str] = None):
+    """Measure ``samples`` round trips with ``cameras`` cameras; return the list of dicts.
+
+    With ``record`` (``'raw'`` or ``'jpeg'``) an episode is recorded throughout; the return value
+    is then ``(rows, recording)``: the episode line's ``recording`` counts plus the bag's size
+    (``bag_mib``) and the recorded time (``seconds``).
+    """
     with tempfile.TemporaryDirectory() as tmp:
         names = CAMERAS[:cameras]
         pre = write_checkpoint(os.path.join(tmp, 'pre'), 1, names)
         ft = write_checkpoint(os.path.join(tmp, 'ft'), 2, names)
-        bench = Bench(pre, ft, cameras)
+        bench = Bench(pre, ft, cameras, record=record, record_dir=os.path.join(tmp, 'bags'))
+        recording = None
         try:
             rows = []
+            t0 = time.monotonic()
             for i in range(warmup + samples):
                 row = bench.sample(i)
                 if i >= warmup:
                     rows.append(row)
                 time.sleep(0.12)  # inputs go stale: the node holds until the next sample
-            return rows
+            if record:
+                recording = dict(bench.end_episode()['recording'])
+                recording['seconds'] = time.monotonic() - t0
+                bag = recording['bag']
+                recording['bag_mib'] = sum(os.path.getsize(os.path.join(bag, f))
+                                           for f in os.listdir(bag)) / 2 ** 20
         finally:
             bench.close()
+        return (rows, recording) if record else rows
 
 
 def summarize(rows):
@@ -223,28 +278,82 @@ def table(results, samples: int) -> str:
     return '\n'.join(lines)
 
 
-def write_results(text: str, path: str) -> None:
-    """Replace (or append) the ``## Node latency`` section of ``path``, keeping the rest."""
+def write_results(text: str, path: str, section: str = SECTION) -> None:
+    """Replace (or append) the ``section`` of ``path``, keeping the rest."""
     old = open(path, encoding='utf-8').read() if os.path.exists(path) else '# Benchmarks\n'
-    start = old.find(SECTION)
+    start = old.find(section)
     if start < 0:
         new = old.rstrip('\n') + '\n\n' + text.rstrip('\n') + '\n'
     else:
-        end = old.find('\n## ', start + len(SECTION))
+        end = old.find('\n## ', start + len(section))
         rest = '' if end < 0 else old[end:]
         new = old[:start] + text.rstrip('\n') + '\n' + rest
     with open(path, 'w', encoding='utf-8') as handle:
         handle.write(new)
 
 
+MODES = (('off', None), ('on (as received)', 'raw'), ('on (JPEG q90)', 'jpeg'))
+
+
+def recording_table(cameras, samples: int, machine: str) -> str:
+    """Step latency with and without recording, same run; bag size and drops."""
+    lines = [
+        f'{RECORDING_SECTION}\n',
+        f'`.venv/bin/python benchmarks/node_latency.py --recording --results` on {machine}. '
+        f'Same round trip as "Node latency" ({SIDE}x{SIDE} rgb8 cameras, tiny pi0, {samples} '
+        'samples per row, p50 / p99 ms); "recording on" = the node\'s `record` parameter with '
+        'an episode running for the whole row (the bag holds every camera frame, joint state, '
+        'chunk, `~/merge_state` and `/diagnostics` message of the row). Ratios are against the '
+        'row without recording of the same camera count, measured in the same run.',
+        '',
+        '| cameras | recording | end-to-end | model (predict) | overhead | overhead vs off '
+        '(p50) | e2e vs off (p50) | bag MiB | bag MiB / s | messages | dropped |',
+        '|---|---|---|---|---|---|---|---|---|---|---|',
+    ]
+    for cams in cameras:
+        base = None
+        for label, mode in MODES:
+            result = run(cams, samples, record=mode)
+            rows, rec = result if mode else (result, None)
+            s = summarize(rows)
+            base = base or s
+            print(f'{cams} camera(s), recording {label}: e2e p50 {s["e2e"][0]:.1f} ms, '
+                  f'overhead p50 {s["overhead"][0]:.2f} ms' +
+                  (f', bag {rec["bag_mib"]:.1f} MiB, dropped {rec["dropped"]}' if rec else ''),
+                  flush=True)
+            size = (f'{rec["bag_mib"]:.2f} | {rec["bag_mib"] / rec["seconds"]:.2f} | '
+                    f'{rec["messages"]} | {rec["dropped"]}') if rec else '- | - | - | -'
+            lines.append(
+                f'| {cams} | {label} | {s["e2e"][0]:.1f} / {s["e2e"][1]:.1f} | '
+                f'{s["model"][0]:.1f} / {s["model"][1]:.1f} | '
+                f'{s["overhead"][0]:.2f} / {s["overhead"][1]:.2f} | '
+                f'{s["overhead"][0] - base["overhead"][0]:+.2f} ms | '
+                f'{s["e2e"][0] / base["e2e"][0]:.2f}x | {size} |')
+    return '\n'.join(lines)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--samples', type=int, default=60)
-    parser.add_argument('--cameras', type=int, nargs='+', default=[1, 2, 3])
+    parser.add_argument('--cameras', type=int, nargs='+', default=None)
+    parser.add_argument('--recording', action='store_true',
+                        help='with / without the record parameter (the Recording section)')
     parser.add_argument('--results', action='store_true',
                         help='write the section of benchmarks/RESULTS.md')
     args = parser.parse_args(argv)
     import torch
+
+    machine = (f'{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, '
+               f'torch {torch.__version__}, {torch.get_num_threads()} torch threads, '
+               f'RMW {os.environ.get("RMW_IMPLEMENTATION", "default (Fast DDS)")}')
+    if args.recording:
+        text = recording_table(args.cameras or [1, 3], args.samples, machine)
+        print(text)
+        if args.results:
+            write_results(text, os.path.join(ROOT, 'benchmarks', 'RESULTS.md'),
+                          RECORDING_SECTION)
+        return 0
+    args.cameras = args.cameras or [1, 2, 3]
 
     results = {}
     for cams in args.cameras:
@@ -253,9 +362,6 @@ def main(argv=None) -> int:
         s = results[cams]
         print(f'{cams} camera(s): e2e p50 {s["e2e"][0]:.1f} ms, model p50 {s["model"][0]:.1f} ms, '
               f'overhead p50 {s["overhead"][0]:.2f} ms p99 {s["overhead"][1]:.2f} ms', flush=True)
-    machine = (f'{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, '
-               f'torch {torch.__version__}, {torch.get_num_threads()} torch threads, '
-               f'RMW {os.environ.get("RMW_IMPLEMENTATION", "default (Fast DDS)")}')
     text = (f'{SECTION}\n\n`.venv/bin/python benchmarks/node_latency.py --results` on {machine}. '
             'No GPU was lent for this task, so there are no GPU rows (pi0-sized bf16 model, '
             'merge-at-startup / alpha-change time on GPU: not measured).\n\n'

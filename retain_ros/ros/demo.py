@@ -265,6 +265,9 @@ def _parser() -> argparse.ArgumentParser:
                    help='seconds before an episode fails (default: %(default)s)')
     p.add_argument('--startup-timeout', type=float, default=300.0,
                    help='seconds to wait for the nodes to come up (default: %(default)s)')
+    p.add_argument('--record', action='store_true',
+                   help='record every episode as a rosbag2 (mcap) bag in OUT/bags (the '
+                        "node's record parameter); export them with 'retain-ros export'")
     p.add_argument('--quick-train', action='store_true',
                    help='train the demo checkpoints with a few steps only (for tests; the '
                         'policy will not be good)')
@@ -297,7 +300,8 @@ def run_demo(args) -> int:
         'joint_lower_limits': [float(v) for v in LOWER_LIMITS],
         'joint_upper_limits': [float(v) for v in UPPER_LIMITS],
         'control_period': CONTROL_PERIOD, 'replan_steps': REPLAN_STEPS,
-        'episode_log': log_path, 'alpha': 1.0})
+        'episode_log': log_path, 'alpha': 1.0, 'record': bool(args.record),
+        'record_dir': os.path.join(out, 'bags')})
     sim_params = _write_params(os.path.join(out, 'sim_params.yaml'), SIM, {
         'auto_end_episode': True, 'episode_timeout': float(args.episode_timeout),
         'policy_node': f'/{POLICY}'})
@@ -332,9 +336,20 @@ def run_demo(args) -> int:
                            title='retain_ros demo: success rate vs alpha (simulated arm)')
     from retain_ros.evaluation.report import format_table
     print(format_table(summary))
+    if args.record:
+        _print_bags(os.path.join(out, 'bags'))
     print(f'[demo] wrote {log_path}, {os.path.join(out, "report.md")}, '
           f'{os.path.join(out, "success.png")}; node logs in {os.path.join(out, "logs")}')
     return 0
+
+
+def _print_bags(folder: str) -> None:
+    bags = sorted(os.listdir(folder)) if os.path.isdir(folder) else []
+    size = sum(os.path.getsize(os.path.join(folder, b, f)) for b in bags
+               for f in os.listdir(os.path.join(folder, b)))
+    print(f'[demo] recorded {len(bags)} episode bag(s) in {folder}: {size / 2 ** 20:.1f} MiB, '
+          f'{size / 2 ** 20 / max(1, len(bags)):.2f} MiB per episode; as a LeRobot dataset: '
+          f'retain-ros export {folder} --out {os.path.dirname(folder)}/lerobot')
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -325,7 +325,9 @@ def _cameras(cfg: Dict[str, Any]) -> Tuple[List[str], int]:
             cams.append(name)
     if not cams:
         raise ValueError('SmolVLA config.json has no observation.images.* input feature')
-    return cams, max(empty, int(cfg.get('empty_cameras', 0) or 0))
+    # LeRobot fills the image features missing from the batch (the empty_camera_* ones) with
+    # blank images, at most ``empty_cameras`` of them
+    return cams, min(empty, int(cfg.get('empty_cameras', 0) or 0))
 
 
 def _feature_dim(features: Dict[str, Any], key: str, what: str) -> int:
