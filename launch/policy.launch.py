@@ -1,18 +1,27 @@
 """Launch the ``retain_policy`` node.
 
     ros2 launch retain_ros policy.launch.py pretrained:=/ckpt/pi0_base finetuned:=/ckpt/pi0_task \\
-        alpha:=0.75 device:=cuda [params_file:=my_robot.yaml] [namespace:=arm]
+        alpha:=0.75 device:=cuda [tokenizer_path:=/ckpt/tokenizer] [keep_sources:=host] \\
+        [params_file:=my_robot.yaml] [namespace:=arm]
 
 ``params_file`` defaults to the installed ``share/retain_ros/config/policy.yaml``. Each of
-``pretrained``, ``finetuned``, ``alpha`` and ``device`` overrides the parameter file only when it
-is given (non-empty); ``finetuned`` takes several checkpoints separated by commas. Alpha is the
-weight on the FINETUNED model: theta = (1 - alpha)*theta_pre + alpha*theta_ft.
+``pretrained``, ``finetuned``, ``alpha``, ``device``, ``tokenizer_path`` and ``keep_sources``
+overrides the parameter file only when it is given (non-empty); ``finetuned`` takes several
+checkpoints separated by commas. Alpha is the weight on the FINETUNED model:
+theta = (1 - alpha)*theta_pre + alpha*theta_ft.
+
+When the node exits with a non-zero status (it failed at startup: missing checkpoint, bad
+parameter; the reason is in its log), the whole launch is shut down with that reason instead of
+running on without a policy.
 """
 import os
 
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument
+from launch.actions import LogInfo
 from launch.actions import OpaqueFunction
+from launch.actions import RegisterEventHandler
+from launch.event_handlers import OnProcessExit
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
@@ -30,7 +39,8 @@ def default_params_file():
     return os.path.join(share, 'config', 'policy.yaml')
 
 
-def parameter_overrides(pretrained, finetuned, alpha, device):
+def parameter_overrides(pretrained, finetuned, alpha, device, tokenizer_path='',
+                        keep_sources=''):
     """Parameters given on the command line; empty arguments override nothing.
 
     :raises ValueError: when ``alpha`` is not a number.
@@ -45,7 +55,34 @@ def parameter_overrides(pretrained, finetuned, alpha, device):
         overrides['alpha'] = float(alpha)
     if device.strip():
         overrides['device'] = device.strip()
+    if tokenizer_path.strip():
+        overrides['tokenizer_path'] = tokenizer_path.strip()
+    if keep_sources.strip():
+        overrides['keep_sources'] = keep_sources.strip()
     return overrides
+
+
+class NodeFailed(RuntimeError):
+    """The policy node exited with a non-zero status."""
+
+
+def on_node_exit(event, context):
+    """End the launch, with the reason, when the node exits with a non-zero status.
+
+    The launch service turns an exception raised by an action into its own exit status 1
+    ("Caught exception in launch: <reason>"), so ``ros2 launch`` ends non-zero; a Shutdown event
+    alone would end it with status 0.
+    """
+    if event.returncode in (0, None):
+        return None
+    reason = (f'{event.action.name} exited with status {event.returncode} (see its log above '
+              'for why: a startup failure, e.g. a missing checkpoint or an invalid parameter)')
+
+    def fail(context):
+        raise NodeFailed(reason)
+
+    return [LogInfo(msg=f'retain_ros: {reason}; ending the launch'),
+            OpaqueFunction(function=fail)]
 
 
 def _policy_node(context, *args, **kwargs):
@@ -57,10 +94,10 @@ def _policy_node(context, *args, **kwargs):
     if params_file:
         parameters.append(params_file)
     overrides = parameter_overrides(arg('pretrained'), arg('finetuned'), arg('alpha'),
-                                    arg('device'))
+                                    arg('device'), arg('tokenizer_path'), arg('keep_sources'))
     if overrides:
         parameters.append(overrides)
-    return [Node(
+    node = Node(
         package='retain_ros',
         executable='policy_node',
         name='retain_policy',
@@ -68,7 +105,8 @@ def _policy_node(context, *args, **kwargs):
         parameters=parameters,
         output='screen',
         emulate_tty=True,
-    )]
+    )
+    return [node, RegisterEventHandler(OnProcessExit(target_action=node, on_exit=on_node_exit))]
 
 
 def generate_launch_description():
@@ -85,6 +123,14 @@ def generate_launch_description():
         DeclareLaunchArgument(
             'device', default_value='',
             description='auto | cpu | cuda | cuda:N; empty = params_file'),
+        DeclareLaunchArgument(
+            'tokenizer_path', default_value='',
+            description='local tokenizer dir or tokenizer.json; empty = params_file / next to '
+                        'the checkpoint'),
+        DeclareLaunchArgument(
+            'keep_sources', default_value='',
+            description='device | host | disk: where the two checkpoints stay for live alpha '
+                        'changes; empty = params_file'),
         DeclareLaunchArgument(
             'params_file', default_value=default_params_file(),
             description='ROS parameter file of the node'),

@@ -9,7 +9,11 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LAUNCH_FILE = os.path.join(ROOT, 'launch', 'policy.launch.py')
-ARGUMENTS = {'pretrained', 'finetuned', 'alpha', 'device', 'params_file', 'namespace'}
+ARGUMENTS = {'pretrained', 'finetuned', 'alpha', 'device', 'tokenizer_path', 'keep_sources',
+             'params_file', 'namespace'}
+LAUNCH_SKIP = ('launch_ros is not installed (no ROS 2 install: it is on no package registry '
+               'here); the static checks above still ran. Run it after colcon build on a '
+               'machine with ROS 2')
 
 
 def _tree():
@@ -49,6 +53,16 @@ def test_launch_file_starts_the_policy_node():
     assert "get_package_share_directory" in text and "'policy.yaml'" in text
 
 
+def test_launch_file_ends_the_launch_when_the_node_fails():
+    tree = _tree()
+    handlers = list(_calls(tree, 'OnProcessExit'))
+    assert handlers, 'no OnProcessExit handler on the node'
+    keywords = {k.arg: k.value for k in handlers[0].keywords}
+    assert isinstance(keywords.get('on_exit'), ast.Name)
+    assert keywords['on_exit'].id == 'on_node_exit'
+    assert list(_calls(tree, 'RegisterEventHandler'))
+
+
 def _load_module():
     spec = importlib.util.spec_from_file_location('policy_launch', LAUNCH_FILE)
     module = importlib.util.module_from_spec(spec)
@@ -57,57 +71,88 @@ def _load_module():
 
 
 def test_overrides_only_for_given_arguments():
-    pytest.importorskip('launch_ros', reason='launch_ros is not installed (no ROS 2 install); '
-                        'the static checks above still ran')
+    pytest.importorskip('launch_ros', reason=LAUNCH_SKIP)
     module = _load_module()
     assert module.parameter_overrides('', '', '', '') == {}
-    assert module.parameter_overrides('/p', '/a, /b', '0.75', 'cuda') == {
+    assert module.parameter_overrides('/p', '/a, /b', '0.75', 'cuda', '/tok', 'host') == {
         'pretrained_path': '/p', 'finetuned_paths': ['/a', '/b'], 'alpha': 0.75,
-        'device': 'cuda'}
+        'device': 'cuda', 'tokenizer_path': '/tok', 'keep_sources': 'host'}
 
 
-def test_launch_starts_node(tiny_pi0_checkpoints):
-    """Launch the real file with launch_testing's LaunchService and wait for ~/merge_state."""
-    pytest.importorskip('launch_ros', reason='launch_ros is not installed (no ROS 2 install); '
-                        'run this test after colcon build on a machine with ROS 2')
+def _installed_or_skip():
+    pytest.importorskip('launch_ros', reason=LAUNCH_SKIP)
     pytest.importorskip('launch_testing', reason='launch_testing is not installed')
     from ament_index_python.packages import get_package_prefix
     try:
         prefix = get_package_prefix('retain_ros')
-    except Exception as exc:  # PackageNotFoundError: not built with colcon
+    except Exception as exc:  # noqa: B902 - PackageNotFoundError: not built with colcon
         pytest.skip(f'retain_ros is not installed in an ament prefix ({exc}); colcon build first')
     if not os.path.exists(os.path.join(prefix, 'lib', 'retain_ros', 'policy_node')):
         pytest.skip('lib/retain_ros/policy_node is not installed; colcon build first')
+
+
+def _service(arguments):
     import launch
     from launch.launch_description_sources import PythonLaunchDescriptionSource
+
+    description = launch.LaunchDescription([launch.actions.IncludeLaunchDescription(
+        PythonLaunchDescriptionSource(LAUNCH_FILE), launch_arguments=arguments.items())])
+    service = launch.LaunchService()
+    service.include_launch_description(description)
+    return service
+
+
+def test_launch_starts_node(tiny_pi0_checkpoints):
+    """Launch the real file and wait for ~/merge_state.
+
+    ``LaunchService.run`` must run on the MAIN thread (the real launch refuses any other); the
+    rclpy probe runs in a thread and shuts the launch down once it saw the node's merge state.
+    """
+    _installed_or_skip()
     import rclpy
+    from rclpy.context import Context
+    from rclpy.executors import SingleThreadedExecutor
     from rclpy.qos import DurabilityPolicy
     from rclpy.qos import QoSProfile
     from std_msgs.msg import String
 
     pre, ft = tiny_pi0_checkpoints
-    description = launch.LaunchDescription([launch.actions.IncludeLaunchDescription(
-        PythonLaunchDescriptionSource(LAUNCH_FILE),
-        launch_arguments={'pretrained': pre, 'finetuned': ft, 'alpha': '0.25',
-                          'device': 'cpu', 'namespace': 'launch_test'}.items())])
-    service = launch.LaunchService()
-    service.include_launch_description(description)
-    runner = threading.Thread(target=service.run, daemon=True)
-    runner.start()
-    rclpy.init()
-    node = rclpy.create_node('launch_test_probe')
+    service = _service({'pretrained': pre, 'finetuned': ft, 'alpha': '0.25', 'device': 'cpu',
+                        'keep_sources': 'host', 'namespace': 'launch_test'})
     got = []
-    qos = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
-    node.create_subscription(String, '/launch_test/retain_policy/merge_state',
-                             lambda m: got.append(m.data), qos)
-    try:
-        deadline = time.monotonic() + 90
-        while not got and time.monotonic() < deadline:
-            rclpy.spin_once(node, timeout_sec=0.2)
-        assert got, 'the launched node never published ~/merge_state'
-        assert '0.25' in got[0]
-    finally:
-        node.destroy_node()
-        rclpy.shutdown()
-        service.shutdown()
-        runner.join(timeout=30)
+
+    def probe():
+        context = Context()
+        rclpy.init(context=context)
+        node = rclpy.create_node('launch_test_probe', context=context)
+        qos = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        node.create_subscription(String, '/launch_test/retain_policy/merge_state',
+                                 lambda m: got.append(m.data), qos)
+        executor = SingleThreadedExecutor(context=context)
+        executor.add_node(node)
+        try:
+            deadline = time.monotonic() + 90
+            while not got and time.monotonic() < deadline:
+                executor.spin_once(timeout_sec=0.2)
+        finally:
+            executor.shutdown()
+            node.destroy_node()
+            context.try_shutdown()
+            service.shutdown()
+
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    service.run()                       # main thread
+    thread.join(timeout=30)
+    assert got, 'the launched node never published ~/merge_state'
+    assert '0.25' in got[0]
+
+
+def test_launch_ends_non_zero_when_the_node_fails(tmp_path):
+    _installed_or_skip()
+    service = _service({'pretrained': str(tmp_path), 'finetuned': str(tmp_path / 'missing'),
+                        'device': 'cpu'})
+    t0 = time.monotonic()
+    code = service.run()                # main thread; the node exits 1 at startup
+    assert code != 0, 'ros2 launch would exit 0 although the node failed at startup'
+    assert time.monotonic() - t0 < 120
