@@ -35,7 +35,7 @@ def _chunks_during(harness, traj, seconds):
     """Chunks (with points) received while feeding for ``seconds``."""
     start = time.monotonic()
     harness.feed(seconds)
-    return [m for t, m in traj.items[:] if t > start and m.points]
+    return [m for t, m in traj.items[:] if t > start and len(m.points) > 1]
 
 
 def test_transitions(tiny_pi0_checkpoints):
@@ -60,10 +60,12 @@ def test_transitions(tiny_pi0_checkpoints):
         deactivated = time.monotonic()
         assert _change(harness, Transition.TRANSITION_DEACTIVATE)
         assert _state(harness) == 'inactive'
-        stops = traj.wait(1, timeout=5, predicate=lambda m: not m.points)
-        assert list(stops[-1].joint_names), 'the stop trajectory names the joints'
+        stops = traj.wait(1, timeout=5, predicate=lambda m: len(m.points) == 1)
+        stop = stops[-1]
+        assert list(stop.joint_names), 'the hold trajectory names the joints'
+        assert (stop.header.stamp.sec, stop.header.stamp.nanosec) == (0, 0), 'stamp 0: now'
         time.sleep(0.3)
-        assert not [m for t, m in traj.items[:] if t > deactivated + 0.2 and m.points]
+        assert not [m for t, m in traj.items[:] if t > deactivated + 0.2 and len(m.points) > 1]
         assert not _chunks_during(harness, traj, 0.6), 'a deactivated node commanded the arm'
         assert node.diagnostics_status().message.startswith('holding: inactive')
 

@@ -10,8 +10,8 @@ activates itself, so ``ros2 launch`` / ``ros2 run`` act without manual transitio
 - **activate**: subscriptions (:mod:`retain_ros.ros.node_inputs`), command publishers
   (:mod:`retain_ros.ros.node_outputs`) and the inference / streaming threads;
 - **deactivate**: stop commanding: the threads stop, the stream queue is flushed and, in
-  trajectory mode, an empty ``JointTrajectory`` is sent (joint_trajectory_controller then holds
-  its position instead of finishing the last chunk);
+  trajectory mode, a one-point hold ``JointTrajectory`` at the measured position (stamp 0)
+  is sent (the arm holds its position instead of finishing the last chunk);
 - **cleanup**: free the model (and the CUDA cache); **shutdown**: all of the above.
 
 Live alpha: setting ``alpha`` / ``alpha_vision`` / ``alpha_language`` / ``alpha_action`` /
@@ -392,9 +392,14 @@ class PolicyNode(LifecycleNode):
         self._last_chunk = None
         if was_active and self._output_mode == 'trajectory' and self._output_pub is not None \
                 and self.context.ok():
-            # joint_trajectory_controller: an empty trajectory stops and holds position
+            # joint_trajectory_controller rejects an empty trajectory: hold = one point at the
+            # measured position, stamp 0 (start now), reached one control period later
+            joints = getattr(self._inputs, '_joints', None)
             try:
-                self._publish(JointTrajectory(joint_names=self._joint_names()), force=True)
+                if joints is not None:
+                    self._publish(build_trajectory(np.asarray(joints.value)[None],
+                                                   self._joint_names(), 0.0, self._dt),
+                                  force=True)
             except Exception:  # noqa: B902 - the context may be going away
                 pass
         try:
