@@ -203,13 +203,16 @@ class EpisodeRecorder:
                 self._latencies.append(value)
 
     def end(self, success: bool, extra: Optional[Mapping[str, Any]] = None,
-            recording: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
+            recording: Optional[Mapping[str, Any]] = None,
+            instruction: str = '') -> Dict[str, Any]:
         """Finish the running episode and append its line to the log.
 
         :param success: the outcome.
         :param extra: more JSON-able fields merged into ``extra``.
         :param recording: the episode bag's counts (``bag``, ``messages``, ``dropped``, ...),
             stored as ``recording``.
+        :param instruction: the instruction in force at the end, logged when none was known at
+            the start (an instruction that arrived just after ``start``).
         :return: the dict that was written.
         :raises EpisodeError: when no episode is running.
         :raises OSError: when the line could not be written (the episode is then dropped).
@@ -226,7 +229,7 @@ class EpisodeRecorder:
         line = {
             'version': FORMAT_VERSION,
             'episode_id': record['episode_id'],
-            'instruction': record['instruction'],
+            'instruction': record['instruction'] or instruction,
             'tag': record['tag'],
             'split': record['split'],
             'task': record['task'],

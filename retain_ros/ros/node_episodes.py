@@ -121,7 +121,8 @@ class EpisodeServices:
             return response
         recording, line = (self.bag.stop() if self.bag is not None else None), None
         try:
-            line = self.recorder.end(bool(request.data), recording=recording)
+            line = self.recorder.end(bool(request.data), recording=recording,
+                                     instruction=self._node.inputs.instruction or '')
         except OSError as exc:
             response.success = False
             response.message = f'cannot write the episode log: {exc}'
