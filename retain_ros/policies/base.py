@@ -125,3 +125,38 @@ class Policy(ABC):
 
     def reset(self) -> None:
         """Forget episode state (none by default)."""
+
+
+class SpecPolicy(Policy):
+    """A policy whose robot I/O sizes come from its ``spec`` (a family's configuration object).
+
+    ``spec`` must have ``camera_names``, ``state_dim``, ``action_dim``, ``chunk_size``,
+    ``control_period`` and ``max_action_dim``.
+    """
+
+    name = 'spec'
+    spec: Any
+
+    @property
+    def camera_names(self) -> List[str]:
+        return list(self.spec.camera_names)
+
+    @property
+    def state_dim(self) -> int:
+        return int(self.spec.state_dim)
+
+    @property
+    def action_dim(self) -> int:
+        return int(self.spec.action_dim)
+
+    @property
+    def chunk_size(self) -> int:
+        return int(self.spec.chunk_size)
+
+    @property
+    def control_period(self) -> float:
+        return float(self.spec.control_period)
+
+    @property
+    def max_action_dim(self) -> int:
+        return int(self.spec.max_action_dim)

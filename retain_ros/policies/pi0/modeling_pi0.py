@@ -30,7 +30,7 @@ import torch
 
 from retain_ros.policies.base import ActionChunk
 from retain_ros.policies.base import Observation
-from retain_ros.policies.base import Policy
+from retain_ros.policies.base import SpecPolicy
 from retain_ros.policies.flow import euler_sample
 from retain_ros.policies.flow import Guidance
 from retain_ros.policies.flow import VelocityFn
@@ -202,7 +202,7 @@ def build_pi0_module(spec: Pi0Spec, device: torch.device, dtype: torch.dtype,
     return model.eval()
 
 
-class Pi0Policy(Policy):
+class Pi0Policy(SpecPolicy):
     """π0 VLA policy (transformers ``PI0ForConditionalGeneration``).
 
     :param spec: model spec (config, cameras, sizes).
@@ -301,30 +301,6 @@ class Pi0Policy(Policy):
     @property
     def module(self) -> torch.nn.Module:
         return self.model
-
-    @property
-    def camera_names(self) -> List[str]:
-        return list(self.spec.camera_names)
-
-    @property
-    def state_dim(self) -> int:
-        return self.spec.state_dim
-
-    @property
-    def action_dim(self) -> int:
-        return self.spec.action_dim
-
-    @property
-    def chunk_size(self) -> int:
-        return self.spec.chunk_size
-
-    @property
-    def control_period(self) -> float:
-        return self.spec.control_period
-
-    @property
-    def max_action_dim(self) -> int:
-        return self.spec.max_action_dim
 
     def normalize_actions(self, actions: Any) -> torch.Tensor:
         """Robot-unit actions ``(H, action_dim)`` -> model space ``(H, max_action_dim)``."""

@@ -45,7 +45,7 @@ import torch.nn.functional as F
 
 from retain_ros.policies.base import ActionChunk
 from retain_ros.policies.base import Observation
-from retain_ros.policies.base import Policy
+from retain_ros.policies.base import SpecPolicy
 from retain_ros.policies.flow import euler_sample
 from retain_ros.policies.flow import Guidance
 from retain_ros.policies.flow import VelocityFn
@@ -412,7 +412,7 @@ def _resolve(device: str, dtype: str) -> Tuple[torch.device, torch.dtype]:
     return dev, resolve_dtype(dtype, dev)
 
 
-class SmolVLAPolicy(Policy):
+class SmolVLAPolicy(SpecPolicy):
     """SmolVLA VLA policy (LeRobot layout checkpoints).
 
     :param spec: model spec.
@@ -478,26 +478,6 @@ class SmolVLAPolicy(Policy):
     @property
     def module(self) -> SmolVLAModule:
         return self._module
-
-    @property
-    def camera_names(self) -> List[str]:
-        return list(self.spec.camera_names)
-
-    @property
-    def state_dim(self) -> int:
-        return self.spec.state_dim
-
-    @property
-    def action_dim(self) -> int:
-        return self.spec.action_dim
-
-    @property
-    def chunk_size(self) -> int:
-        return self.spec.chunk_size
-
-    @property
-    def control_period(self) -> float:
-        return self.spec.control_period
 
     @property
     def stats(self) -> NormStats:
