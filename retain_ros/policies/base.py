@@ -52,6 +52,20 @@ class ActionChunk:
         return int(self.actions.shape[0])
 
 
+def check_observations(observations: Sequence[Observation]) -> None:
+    """Refuse an empty batch, a non-:class:`Observation` or a non-string instruction.
+
+    :raises ValueError: naming what is wrong.
+    """
+    if not observations:
+        raise ValueError('empty observation batch')
+    for obs in observations:
+        if not isinstance(obs, Observation):
+            raise ValueError(f'expected Observation, got {type(obs).__name__}')
+        if not isinstance(obs.instruction, str):
+            raise ValueError(f'instruction must be a str, got {type(obs.instruction)}')
+
+
 class Policy(ABC):
     """A VLA policy adapter. Subclasses set ``name`` and implement :meth:`predict`."""
 

@@ -92,6 +92,25 @@ STATE_KEY = 'observation.state'
 ACTION_KEY = 'action'
 
 
+def normalized_padded_states(stats: Any, states: Any, state_dim: int,
+                             max_state_dim: int) -> torch.Tensor:
+    """States ``(B, state_dim)`` -> normalized with ``stats``, zero-padded ``(B, max_state_dim)``.
+
+    :raises ValueError: a state of the wrong length, missing or non-finite.
+    """
+    rows = []
+    for s in states:
+        s = np.asarray(s, dtype=np.float64).reshape(-1) if s is not None else None
+        if s is None or s.shape[0] != state_dim:
+            raise ValueError(f'state must have {state_dim} values, got '
+                             f'{None if s is None else s.shape[0]}')
+        if not np.all(np.isfinite(s)):
+            raise ValueError('state has non-finite values')
+        rows.append(s)
+    st = stats.normalize_state(torch.as_tensor(np.stack(rows), dtype=torch.float32))
+    return torch.nn.functional.pad(st, (0, max_state_dim - state_dim))
+
+
 def check_mode(mode: Any, where: str) -> str:
     """Return ``mode`` upper-cased if it is a known normalization mode.
 

@@ -27,8 +27,10 @@ import cv2
 import numpy as np
 import torch
 
+from retain_ros.policies.base import check_observations
 from retain_ros.policies.base import Observation
 from retain_ros.policies.images import pi_images
+from retain_ros.policies.normalize import normalized_padded_states
 from retain_ros.policies.normalize import as_norm_stats  # noqa: F401  (re-exported)
 from retain_ros.policies.normalize import load_norm_stats  # noqa: F401
 from retain_ros.policies.normalize import NormStats
@@ -112,18 +114,8 @@ class Pi0Processor:
     # -- state / actions ----------------------------------------------------------------------
     def state(self, states: Sequence[np.ndarray]) -> torch.Tensor:
         """Normalized, zero-padded states ``(B, max_state_dim)``."""
-        rows = []
-        for s in states:
-            s = np.asarray(s, dtype=np.float64).reshape(-1) if s is not None else None
-            if s is None or s.shape[0] != self.spec.state_dim:
-                raise ValueError(f'state must have {self.spec.state_dim} values, got '
-                                 f'{None if s is None else s.shape[0]}')
-            if not np.all(np.isfinite(s)):
-                raise ValueError('state has non-finite values')
-            rows.append(s)
-        st = torch.as_tensor(np.stack(rows), dtype=torch.float32)
-        st = self.stats.normalize_state(st)
-        return torch.nn.functional.pad(st, (0, self.spec.max_state_dim - self.spec.state_dim))
+        return normalized_padded_states(self.stats, states, self.spec.state_dim,
+                                        self.spec.max_state_dim)
 
     def normalize_actions(self, actions: np.ndarray) -> torch.Tensor:
         """Normalized, zero-padded action chunks ``(B, H, max_action_dim)`` from ``(B, H, D)``."""
@@ -143,13 +135,7 @@ class Pi0Processor:
     # -- all together -------------------------------------------------------------------------
     def __call__(self, observations: Sequence[Observation]) -> Dict[str, torch.Tensor]:
         """Model inputs for a batch of observations (CPU tensors, float32)."""
-        if not observations:
-            raise ValueError('empty observation batch')
-        for obs in observations:
-            if not isinstance(obs, Observation):
-                raise ValueError(f'expected Observation, got {type(obs).__name__}')
-            if not isinstance(obs.instruction, str):
-                raise ValueError(f'instruction must be a str, got {type(obs.instruction)}')
+        check_observations(observations)
         inputs = self.tokenize([o.instruction for o in observations])
         inputs['pixel_values'] = self.pixel_values([o.images for o in observations])
         inputs['pixel_attention_mask'] = torch.ones(len(observations),

@@ -19,6 +19,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from retain_ros.policies.base import check_observations
 from retain_ros.policies.base import Observation
 from retain_ros.policies.pi0.processor_pi0 import Pi0Processor
 from retain_ros.policies.pi05.configuration_pi05 import STATE_BINS
@@ -50,13 +51,7 @@ class Pi05Processor(Pi0Processor):
         """``input_ids`` / ``text_mask`` ``(B, max_len)``, ``attention_mask`` ``(B, n_img +
         max_len)`` (the prefix), ``pixel_values``, ``state`` (normalized, padded),
         ``state_bins``."""
-        if not observations:
-            raise ValueError('empty observation batch')
-        for obs in observations:
-            if not isinstance(obs, Observation):
-                raise ValueError(f'expected Observation, got {type(obs).__name__}')
-            if not isinstance(obs.instruction, str):
-                raise ValueError(f'instruction must be a str, got {type(obs.instruction)}')
+        check_observations(observations)
         state = self.state([o.state for o in observations])
         bins = discretize_state(state.numpy())
         max_len = self.spec.tokenizer_max_length

@@ -30,9 +30,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from retain_ros.policies.base import check_observations
 from retain_ros.policies.base import Observation
 from retain_ros.policies.images import camera_images
 from retain_ros.policies.images import to_unit_float
+from retain_ros.policies.normalize import normalized_padded_states
 from retain_ros.policies.normalize import NormStats
 from retain_ros.policies.normalize import PREPROCESSOR_JSON
 from retain_ros.policies.smolvla.configuration_smolvla import SmolVLASpec
@@ -216,17 +218,8 @@ class SmolVLAProcessor:
     # -- state / actions ----------------------------------------------------------------------
     def state(self, states: Sequence[np.ndarray]) -> torch.Tensor:
         """Normalized, zero-padded states ``(B, max_state_dim)`` float32."""
-        rows = []
-        for s in states:
-            s = np.asarray(s, dtype=np.float64).reshape(-1) if s is not None else None
-            if s is None or s.shape[0] != self.spec.state_dim:
-                raise ValueError(f'state must have {self.spec.state_dim} values, got '
-                                 f'{None if s is None else s.shape[0]}')
-            if not np.all(np.isfinite(s)):
-                raise ValueError('state has non-finite values')
-            rows.append(s)
-        st = self.stats.normalize_state(torch.as_tensor(np.stack(rows), dtype=torch.float32))
-        return F.pad(st, (0, self.spec.max_state_dim - self.spec.state_dim))
+        return normalized_padded_states(self.stats, states, self.spec.state_dim,
+                                        self.spec.max_state_dim)
 
     def normalize_actions(self, actions: Any) -> torch.Tensor:
         """Robot-unit actions ``(..., action_dim)`` -> model space ``(..., max_action_dim)``."""
@@ -247,13 +240,7 @@ class SmolVLAProcessor:
                  device: Optional[torch.device] = None) -> Dict[str, Any]:
         """Model inputs: ``images`` / ``img_masks`` (lists per slot), ``lang_tokens``,
         ``lang_masks``, ``state`` (on ``device``)."""
-        if not observations:
-            raise ValueError('empty observation batch')
-        for obs in observations:
-            if not isinstance(obs, Observation):
-                raise ValueError(f'expected Observation, got {type(obs).__name__}')
-            if not isinstance(obs.instruction, str):
-                raise ValueError(f'instruction must be a str, got {type(obs.instruction)}')
+        check_observations(observations)
         images, masks = self.vision_inputs([o.images for o in observations], device)
         inputs: Dict[str, Any] = {'images': images, 'img_masks': masks}
         inputs.update(self.tokenize([o.instruction for o in observations]))
