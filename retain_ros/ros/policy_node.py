@@ -17,7 +17,10 @@ activates itself, so ``ros2 launch`` / ``ros2 run`` act without manual transitio
 Live alpha: setting ``alpha`` / ``alpha_vision`` / ``alpha_language`` / ``alpha_action`` /
 ``recipe`` goes node -> ``MergedPolicy.set_spec`` -> ``LiveMerger.apply``; the set succeeds only
 if the merge did, and no chunk computed with the previous weights is published or queued after
-it returned (merge generations, checked under the lock the set takes). A merge whose restore
+it returned (merge generations, checked under the lock the set takes). The merge runs on a
+worker thread (:mod:`retain_ros.ros.worker_services`): the ``set_parameters`` call waits for it,
+the executor keeps serving the node's other callbacks, and the node holds its commands meanwhile
+(``/diagnostics``: "holding: re-merging ..."). A merge whose restore
 failed leaves the weights inconsistent: the node holds, ``/diagnostics`` says ERROR, and only a
 successful ``~/reload_weights`` makes it act again. ``~/merge_state`` (JSON, transient local),
 ``/diagnostics`` (:mod:`retain_ros.ros.node_diagnostics`) and the episode services
@@ -26,6 +29,7 @@ successful ``~/reload_weights`` makes it act again. ``~/merge_state`` (JSON, tra
 from __future__ import annotations
 
 from collections import deque
+from contextlib import contextmanager
 from dataclasses import dataclass
 import json
 import logging
@@ -36,6 +40,7 @@ from typing import Any
 from typing import Callable
 from typing import Deque
 from typing import Dict
+from typing import Iterator
 from typing import List
 from typing import Optional
 from typing import Tuple
@@ -72,6 +77,9 @@ from retain_ros.ros.node_main import run_node
 from retain_ros.ros.node_outputs import ActionQueue
 from retain_ros.ros.node_outputs import build_trajectory
 from retain_ros.ros.node_outputs import elapsed_steps
+from retain_ros.ros.worker_services import run_on
+from retain_ros.ros.worker_services import Worker
+from retain_ros.ros.worker_services import WorkerParameterService
 from retain_ros.runtime.merged_policy import ALPHA_CONVENTION
 from retain_ros.runtime.merged_policy import MergedPolicy
 from retain_ros.runtime.merged_policy import RuntimeInvalidError
@@ -142,7 +150,14 @@ class PolicyNode(LifecycleNode):
         self.after_predict: Optional[Callable[[], None]] = None
         self._queue = ActionQueue()
         self.step_timings: Deque[StepTiming] = deque(maxlen=1000)
-        super().__init__(NODE_NAME, **kwargs)
+        #: what the merge worker is doing (None: idle); commands are held meanwhile
+        self._busy: Optional[str] = None
+        self._worker = Worker('retain-merge')
+        parameter_services = kwargs.pop('start_parameter_services', True)
+        super().__init__(NODE_NAME, start_parameter_services=False, **kwargs)
+        self._slow_services = None
+        if parameter_services:
+            self._slow_services = WorkerParameterService(self, self._worker)
         P.declare_all(self)
         try:
             self._cfg = P.NodeConfig.from_values(P.read_all(self))
@@ -152,7 +167,8 @@ class PolicyNode(LifecycleNode):
         self.stats = NodeStats(self.get_logger())
         self._merge_state_pub = self.create_publisher(String, '~/merge_state', LATCHED_QOS)
         self._diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
-        self.create_service(Trigger, '~/reload_weights', self._reload_callback)
+        self.create_service(Trigger, '~/reload_weights', self._reload_service,
+                            callback_group=getattr(self._slow_services, 'callback_group', None))
         self.create_service(Trigger, '~/start_episode', self._start_episode_callback)
         self.create_service(SetBool, '~/end_episode', self._end_episode_callback)
         self._diag_timer = self.create_timer(1.0, self._diagnostics_callback)
@@ -439,6 +455,7 @@ class PolicyNode(LifecycleNode):
     def destroy_node(self) -> None:
         """Stop the inference / streaming threads, then destroy the node."""
         self._deactivate()
+        self._worker.stop()
         self._release()
         super().destroy_node()
 
@@ -502,6 +519,10 @@ class PolicyNode(LifecycleNode):
         """One inference step: ``(safe, generation, info, timing)``, or None (holding/dropped)."""
         runtime = self._runtime
         if runtime is None or not self._active:
+            return None
+        busy = self._busy
+        if busy:
+            self._set_hold(busy)
             return None
         if not runtime.valid:
             self._fault = runtime.invalid_reason
@@ -581,7 +602,7 @@ class PolicyNode(LifecycleNode):
 
     def _runtime_current(self, generation: int):
         runtime = self._runtime
-        if runtime is None:
+        if runtime is None or self._busy:
             return _Refused()
         return runtime.current(generation)
 
@@ -697,7 +718,8 @@ class PolicyNode(LifecycleNode):
             return SetParametersResult(successful=False,
                                        reason=self._episodes.busy_reason('changing the merge'))
         try:
-            state = runtime.set_spec(spec)
+            with self._busy_while('re-merging the weights (alpha / recipe change)'):
+                state = runtime.set_spec(spec)
         except RuntimeInvalidError as exc:
             self._fault = str(exc)
             self.flush_commands()
@@ -719,6 +741,21 @@ class PolicyNode(LifecycleNode):
     def _post_set_parameters(self, parameters: List[Parameter]) -> None:
         self._cfg = self._cfg.updated({p.name: _plain(p.value) for p in parameters})
 
+    @contextmanager
+    def _busy_while(self, what: str) -> Iterator[None]:
+        """Hold the commands (queue flushed, nothing published) while the weights change."""
+        self._busy = what
+        self.flush_commands()
+        self._set_hold(what)
+        try:
+            yield
+        finally:
+            self._busy = None
+
+    async def _reload_service(self, request, response):
+        """``~/reload_weights``: the reload runs on the merge worker (see worker_services)."""
+        return await run_on(self._worker, self, self._reload_callback, request, response)
+
     def _reload_callback(self, request, response):
         runtime = self._runtime
         response.success = False
@@ -730,7 +767,8 @@ class PolicyNode(LifecycleNode):
             return response
         was_valid = runtime.valid
         try:
-            state = runtime.reload()
+            with self._busy_while('reloading the checkpoints'):
+                state = runtime.reload()
         except Exception as exc:  # noqa: B902
             if runtime.valid:
                 response.message = f'reload failed, previous weights still live: {exc}'
@@ -752,9 +790,10 @@ class PolicyNode(LifecycleNode):
 
     # ------------------------------------------------------------------ evaluation
     def _start_episode_callback(self, request, response):
-        if self._episodes is None:
+        if self._episodes is None or self._busy:
             response.success = False
-            response.message = f'not configured ({self.lifecycle_state})'
+            response.message = (f'busy: {self._busy}' if self._busy else
+                                f'not configured ({self.lifecycle_state})')
             return response
         return self._episodes.start_callback(request, response)
 

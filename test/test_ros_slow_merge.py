@@ -1,0 +1,109 @@
+"""A slow live re-merge (seconds, as at pi0 size) on a real rclpy graph.
+
+The merge runs on the node's worker thread: the ``set_parameters`` call returns only when the
+merge finished (with its result), while the executor keeps serving the node's other callbacks
+(parameter reads, diagnostics, services); no command is published meanwhile, the diagnostics say
+why, and an episode cannot start in the middle. The merge is made slow by wrapping the runtime's
+real ``set_spec`` with a sleep before it (the merge itself is the real one).
+"""
+import json
+import threading
+import time
+
+import pytest
+
+pytest.importorskip('rclpy')
+
+from conftest import RosHarness  # noqa: E402
+from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
+from rcl_interfaces.srv import GetParameters  # noqa: E402
+from std_msgs.msg import String  # noqa: E402
+from std_srvs.srv import Trigger  # noqa: E402
+from trajectory_msgs.msg import JointTrajectory  # noqa: E402
+
+from retain_ros.ros.policy_node import LATCHED_QOS  # noqa: E402
+
+OUT = '/arm_controller/joint_trajectory'
+SLOW_S = 3.0
+
+
+def _slow_set_spec(node, seconds):
+    """Make the node's next merges take ``seconds`` longer; return the event set on entry."""
+    runtime = node.runtime
+    real = runtime.set_spec
+    entered = threading.Event()
+
+    def slow(spec):
+        entered.set()
+        time.sleep(seconds)
+        return real(spec)
+
+    runtime.set_spec = slow
+    return entered
+
+
+def _feed(harness, stop):
+    while not stop.is_set():
+        harness.publish_image()
+        harness.publish_joints((0.1, -0.1, 0.2, 0.0))
+        time.sleep(0.04)
+
+
+def test_slow_merge_runs_off_the_executor_and_holds_commands(tiny_pi0_checkpoints):
+    harness = RosHarness()
+    pre, ft = tiny_pi0_checkpoints
+    stop = threading.Event()
+    feeder = threading.Thread(target=_feed, args=(harness, stop), daemon=True)
+    try:
+        node = harness.start_node(pre, ft, alpha=0.0)
+        traj = harness.subscribe(JointTrajectory, OUT)
+        diag = harness.subscribe(DiagnosticArray, '/diagnostics')
+        state = harness.subscribe(String, '/retain_policy/merge_state', LATCHED_QOS)
+        feeder.start()
+        traj.wait(2, timeout=30)
+        entered = _slow_set_spec(node, SLOW_S)
+        result = {}
+
+        def set_alpha():
+            t0 = time.monotonic()
+            result['res'] = harness.set_params(alpha=1.0)[0]
+            result['wall'] = time.monotonic() - t0
+            result['done'] = time.monotonic()
+
+        setter = threading.Thread(target=set_alpha, daemon=True)
+        setter.start()
+        assert entered.wait(20), 'the merge never started'
+        started = time.monotonic()
+        # the executor still answers while the merge runs: a parameter read, an episode start
+        # (refused: busy), diagnostics
+        t0 = time.monotonic()
+        request = GetParameters.Request()
+        request.names = ['alpha']
+        got = harness.call(GetParameters, '/retain_policy/get_parameters', request)
+        read_s = time.monotonic() - t0
+        assert read_s < 1.0, f'parameter read blocked {read_s:.2f} s by the merge'
+        assert got.values[0].double_value == 0.0          # the old value until the set succeeded
+        episode = harness.call(Trigger, '/retain_policy/start_episode')
+        assert not episode.success and 'busy' in episode.message, episode.message
+        assert time.monotonic() - started < SLOW_S, 'the checks above waited for the merge'
+        diag.clear()
+        status = diag.wait(1, timeout=SLOW_S,
+                           predicate=lambda m: 're-merging' in m.status[0].message)
+        assert status, 'no diagnostics during the merge'
+        setter.join(30)
+        res = result['res']
+        assert res.successful, res.reason
+        assert result['wall'] >= SLOW_S
+        # no command between the merge's start and the set's reply (0.3 s for messages in flight)
+        during = [t for t, _ in traj.items[:] if started + 0.3 < t < result['done']]
+        assert not during, f'{len(during)} chunk(s) published during the merge'
+        # commands resume with the new weights, and merge_state says so
+        traj.wait(len(traj) + 2, timeout=30)
+        state.wait(1, timeout=10, predicate=lambda m: all(
+            a == 1.0 for a in json.loads(m.data)['alpha'].values()))
+        assert node.hold_reason is None
+    finally:
+        stop.set()
+        if feeder.is_alive():
+            feeder.join(5)
+        harness.shutdown()
