@@ -12,7 +12,14 @@ its own child process (peak RSS = the child's ``VmHWM`` / ``ru_maxrss``, whole p
   itself (other people share the machine);
 - ``floor``: copy bandwidth (read + write of a 512 MiB tensor copy) and the time to read both
   checkpoint files once (``pread`` into one buffer);
-- ``inspect`` / ``merge``: the CLI commands in a child.
+- ``inspect`` / ``merge``: the CLI commands in a child;
+- ``node``: the ``retain_policy`` node itself, in-process in a child on a real rclpy graph, with
+  the DEFAULT memory settings (``keep_sources`` and ``dtype`` not given, i.e. ``auto``): time to
+  active (the node's phase log lines), one camera image + joint state -> first chunk (the chunk's
+  actions are finite, 14 joints), then one live α change through the ``set_parameters`` service
+  while the benchmark counts the ``/diagnostics`` messages that arrive during the merge (the
+  executor is not blocked) and peak RSS. ``control_period`` is set so a chunk computed in tens of
+  seconds on CPU is not dropped as late (its actions would all be in the past otherwise).
 
 Sizes: ``full`` = transformers' default ``PI0Config`` (PaliGemma gemma_2b + gemma_300m expert,
 3.50 B parameters; 6.5 GiB per checkpoint in bfloat16); ``mid`` = a narrower π0 (0.73 B) for
@@ -241,6 +248,112 @@ def child_floor(pre: str, ft: str) -> dict:
     return {'copy_GBps': 2 * n / best / 1e9, 'read_both_s': reads, 'read_bytes': total}
 
 
+def child_node(pre: str, ft: str, changes: int) -> dict:
+    import logging
+
+    import numpy as np
+    import rclpy
+    from diagnostic_msgs.msg import DiagnosticArray
+    from rcl_interfaces.srv import SetParameters
+    from rclpy.context import Context
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.parameter import Parameter
+    from sensor_msgs.msg import Image
+    from sensor_msgs.msg import JointState
+    from trajectory_msgs.msg import JointTrajectory
+
+    from retain_ros.ros.conversions import rgb_to_image
+    from retain_ros.ros.node_main import make_executor
+    from retain_ros.ros.node_main import spin_in_background
+    from retain_ros.ros.policy_node import PolicyNode
+
+    logging.basicConfig(level=logging.INFO, format='%(asctime)s %(name)s: %(message)s',
+                        stream=sys.stderr)
+    joints = [f'j{i}' for i in range(14)]
+    ctx = Context()
+    rclpy.init(context=ctx)
+    probe = rclpy.create_node('full_size_probe', context=ctx)
+    probe_ex = SingleThreadedExecutor(context=ctx)
+    probe_ex.add_node(probe)
+    spin_in_background(probe_ex, 'probe')
+    chunks, diags = [], []
+    probe.create_subscription(JointTrajectory, '/arm_controller/joint_trajectory',
+                              lambda m: chunks.append((time.perf_counter(), m)), 10)
+    probe.create_subscription(DiagnosticArray, '/diagnostics',
+                              lambda m: diags.append((time.perf_counter(), m)), 10)
+    image_pub = probe.create_publisher(Image, 'camera/image_raw', 10)
+    joint_pub = probe.create_publisher(JointState, 'joint_states', 10)
+    overrides = [Parameter(k, value=v) for k, v in {
+        'pretrained_path': pre, 'finetuned_paths': [ft], 'camera_topics': ['camera/image_raw'],
+        'joint_names': joints, 'device': 'cpu', 'alpha': 0.5, 'default_instruction':
+        'pick up the cube', 'control_period': 5.0, 'replan_steps': 1,
+        'max_observation_age': 3600.0}.items()]
+    t0 = time.perf_counter()
+    node = PolicyNode(context=ctx, parameter_overrides=overrides)   # autostart: configure+activate
+    active_s = time.perf_counter() - t0
+    active_rss = vm_hwm()
+    executor = make_executor(context=ctx)
+    executor.add_node(node)
+    spin_in_background(executor, 'node')
+    rgb = np.full((224, 224, 3), 128, np.uint8)
+    rgb[:112, :, 0] = 255
+
+    def feed() -> float:
+        stamp = probe.get_clock().now().to_msg()
+        img = rgb_to_image(rgb)
+        img.header.stamp = stamp
+        js = JointState()
+        js.header.stamp = stamp
+        js.name = joints
+        js.position = [0.0] * len(joints)
+        image_pub.publish(img)
+        joint_pub.publish(js)
+        return time.perf_counter()
+
+    def wait_chunk(after: float, timeout: float = 1800.0):
+        end = time.perf_counter() + timeout
+        while time.perf_counter() < end:
+            got = [(t, m) for t, m in chunks if t > after]
+            if got:
+                return got[0]
+            time.sleep(0.05)
+        raise RuntimeError(f'no chunk within {timeout} s')
+
+    time.sleep(2.0)     # discovery
+    sent = feed()
+    t_chunk, msg = wait_chunk(sent)
+    actions = np.array([list(p.positions) for p in msg.points])
+    first = {'first_chunk_s': t_chunk - sent, 'points': len(msg.points),
+             'joints': len(msg.joint_names), 'finite': bool(np.isfinite(actions).all())}
+    client = probe.create_client(SetParameters, '/retain_policy/set_parameters')
+    client.wait_for_service(timeout_sec=30)
+    alpha_changes = []
+    for i in range(changes):
+        request = SetParameters.Request()
+        request.parameters = [Parameter('alpha', value=0.2 + 0.1 * i).to_parameter_msg()]
+        t = time.perf_counter()
+        future = client.call_async(request)
+        while not future.done():
+            time.sleep(0.01)
+        done = time.perf_counter()
+        result = future.result().results[0]
+        during = [m for tt, m in diags if t < tt < done]
+        alpha_changes.append({
+            'wall_s': done - t, 'ok': result.successful, 'reason': result.reason,
+            'diagnostics_during': len(during),
+            'said': sorted({m.status[0].message[:60] for m in during if m.status})})
+    state = node.runtime.state
+    out = {'active_s': active_s, 'active_peak_rss_GiB': active_rss / GIB, **first,
+           'alpha_changes': alpha_changes, 'merge_ms_last': state.merge_ms,
+           'keep_sources': node.merger.keep_sources, 'peak_rss_GiB': vm_hwm() / GIB}
+    executor.shutdown(timeout_sec=5)
+    probe_ex.shutdown(timeout_sec=5)
+    node.destroy_node()
+    probe.destroy_node()
+    ctx.try_shutdown()
+    return out
+
+
 def child_cli(argv) -> dict:
     from retain_ros.cli import main
 
@@ -270,7 +383,8 @@ def run_child(args, env=None) -> dict:
     res = json.loads(lines[-1])
     res['child_wall_s'] = wall
     res['log'] = [ln for ln in err.splitlines() if 'phase' in ln or 'memory plan' in ln
-                  or 'merged in place' in ln or 'waited' in ln][:12]
+                  or 'merged in place' in ln or 'waited' in ln or 'warm-up' in ln
+                  or 're-merged' in ln][:16]
     return res
 
 
@@ -279,7 +393,7 @@ def main(argv=None) -> int:
     ap.add_argument('--size', choices=('full', 'mid', 'tiny'), default='tiny')
     ap.add_argument('--dtype', default='bfloat16')
     ap.add_argument('--work', default=os.path.join(ROOT, '.bench', 'full_size'))
-    ap.add_argument('--only', default='plan,floor,startup,inspect,merge')
+    ap.add_argument('--only', default='plan,floor,startup,inspect,merge,node')
     ap.add_argument('--modes', default='auto,device,host,disk')
     ap.add_argument('--changes', type=int, default=3)
     ap.add_argument('--keep', action='store_true', help='keep the checkpoints')
@@ -294,6 +408,8 @@ def main(argv=None) -> int:
             res = child_startup(rest[0], rest[1], rest[2], rest[3], int(rest[4]))
         elif kind == 'floor':
             res = child_floor(*rest)
+        elif kind == 'node':
+            res = child_node(rest[0], rest[1], int(rest[2]))
         else:
             res = child_cli(rest)
         print(json.dumps(res), flush=True)
@@ -336,6 +452,9 @@ def main(argv=None) -> int:
                                           '-q'], env)
             shutil.rmtree(out, ignore_errors=True)
             print(json.dumps({'merge': results['merge']}), flush=True)
+        if 'node' in only:
+            results['node'] = run_child(['node', pre, ft, str(args.changes)], env)
+            print(json.dumps({'node': results['node']}), flush=True)
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)

@@ -107,3 +107,59 @@ def test_slow_merge_runs_off_the_executor_and_holds_commands(tiny_pi0_checkpoint
         if feeder.is_alive():
             feeder.join(5)
         harness.shutdown()
+
+
+def test_worker_parameter_service_replies_as_soon_as_the_work_is_done():
+    """On a quiet node (no timer, no traffic) the reply goes out when the worker finishes: the
+    finished future itself wakes the executor. Other sets wait their turn (one worker)."""
+    import rclpy
+    from rcl_interfaces.msg import SetParametersResult
+    from rcl_interfaces.srv import SetParameters
+    from rclpy.parameter import Parameter
+
+    from retain_ros.ros.worker_services import Worker
+    from retain_ros.ros.worker_services import WorkerParameterService
+
+    harness = RosHarness()
+    worker = Worker('test-worker')
+    node = rclpy.create_node('quiet_node', context=harness.context,
+                             start_parameter_services=False)
+    try:
+        WorkerParameterService(node, worker)
+        node.declare_parameter('x', 0.0)
+        calls = []
+
+        def slow(params):
+            calls.append(time.monotonic())
+            time.sleep(0.5)
+            value = params[0].value
+            return SetParametersResult(successful=value >= 0, reason='' if value >= 0 else 'neg')
+
+        node.add_on_set_parameters_callback(slow)
+        harness.executor.add_node(node)
+        replies = {}
+
+        def set_x(value):
+            request = SetParameters.Request()
+            request.parameters = [Parameter('x', value=value).to_parameter_msg()]
+            t0 = time.monotonic()
+            res = harness.call(SetParameters, '/quiet_node/set_parameters', request).results[0]
+            replies[value] = (res, time.monotonic() - t0)
+
+        threads = [threading.Thread(target=set_x, args=(v,)) for v in (1.0, -1.0)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        ok, bad = replies[1.0][0], replies[-1.0][0]
+        assert ok.successful and not bad.successful and bad.reason == 'neg'
+        assert node.get_parameter('x').value == 1.0
+        assert len(calls) == 2 and abs(calls[1] - calls[0]) >= 0.5   # serialised, not parallel
+        # each reply within 0.5 s of work + its turn + a round trip, not a timer period later
+        assert min(r[1] for r in replies.values()) < 0.5 + 0.4, replies
+        assert max(r[1] for r in replies.values()) < 1.0 + 0.4, replies
+    finally:
+        harness.executor.remove_node(node)
+        worker.stop()
+        node.destroy_node()
+        harness.shutdown()
