@@ -58,20 +58,38 @@ MID_OVERRIDES = {
 }
 
 
-def policy_config(size: str) -> dict:
+def policy_config(size: str, camera_names=('base',)) -> dict:
+    """LeRobot-style π0 config of ``size`` (tiny / mid / full) with ``camera_names``."""
     from retain_ros.policies.pi0.configuration_pi0 import tiny_pi0_config
 
+    cams = tuple(camera_names)
     if size == 'tiny':
-        return tiny_pi0_config(14, 14, chunk_size=10, image_size=64, num_inference_steps=2,
-                               max_dim=32)
-    cfg = tiny_pi0_config(14, 14, chunk_size=50, image_size=224, num_inference_steps=10,
-                          max_dim=32)
-    if size == 'full':  # = transformers' default PI0Config (checked in make_checkpoint)
+        return tiny_pi0_config(14, 14, chunk_size=10, camera_names=cams, image_size=64,
+                               num_inference_steps=2, max_dim=32)
+    cfg = tiny_pi0_config(14, 14, chunk_size=50, camera_names=cams, image_size=224,
+                          num_inference_steps=10, max_dim=32)
+    if size == 'full':  # = transformers' default PI0Config (assert_default_pi0)
         cfg['paligemma_variant'], cfg['action_expert_variant'] = 'gemma_2b', 'gemma_300m'
     else:
         cfg['paligemma_variant'] = cfg['action_expert_variant'] = 'custom'
         cfg['model_overrides'] = MID_OVERRIDES
     return cfg
+
+
+def assert_default_pi0(spec) -> None:
+    """The model of ``spec`` has exactly the tensor shapes of transformers' default
+    ``PI0Config`` (built on the meta device: no memory)."""
+    import torch
+    from transformers import PI0Config
+    from transformers import PI0ForConditionalGeneration
+
+    def shapes(config):
+        with torch.device('meta'):
+            model = PI0ForConditionalGeneration._from_config(config)
+        return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+    assert shapes(spec.hf_config) == shapes(PI0Config()), \
+        'the full-size config must match transformers default PI0Config'
 
 
 def mem_available() -> int:
@@ -95,7 +113,6 @@ def make_checkpoint(out_dir: str, size: str, dtype_name: str, seed: int) -> dict
     import numpy as np
     import torch
     from tqdm import tqdm
-    from transformers import PI0Config
     from transformers import PI0ForConditionalGeneration
 
     from retain_ros.merging.safetensors_io import StreamingWriter
@@ -112,11 +129,7 @@ def make_checkpoint(out_dir: str, size: str, dtype_name: str, seed: int) -> dict
         model = PI0ForConditionalGeneration._from_config(spec.hf_config, dtype=dtype)
     params = sum(p.numel() for p in model.parameters())
     if size == 'full':
-        with torch.device('meta'):
-            default = PI0ForConditionalGeneration._from_config(PI0Config(), dtype=dtype)
-        same = {k: tuple(v.shape) for k, v in default.state_dict().items()} == {
-            k: tuple(v.shape) for k, v in model.state_dict().items()}
-        assert same, 'the full-size config must match transformers default PI0Config'
+        assert_default_pi0(spec)
     stats = NormStats(np.zeros(14), np.ones(14), np.zeros(14), np.ones(14))
     save_pi0_checkpoint({}, out_dir, stats=stats, spec=spec)
     tok = os.path.join(out_dir, 'tokenizer')
