@@ -77,8 +77,10 @@ def test_auto_picks_the_fastest_mode_that_fits(pair, monkeypatch):
     plan = plan_memory(pre, fts, 'cpu', 'float32')
     assert plan.mode == 'disk'
     assert 'device needs' in plan.describe() and 'does not fit' in plan.describe()
-    with pytest.raises(MemoryPlanError, match=r'keep_sources=host does not fit.*GiB.*modes '
-                                              r'that fit: disk'):
+    with pytest.raises(MemoryPlanError, match=r'keep_sources=host does not fit: it needs '
+                                              r'[0-9.]+ GiB \+ [0-9.]+ GiB headroom on the host > '
+                                              r'[0-9.]+ GiB free; modes that fit: disk \(use '
+                                              r'keep_sources=auto or disk\)'):
         plan_memory(pre, fts, 'cpu', 'float32', keep_sources='host')
     _free(monkeypatch, s.model // 2)
     with pytest.raises(MemoryPlanError, match='does not fit in memory in any keep_sources'):

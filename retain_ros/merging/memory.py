@@ -317,10 +317,15 @@ def _need(mode: str, s: Sizes, device: torch.device, model_allocated: bool,
     return dev, host
 
 
+def _headroom(need: int) -> float:
+    """Safety margin a need of ``need`` bytes must leave free (allocator slack, other users)."""
+    return HEADROOM_BYTES + HEADROOM_FRACTION * need
+
+
 def _fits(need: int, free: Optional[int]) -> bool:
     if free is None:
         return True
-    return need == 0 or need + HEADROOM_BYTES + HEADROOM_FRACTION * need <= free
+    return need == 0 or need + _headroom(need) <= free
 
 
 def _needs(s: Sizes, device: torch.device, model_allocated: bool, host: int,
@@ -332,9 +337,10 @@ def _needs(s: Sizes, device: torch.device, model_allocated: bool, host: int,
         ok_host = _fits(h, host)
         why = []
         if not ok_dev:
-            why.append(f'{gib(d)} on {device} > {gib(dev_free)} free')
+            why.append(f'{gib(d)} + {gib(_headroom(d))} headroom on {device} > '
+                       f'{gib(dev_free)} free')
         if not ok_host:
-            why.append(f'{gib(h)} on the host > {gib(host)} free')
+            why.append(f'{gib(h)} + {gib(_headroom(h))} headroom on the host > {gib(host)} free')
         out.append(ModeNeed(mode, d, h, ok_dev and ok_host, ', '.join(why)))
     return out
 
@@ -418,8 +424,9 @@ def plan_memory(pre: CheckpointSource, fts: Sequence[CheckpointSource],
         if keep_sources != 'auto':
             n = plan.need(keep_sources)
             msg = (f'keep_sources={keep_sources} does not fit: it needs {n.why}; '
-                   + (f'modes that fit: {", ".join(fitting)}' if fitting else
-                      'no mode fits') + f' ({plan.describe()})')
+                   + (f'modes that fit: {", ".join(fitting)} (use keep_sources=auto or '
+                      f'{fitting[0]})' if fitting else 'no mode fits')
+                   + f'. Plan: {plan.describe()}')
         else:
             msg = (f'the model does not fit in memory in any keep_sources mode; the smallest '
                    f'(disk) needs {plan.need("disk").why} ({plan.describe()})')
