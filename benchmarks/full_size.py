@@ -13,6 +13,11 @@ its own child process (peak RSS = the child's ``VmHWM`` / ``ru_maxrss``, whole p
 - ``floor``: copy bandwidth (read + write of a 512 MiB tensor copy) and the time to read both
   checkpoint files once (``pread`` into one buffer);
 - ``inspect`` / ``merge``: the CLI commands in a child;
+- ``mergekit``: the same pair rewritten in transformers' layout (the tensors' bytes copied
+  verbatim under transformers' key names, with transformers' ``config.json``; mergekit cannot read
+  LeRobot's config), then ``retain-ros merge`` and mergekit's ``linear`` (its own venv,
+  ``benchmarks/.venv-mergekit``, as in ``merge_bench.py``) on it: wall, peak RSS, which tensors
+  each wrote, and the largest difference on a sample of the common ones;
 - ``node``: the ``retain_policy`` node itself, in-process in a child on a real rclpy graph, with
   the DEFAULT memory settings (``keep_sources`` and ``dtype`` not given, i.e. ``auto``): time to
   active (the node's phase log lines), one camera image + joint state -> first chunk (the chunk's
@@ -367,6 +372,90 @@ def child_node(pre: str, ft: str, changes: int) -> dict:
     return out
 
 
+def write_hf_copy(src_dir: str, out_dir: str, size: str) -> int:
+    """``src_dir``'s weights in transformers' π0 layout (keys without LeRobot's ``model.``).
+
+    The safetensors header is rewritten, the data region copied verbatim (offsets are relative to
+    it), so the tensors are bit-identical. Returns the number of tensors.
+    """
+    from retain_ros.policies.pi0.configuration_pi0 import pi0_config_from_dict
+
+    os.makedirs(out_dir, exist_ok=True)
+    hf_config = pi0_config_from_dict(policy_config(size)).hf_config
+    hf_config.architectures = ['PI0ForConditionalGeneration']
+    hf_config.save_pretrained(out_dir)
+    src = os.path.join(src_dir, 'model.safetensors')
+    with open(src, 'rb') as fh:
+        n = int.from_bytes(fh.read(8), 'little')
+        header = json.loads(fh.read(n))
+        renamed = {}
+        for key, value in header.items():
+            if key != '__metadata__' and not key.startswith('model.'):
+                raise ValueError(f'{key}: not a LeRobot π0 key')
+            renamed[key if key == '__metadata__' else key[len('model.'):]] = value
+        blob = json.dumps(renamed, separators=(',', ':')).encode()
+        blob += b' ' * (-len(blob) % 8)
+        with open(os.path.join(out_dir, 'model.safetensors'), 'wb') as out:
+            out.write(len(blob).to_bytes(8, 'little'))
+            out.write(blob)
+            shutil.copyfileobj(fh, out, 64 << 20)
+    return len(renamed) - ('__metadata__' in renamed)
+
+
+def compare_outputs(a_dir: str, b_dir: str, sample: int = 24) -> dict:
+    """Tensor sets of two merge outputs and the max |a - b| on up to ``sample`` common tensors."""
+    import glob
+
+    from safetensors import safe_open
+
+    def keys(d):
+        out = {}
+        for f in glob.glob(os.path.join(d, '*.safetensors')):
+            with safe_open(f, 'pt') as fh:
+                out.update({k: f for k in fh.keys()})
+        return out
+
+    a, b = keys(a_dir), keys(b_dir)
+    common = sorted(set(a) & set(b))
+    step = max(1, len(common) // sample)
+    worst = 0.0
+    for k in common[::step]:
+        with safe_open(a[k], 'pt') as fa, safe_open(b[k], 'pt') as fb:
+            worst = max(worst, float((fa.get_tensor(k).float() - fb.get_tensor(k).float())
+                                     .abs().max()))
+    return {'ours_tensors': len(a), 'mergekit_tensors': len(b), 'common': len(common),
+            'only_ours': sorted(set(a) - set(b))[:5], 'only_mergekit': sorted(set(b) - set(a))[:5],
+            'max_abs_diff_sampled': worst, 'sampled': len(common[::step])}
+
+
+def run_mergekit(work: str, size: str, pre: str, ft: str, dtype: str) -> dict:
+    if HERE not in sys.path:
+        sys.path.insert(0, HERE)
+    import merge_bench
+
+    exe = os.path.join(merge_bench.MERGEKIT_VENV, 'bin', 'mergekit-yaml')
+    if not os.path.exists(exe):
+        return {'skipped': f'{exe} not installed (see merge_bench.py for its venv)'}
+    hf_pre, hf_ft = os.path.join(work, 'hf_pre'), os.path.join(work, 'hf_ft')
+    t = time.perf_counter()
+    tensors = [write_hf_copy(pre, hf_pre, size), write_hf_copy(ft, hf_ft, size)]
+    res = {'hf_copy_s': time.perf_counter() - t, 'tensors': tensors}
+    ours_out, mk_out = os.path.join(work, 'merged_ours'), os.path.join(work, 'merged_mk')
+    try:
+        wall, rss_mib = merge_bench.ours(hf_pre, hf_ft, ours_out)
+        res.update(ours_s=wall, ours_rss_GiB=rss_mib / 1024.0)
+        wall, rss_mib = merge_bench.mergekit(hf_pre, hf_ft, mk_out, dtype, work)
+        res.update(mergekit_s=wall, mergekit_rss_GiB=rss_mib / 1024.0)
+        res['speedup'] = res['mergekit_s'] / res['ours_s']
+        res.update(compare_outputs(ours_out, mk_out))
+    except RuntimeError as exc:
+        res['error'] = str(exc)[-3000:]
+    finally:
+        for d in (hf_pre, hf_ft, ours_out, mk_out):
+            shutil.rmtree(d, ignore_errors=True)
+    return res
+
+
 def child_cli(argv) -> dict:
     from retain_ros.cli import main
 
@@ -465,6 +554,9 @@ def main(argv=None) -> int:
                                           '-q'], env)
             shutil.rmtree(out, ignore_errors=True)
             print(json.dumps({'merge': results['merge']}), flush=True)
+        if 'mergekit' in only:
+            results['mergekit'] = run_mergekit(work, args.size, pre, ft, args.dtype)
+            print(json.dumps({'mergekit': results['mergekit']}), flush=True)
         if 'node' in only:
             results['node'] = run_child(['node', pre, ft, str(args.changes)], env)
             print(json.dumps({'node': results['node']}), flush=True)

@@ -12,12 +12,44 @@ from abc import ABC
 from abc import abstractmethod
 from dataclasses import dataclass
 from dataclasses import field
+import logging
 from typing import Any
 from typing import Dict
+from typing import Mapping
 from typing import List
 from typing import Sequence
 
 import numpy as np
+
+
+LOG = logging.getLogger(__name__)
+
+
+def copy_state_into(own: Mapping[str, Any], state: Mapping[str, Any], path: str, what: str,
+                    strict: bool = True) -> None:
+    """Copy the tensors of ``state`` into the module tensors ``own`` (a ``state_dict()``) in place.
+
+    :param path: where ``state`` was read (for the messages).
+    :param what: the model's name in the messages (``π0``, ``SmolVLA``...).
+    :param strict: require exactly ``own``'s keys (shapes must always match).
+    :raises ValueError: missing / unexpected keys or a shape mismatch (names the first ones);
+        nothing is copied then.
+    """
+    import torch
+
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    bad = [f'{k} {tuple(state[k].shape)} != {tuple(own[k].shape)}'
+           for k in sorted(set(own) & set(state)) if state[k].shape != own[k].shape]
+    if bad or (strict and (missing or unexpected)):
+        raise ValueError(f'{path}: weights do not fit the {what} built from its config: '
+                         f'missing {missing[:5]} ({len(missing)}), unexpected '
+                         f'{unexpected[:5]} ({len(unexpected)}), shape mismatch {bad[:5]}')
+    with torch.no_grad():
+        for key, tensor in state.items():
+            if key in own:
+                own[key].copy_(tensor.to(own[key].dtype))
+    LOG.info('loaded %d %s tensors from %s', len(state), what, path)
 
 
 @dataclass

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from retain_ros.policies.base import ActionChunk
+from retain_ros.policies.base import copy_state_into
 from retain_ros.policies.base import Observation
 from retain_ros.policies.base import SpecPolicy
 from retain_ros.policies.flow import euler_sample
@@ -444,21 +445,7 @@ class Pi0Policy(SpecPolicy):
         :param strict: require exactly the module's keys and shapes.
         :raises ValueError: missing / unexpected keys or shape mismatch (names the first ones).
         """
-        state = read_pi0_state_dict(path)
-        own = self.model.state_dict()
-        missing = sorted(set(own) - set(state))
-        unexpected = sorted(set(state) - set(own))
-        bad = [f'{k} {tuple(state[k].shape)} != {tuple(own[k].shape)}'
-               for k in sorted(set(own) & set(state)) if state[k].shape != own[k].shape]
-        if bad or (strict and (missing or unexpected)):
-            raise ValueError(f'{path}: weights do not fit the π0 built from its config: '
-                             f'missing {missing[:5]} ({len(missing)}), unexpected '
-                             f'{unexpected[:5]} ({len(unexpected)}), shape mismatch {bad[:5]}')
-        with torch.no_grad():
-            for key, tensor in state.items():
-                if key in own:
-                    own[key].copy_(tensor.to(own[key].dtype))
-        LOG.info('loaded %d tensors from %s', len(state), path)
+        copy_state_into(self.model.state_dict(), read_pi0_state_dict(path), path, 'π0', strict)
 
 
 def _beta_icdf(u: torch.Tensor, dist: torch.distributions.Beta) -> torch.Tensor:

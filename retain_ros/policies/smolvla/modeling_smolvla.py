@@ -44,6 +44,7 @@ from torch import nn
 import torch.nn.functional as F
 
 from retain_ros.policies.base import ActionChunk
+from retain_ros.policies.base import copy_state_into
 from retain_ros.policies.base import Observation
 from retain_ros.policies.base import SpecPolicy
 from retain_ros.policies.flow import euler_sample
@@ -558,21 +559,8 @@ class SmolVLAPolicy(SpecPolicy):
         if os.path.isdir(path) and not os.path.isfile(os.path.join(path, WEIGHTS_FILE)) and \
                 not any(n.endswith('.safetensors.index.json') for n in os.listdir(path)):
             raise FileNotFoundError(f'no SmolVLA weights ({WEIGHTS_FILE}) in {path}')
-        state = read_smolvla_state_dict(path)
-        own = self._module.state_dict()
-        missing = sorted(set(own) - set(state))
-        unexpected = sorted(set(state) - set(own))
-        bad = [f'{k} {tuple(state[k].shape)} != {tuple(own[k].shape)}'
-               for k in sorted(set(own) & set(state)) if state[k].shape != own[k].shape]
-        if bad or (strict and (missing or unexpected)):
-            raise ValueError(f'{path}: weights do not fit the SmolVLA built from its config: '
-                             f'missing {missing[:5]} ({len(missing)}), unexpected '
-                             f'{unexpected[:5]} ({len(unexpected)}), shape mismatch {bad[:5]}')
-        with torch.no_grad():
-            for key, tensor in state.items():
-                if key in own:
-                    own[key].copy_(tensor.to(own[key].dtype))
-        LOG.info('loaded %d SmolVLA tensors from %s', len(state), path)
+        copy_state_into(self._module.state_dict(), read_smolvla_state_dict(path), path, 'SmolVLA',
+                        strict)
 
 
 def build_policy(checkpoint_dir: str, device: str = 'cpu', dtype: str = 'auto',
