@@ -88,12 +88,35 @@ def test_auto_picks_the_fastest_mode_that_fits(pair, monkeypatch):
     assert plan_memory(pre, fts, 'cpu', 'float32', enforce=False).mode == 'disk'
 
 
+def test_cpu_bf16_detection_reads_the_feature_flags(tmp_path):
+    for flags, native in (('fpu sse2 avx2 avx512f', False), ('fpu avx512f avx512_bf16', True),
+                          ('fpu amx_tile amx_bf16', True)):
+        info = tmp_path / f'cpuinfo_{native}_{len(flags)}'
+        info.write_text(f'processor\t: 0\nflags\t\t: {flags}\n\nprocessor\t: 1\n')
+        assert memory.cpu_has_native_bf16.__wrapped__(str(info)) is native
+    arm = tmp_path / 'cpuinfo_arm'
+    arm.write_text('processor\t: 0\nFeatures\t: fp asimd sve bf16 i8mm\n')
+    assert memory.cpu_has_native_bf16.__wrapped__(str(arm)) is True
+    assert memory.cpu_has_native_bf16.__wrapped__(str(tmp_path / 'missing')) is False
+
+
+def test_dtype_auto_keeps_bf16_on_a_cpu_with_bf16_instructions(pair, monkeypatch):
+    monkeypatch.setattr(memory, 'cpu_has_native_bf16', lambda: True)
+    _free(monkeypatch, 64 * GIB)
+    pre, fts = open_sources(pair['bf_pre'], [pair['bf_ft']])
+    plan = plan_memory(pre, fts, 'cpu', 'auto')
+    assert (plan.dtype, plan.mode) == (torch.bfloat16, 'device')   # float32 would fit: not wanted
+    pre, fts = open_sources(pair['pre'], [pair['ft']])             # a float32 checkpoint
+    assert plan_memory(pre, fts, 'cpu', 'auto').dtype == torch.float32   # never narrowed
+
+
 def test_dtype_auto_widens_only_when_it_fits_as_well(pair, monkeypatch):
+    monkeypatch.setattr(memory, 'cpu_has_native_bf16', lambda: False)
     pre, fts = open_sources(pair['bf_pre'], [pair['bf_ft']])
     assert memory.checkpoint_dtype(pre) == torch.bfloat16
     _free(monkeypatch, 64 * GIB)
     plan = plan_memory(pre, fts, 'cpu', 'auto')
-    assert (plan.dtype, plan.mode) == (torch.float32, 'device')  # float32 computes well on CPU
+    assert (plan.dtype, plan.mode) == (torch.float32, 'device')  # float32: no bf16 instructions
     s16 = memory.sizes(pre, fts, torch.bfloat16)
     # bf16 fits with its sources in memory, float32 would need disk mode: keep bf16
     _free(monkeypatch, memory.HEADROOM_BYTES + 1.15 * (s16.model + s16.sources + s16.transient()

