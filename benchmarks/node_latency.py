@@ -321,8 +321,9 @@ def table(results, samples: int) -> str:
         f'{samples} samples per row; p50 / p99 in ms. Overhead = end-to-end - model - timer '
         'wait (publish, DDS loopback both ways, deserialization, image conversion, safety, '
         'message build). Node and publisher in one process. "no chunk": samples whose chunk '
-        'never came (late = the node dropped it because inference outlasted the 0.2 s chunk), '
-        'left out of the percentiles.',
+        'never came, left out of the percentiles: "late" = the node dropped the chunk because '
+        'inference outlasted its 0.2 s of actions; the others went stale (60 ms) before the '
+        'inference timer picked them up, or lost a best-effort message.',
         '',
         '| cameras | end-to-end | model (predict) | timer wait | overhead | overhead / model '
         '(p50) | of which: inbound | convert | post | outbound | no chunk |',
@@ -374,7 +375,8 @@ def recording_table(cameras, samples: int, machine: str) -> str:
         'every camera frame, joint state, chunk, `~/merge_state` and `/diagnostics` message of '
         'the row). Ratios are against the row without recording of the same camera count, '
         'measured in the same run. Camera frames arrive at the benchmark\'s sample rate '
-        '(one per camera every ~0.17 s), so MiB / s / camera is at that rate; KiB per camera '
+        '(one per camera per sample, 0.17-0.22 s apart), so MiB / s / camera is at that '
+        'rate; KiB per camera '
         'frame (bag size / camera frames, everything else included) is what scales to a real '
         'camera rate. Noise images are the worst case for zstd and JPEG. "no chunk" as in '
         '"Node latency"; "dropped": frames the recorder dropped.',
