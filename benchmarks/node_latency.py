@@ -265,7 +265,8 @@ def run(cameras: int, samples: int, warmup: int = 5, record: Optional[str] = Non
     late. With ``record`` (``'raw'`` or ``'jpeg'``) an episode is recorded throughout and
     ``extra['recording']`` holds the episode line's ``recording`` counts plus the bag's size
     (``bag_mib``), the episode's duration (``seconds``) and the camera frames in the bag
-    (``frames``).
+    (``frames``). Raises RuntimeError when more than ``max(1, samples // 10)`` samples got
+    no chunk (the node holds: its reason is in the message).
     """
     with tempfile.TemporaryDirectory() as tmp:
         names = CAMERAS[:cameras]
@@ -286,7 +287,7 @@ def run(cameras: int, samples: int, warmup: int = 5, record: Optional[str] = Non
                         rows.append(row)
                 time.sleep(0.12)  # inputs go stale: the node holds until the next sample
             extra['late'] = bench.node.stats.dropped.get('late_chunk', 0) - late0
-            if extra['missed'] > samples // 10:
+            if extra['missed'] > max(1, samples // 10):
                 raise RuntimeError(f'{extra["missed"]} of {samples} samples got no chunk '
                                    f'({extra["late"]} late); the node holds: '
                                    f'{bench.node.hold_reason!r}')
