@@ -24,7 +24,9 @@ single-threaded executor and thread; the node's inference on its own thread), tr
 DDS on loopback.
 
     .venv/bin/python benchmarks/node_latency.py [--samples 60] [--cameras 1 2 3] [--results]
-    .venv/bin/python benchmarks/node_latency.py --recording [--cameras 1 3] [--results]
+    .venv/bin/python benchmarks/node_latency.py --recording [--cameras 1 3] [--repeat 2]
+        [--results]
+    (--threads N sets torch's threads; default torch's own, as the node runs)
 
 ``--results`` writes the table into the ``## Node latency`` section of benchmarks/RESULTS.md
 (replacing that section only). ``--recording`` measures the same round trips with the node's
