@@ -471,9 +471,21 @@ def child_cli(argv) -> dict:
             'peak_rss_GiB': vm_hwm() / GIB}
 
 
-def run_child(args, env=None) -> dict:
+def drop_caches() -> bool:
+    """Empty the page cache (root only) so the next read of the checkpoints comes from disk."""
+    try:
+        os.sync()
+        with open('/proc/sys/vm/drop_caches', 'w') as fh:
+            fh.write('3\n')
+        return True
+    except OSError:
+        return False
+
+
+def run_child(args, env=None, cold: bool = False) -> dict:
     """Run this script as ``--child ...`` and return its JSON line (+ the child's ru_maxrss)."""
     cmd = [sys.executable, os.path.abspath(__file__), '--child'] + list(args)
+    dropped = drop_caches() if cold else False
     t = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=env, cwd=ROOT)
@@ -484,6 +496,7 @@ def run_child(args, env=None) -> dict:
         return {'child': args, 'error': f'exit {proc.returncode}', 'stderr': err[-4000:]}
     res = json.loads(lines[-1])
     res['child_wall_s'] = wall
+    res['page_cache'] = 'dropped before' if dropped else 'as left by the previous step'
     res['log'] = [ln for ln in err.splitlines() if 'phase' in ln or 'memory plan' in ln
                   or 'merged in place' in ln or 'waited' in ln or 'warm-up' in ln
                   or 're-merged' in ln][:16]
@@ -500,6 +513,8 @@ def main(argv=None) -> int:
     ap.add_argument('--changes', type=int, default=3)
     ap.add_argument('--keep', action='store_true', help='keep the checkpoints')
     ap.add_argument('--out', default='')
+    ap.add_argument('--cold', action='store_true',
+                    help='drop the page cache before floor, startup and node (root only)')
     ap.add_argument('--child', nargs=argparse.REMAINDER)
     args = ap.parse_args(argv)
     if args.child:
@@ -533,14 +548,15 @@ def main(argv=None) -> int:
             results['plan'] = run_child(['plan', pre, ft, args.dtype], env)
             print(json.dumps({'plan': results['plan']}), flush=True)
         if 'floor' in only:
-            results['floor'] = run_child(['floor', pre, ft], env)
+            results['floor'] = run_child(['floor', pre, ft], env, args.cold)
             print(json.dumps({'floor': results['floor']}), flush=True)
         if 'startup' in only:
             results['startup'] = []
             for i, mode in enumerate(args.modes.split(',')):
                 if i == 0:  # first start: no digest cache yet
                     shutil.rmtree(env['ROS_HOME'], ignore_errors=True)
-                res = run_child(['startup', pre, ft, mode, args.dtype, str(args.changes)], env)
+                res = run_child(['startup', pre, ft, mode, args.dtype, str(args.changes)], env,
+                                args.cold)
                 res['digest_cache'] = 'cold' if i == 0 else 'warm'
                 results['startup'].append(res)
                 print(json.dumps(res), flush=True)
@@ -558,7 +574,7 @@ def main(argv=None) -> int:
             results['mergekit'] = run_mergekit(work, args.size, pre, ft, args.dtype)
             print(json.dumps({'mergekit': results['mergekit']}), flush=True)
         if 'node' in only:
-            results['node'] = run_child(['node', pre, ft, str(args.changes)], env)
+            results['node'] = run_child(['node', pre, ft, str(args.changes)], env, args.cold)
             print(json.dumps({'node': results['node']}), flush=True)
     finally:
         if not args.keep:
