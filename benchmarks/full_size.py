@@ -266,7 +266,7 @@ def child_floor(pre: str, ft: str) -> dict:
     return {'copy_GBps': 2 * n / best / 1e9, 'read_both_s': reads, 'read_bytes': total}
 
 
-def child_node(pre: str, ft: str, changes: int) -> dict:
+def child_node(pre: str, ft: str, changes: int, extra: str = '{}') -> dict:
     import logging
 
     import numpy as np
@@ -305,7 +305,7 @@ def child_node(pre: str, ft: str, changes: int) -> dict:
         'pretrained_path': pre, 'finetuned_paths': [ft], 'camera_topics': ['camera/image_raw'],
         'joint_names': joints, 'device': 'cpu', 'alpha': 0.5, 'default_instruction':
         'pick up the cube', 'control_period': 5.0, 'replan_steps': 1,
-        'max_observation_age': 3600.0}.items()]
+        'max_observation_age': 3600.0, **json.loads(extra)}.items()]
     t0 = time.perf_counter()
     node = PolicyNode(context=ctx, parameter_overrides=overrides)   # autostart: configure+activate
     active_s = time.perf_counter() - t0
@@ -513,6 +513,9 @@ def main(argv=None) -> int:
     ap.add_argument('--changes', type=int, default=3)
     ap.add_argument('--keep', action='store_true', help='keep the checkpoints')
     ap.add_argument('--out', default='')
+    ap.add_argument('--node-params', default='{}',
+                    help='extra node parameters for the node run, JSON (default: none, i.e. '
+                    'the default memory settings)')
     ap.add_argument('--cold', action='store_true',
                     help='drop the page cache before floor, startup and node (root only)')
     ap.add_argument('--child', nargs=argparse.REMAINDER)
@@ -526,7 +529,7 @@ def main(argv=None) -> int:
         elif kind == 'floor':
             res = child_floor(*rest)
         elif kind == 'node':
-            res = child_node(rest[0], rest[1], int(rest[2]))
+            res = child_node(rest[0], rest[1], int(rest[2]), *rest[3:])
         else:
             res = child_cli(rest)
         print(json.dumps(res), flush=True)
@@ -574,7 +577,8 @@ def main(argv=None) -> int:
             results['mergekit'] = run_mergekit(work, args.size, pre, ft, args.dtype)
             print(json.dumps({'mergekit': results['mergekit']}), flush=True)
         if 'node' in only:
-            results['node'] = run_child(['node', pre, ft, str(args.changes)], env, args.cold)
+            results['node'] = run_child(['node', pre, ft, str(args.changes), args.node_params],
+                                        env, args.cold)
             print(json.dumps({'node': results['node']}), flush=True)
     finally:
         if not args.keep:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import threading
 
 import pytest
 import torch
@@ -276,6 +277,8 @@ def test_chunked_merge_matches_whole_tensors(pair, keep, monkeypatch):
     with pytest.raises(MergeError, match='injected.*previous weights are still live'):
         merger.apply(MergeSpec(alpha=0.3))
     assert _same(model, before)
+    # disk mode's reader thread (reads one chunk ahead) is stopped, not left reading
+    assert not [t for t in threading.enumerate() if t.name == 'retain-merge-read']
     monkeypatch.setattr(TensorMerger, 'merge_tensors', original)
     merger.apply(MergeSpec(alpha=0.3))
     assert _same(model, _snapshot(whole))

@@ -27,9 +27,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 import logging
+import queue
 import threading
 import time
 from typing import Dict
+from typing import Iterator
 from typing import List
 from typing import Optional
 from typing import Sequence
@@ -152,7 +154,7 @@ class LiveMerger:
             first.device if first is not None else torch.device('cpu'))
         self._state: Optional[MergeState] = None
         self._merger: Optional[TensorMerger] = None
-        self._buffers: Dict[int, torch.Tensor] = {}
+        self._buffers: Dict[Tuple[int, int], torch.Tensor] = {}
         pre, fts = open_sources(pretrained, finetuned, family)
         validate_sources(pre, fts)
         groups = self._check_fit(pre)
@@ -307,24 +309,24 @@ class LiveMerger:
         return dict(self._groups)
 
     def _scratch(self, i: int, src: CheckpointSource, dtype: torch.dtype,
-                 numel: int) -> torch.Tensor:
-        """Reusable read buffer ``i`` (one per source) viewed as ``numel`` elements of ``dtype``
-        (no fresh allocation and page faults per tensor in disk mode)."""
+                 numel: int, slot: int = 0) -> torch.Tensor:
+        """Reusable read buffer of source ``i`` in buffer set ``slot`` viewed as ``numel``
+        elements of ``dtype`` (no fresh allocation and page faults per tensor in disk mode)."""
         nbytes = numel * torch.empty((), dtype=dtype).element_size()
-        buf = self._buffers.get(i)
+        buf = self._buffers.get((slot, i))
         if buf is None or buf.numel() < nbytes:
             size = max(nbytes, CHUNK_ELEMS * max(
                 (torch.empty((), dtype=src.dtype(k)).element_size() for k in src.keys()),
                 default=4))
             buf = torch.empty(size, dtype=torch.uint8, pin_memory=torch.cuda.is_available()
                               and self.device.type == 'cuda')
-            self._buffers[i] = buf
+            self._buffers[(slot, i)] = buf
         return buf[:nbytes].view(dtype)
 
     def _read(self, src: _Inputs, key: str, start: Optional[int] = None,
-              count: Optional[int] = None) -> List[torch.Tensor]:
+              count: Optional[int] = None, slot: int = 0) -> List[torch.Tensor]:
         """Inputs of ``key`` (or of its flat range) read from the files into the scratch
-        buffers."""
+        buffers of ``slot``."""
         out = []
         for i, s in enumerate([src.pre] + src.fts):
             if s.is_lora:  # materialized per call: read whole, slice
@@ -333,46 +335,109 @@ class LiveMerger:
                 continue
             shape = tuple(s.shape(key))
             numel = count if start is not None else int(torch.Size(shape).numel())
-            buf = self._scratch(i, s, s.dtype(key), numel)
+            buf = self._scratch(i, s, s.dtype(key), numel, slot)
             if start is None:
                 out.append(s.read(key, out=buf.view(shape)))
             else:
                 out.append(s.read_range(key, start, count, out=buf))
         return out
 
+    def _pieces(self, keys: Sequence[str]):
+        """The merge's work items in order: ``(key, start, count)``, ``start`` None for a whole
+        tensor; tensors over :data:`CHUNK_ELEMS` elements are cut in flat chunks."""
+        for key in keys:
+            target = self._targets[key]
+            n = target.numel()
+            if n > CHUNK_ELEMS and target.is_contiguous() and is_float(target.dtype):
+                for i in range(0, n, CHUNK_ELEMS):
+                    yield key, i, min(CHUNK_ELEMS, n - i)
+            else:
+                yield key, None, None
+
+    def _cached_parts(self, src: _Inputs, key: str, start: Optional[int],
+                      count: Optional[int]) -> List[torch.Tensor]:
+        pre_t, ft_ts = src.cache[key]
+        if start is None:
+            return [pre_t] + list(ft_ts)
+        return [t.reshape(-1)[start:start + count] for t in [pre_t] + list(ft_ts)]
+
+    def _prefetched(self, src: _Inputs, pieces) -> Iterator[tuple]:
+        """Disk mode: ``pieces`` with their inputs, read by a reader thread one piece ahead.
+
+        Two buffer sets: while the caller merges the piece in one, the reader fills the other
+        (``pread`` releases the GIL), so a merge costs about max(read, compute), not their sum.
+        The caller hands a set back (``free.put(slot)``) once its piece is merged.
+        """
+        ready: 'queue.Queue[object]' = queue.Queue(maxsize=1)
+        free: 'queue.Queue[int]' = queue.Queue()
+        for slot in range(2):
+            free.put(slot)
+        stop = threading.Event()
+
+        def reader() -> None:
+            try:
+                for key, start, count in pieces:
+                    slot = free.get()
+                    if stop.is_set():
+                        return
+                    ready.put((key, start, count, self._read(src, key, start, count, slot),
+                               slot))
+            except BaseException as exc:  # noqa: B902 - re-raised in the merging thread
+                ready.put(exc)
+                return
+            ready.put(None)
+
+        thread = threading.Thread(target=reader, name='retain-merge-read', daemon=True)
+        thread.start()
+        try:
+            while True:
+                item = ready.get()
+                if item is None:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item + (free,)
+        finally:
+            stop.set()
+            free.put(0)                  # unblock a reader waiting for a set
+            while thread.is_alive():     # drain so a reader blocked on put() can finish
+                try:
+                    ready.get(timeout=0.05)
+                except queue.Empty:
+                    pass
+            thread.join()
+
     def _run(self, merger: TensorMerger, src: _Inputs, keys: Sequence[str],
              check_finite_always: bool, done: Optional[List[str]], bar=None) -> None:
         convex = {g: merger.recipe.is_convex(c) for g, c in merger.coefs.items()}
-        for key in keys:
-            target = self._targets[key]
-            check = check_finite_always or not convex[self._groups.get(key, 'other')]
-            if done is not None:
-                done.append(key)
-            n = target.numel()
-            if n > CHUNK_ELEMS and target.is_contiguous() and is_float(target.dtype):
-                flat = target.view(-1)
-                cached = None
-                if src.cache is not None:
-                    pre_t, ft_ts = src.cache[key]
-                    cached = [pre_t.reshape(-1)] + [t.reshape(-1) for t in ft_ts]
-                for i in range(0, n, CHUNK_ELEMS):
-                    c = min(CHUNK_ELEMS, n - i)
-                    parts = ([t[i:i + c] for t in cached] if cached is not None
-                             else self._read(src, key, i, c))
-                    parts = self._to_target(parts, target)
-                    merger.merge_tensors(key, parts[0], parts[1:], target.dtype,
-                                         check_finite=check, out=flat[i:i + c])
-            else:
-                if src.cache is not None:
-                    pre_t, ft_ts = src.cache[key]
-                    parts = [pre_t] + list(ft_ts)
-                else:
-                    parts = self._read(src, key)
+        if src.cache is not None:
+            items = ((key, start, count, self._cached_parts(src, key, start, count), None, None)
+                     for key, start, count in self._pieces(keys))
+        else:
+            items = self._prefetched(src, self._pieces(keys))
+        last = None
+        try:
+            for key, start, count, parts, slot, free in items:
+                target = self._targets[key]
+                if key != last:
+                    last = key
+                    if done is not None:
+                        done.append(key)
+                    if bar is not None:
+                        bar.update(1)
+                check = check_finite_always or not convex[self._groups.get(key, 'other')]
+                out = target if start is None else target.view(-1)[start:start + count]
                 parts = self._to_target(parts, target)
                 merger.merge_tensors(key, parts[0], parts[1:], target.dtype,
-                                     check_finite=check, out=target)
-            if bar is not None:
-                bar.update(1)
+                                     check_finite=check, out=out)
+                if free is not None:
+                    if target.is_cuda:      # the buffer may still feed an asynchronous copy
+                        torch.cuda.current_stream(target.device).synchronize()
+                    free.put(slot)
+        finally:
+            close = getattr(items, 'close', None)
+            if close is not None:
+                close()     # a failed merge stops the reader before the restore reads again
 
     @staticmethod
     def _to_target(parts: List[torch.Tensor], target: torch.Tensor) -> List[torch.Tensor]:

@@ -246,9 +246,10 @@ class Sizes:
         return min(self.largest, CHUNK_ELEMS) * 4
 
     def read_buffers(self) -> int:
-        """Host buffers one chunk of each source is read into (LoRA: whole tensors)."""
+        """Host buffers one chunk of each source is read into (LoRA: whole tensors), two sets:
+        disk mode reads the next chunk while the current one is merged."""
         return (self.largest if self.lora else min(self.largest, CHUNK_ELEMS)) * 8 * (
-            self.sources_count)
+            self.sources_count) * 2
 
 
 def sizes(pre: CheckpointSource, fts: Sequence[CheckpointSource],
