@@ -32,6 +32,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
+from benchmarks.results import write_section  # noqa: E402
+
 SECTION = '## Chunk timing and RTC'
 STAMP_DELAYS = (0.0, 0.1, 0.2)
 RTC_DELAYS = (0.1, 0.2, 0.3)
@@ -120,20 +122,6 @@ def plot(rows, path: str) -> None:
     plt.close(fig)
 
 
-def write_results(text: str, path: str) -> None:
-    """Replace (or append) the ``## Chunk timing and RTC`` section of ``path``."""
-    old = open(path, encoding='utf-8').read() if os.path.exists(path) else '# Benchmarks\n'
-    start = old.find(SECTION)
-    if start < 0:
-        new = old.rstrip('\n') + '\n\n' + text.rstrip('\n') + '\n'
-    else:
-        end = old.find('\n## ', start + len(SECTION))
-        rest = '' if end < 0 else old[end:]
-        new = old[:start] + text.rstrip('\n') + '\n' + rest
-    with open(path, 'w', encoding='utf-8') as handle:
-        handle.write(new)
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--episodes', type=int, default=30)
@@ -160,7 +148,7 @@ def main(argv=None) -> int:
             'figures do not depend on the machine).\n\n' + table(rows) + '\n')
     print(text)
     if args.results:
-        write_results(text, os.path.join(ROOT, 'benchmarks', 'RESULTS.md'))
+        write_section(text, SECTION)
         plot(rows, os.path.join(ROOT, 'benchmarks', 'chunk_timing.png'))
     return 0
 

@@ -97,20 +97,22 @@ def assert_default_pi0(spec) -> None:
         'the full-size config must match transformers default PI0Config'
 
 
-def mem_available() -> int:
-    with open('/proc/meminfo') as fh:
+def _proc_bytes(path: str, field: str) -> int:
+    """A ``field: N kB`` line of a /proc file, in bytes (0 when absent)."""
+    with open(path) as fh:
         for line in fh:
-            if line.startswith('MemAvailable:'):
+            if line.startswith(field + ':'):
                 return int(line.split()[1]) * 1024
     return 0
+
+
+def mem_available() -> int:
+    return _proc_bytes('/proc/meminfo', 'MemAvailable')
 
 
 def vm_hwm() -> int:
-    with open('/proc/self/status') as fh:
-        for line in fh:
-            if line.startswith('VmHWM:'):
-                return int(line.split()[1]) * 1024
-    return 0
+    """This process's peak resident memory."""
+    return _proc_bytes('/proc/self/status', 'VmHWM')
 
 
 def make_checkpoint(out_dir: str, size: str, dtype_name: str, seed: int) -> dict:

@@ -56,6 +56,8 @@ ROOT = os.path.dirname(HERE)
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
+from benchmarks.results import write_section  # noqa: E402
+
 SECTION = '## Policy and robot on two hosts'
 ROBOT, POLICY, LINK = 'robot', 'policy', 'link'
 ROBOT_ADDR, POLICY_ADDR = '10.213.0.1', '10.213.0.2'
@@ -607,19 +609,6 @@ def format_table(rows: List[dict], camera_rate: float) -> str:
     return '\n'.join(lines)
 
 
-def write_results(text: str, path: str = os.path.join(HERE, 'RESULTS.md')) -> None:
-    """Replace (or append) the ``SECTION`` of RESULTS.md with ``text``."""
-    old = open(path, encoding='utf-8').read() if os.path.exists(path) else ''
-    start = old.find(SECTION)
-    if start < 0:
-        new = old.rstrip('\n') + '\n\n' + text.rstrip('\n') + '\n'
-    else:
-        end = old.find('\n## ', start + len(SECTION))
-        new = old[:start] + text.rstrip('\n') + '\n' + (old[end:] if end >= 0 else '')
-    with open(path, 'w', encoding='utf-8') as f:
-        f.write(new)
-
-
 def bench_main(args) -> int:
     from tqdm import tqdm
 
@@ -677,7 +666,7 @@ def bench_main(args) -> int:
                 'filter included). **Bandwidth per camera**: robot-veth tx bytes/s with the '
                 f'camera streaming at {args.camera_rate:g} Hz minus with joint states alone '
                 f'(50 Hz). Delay is one way (round trip twice it).\n\n{table}\n')
-        write_results(text)
+        write_section(text, SECTION)
         print(f'wrote the "{SECTION}" section of benchmarks/RESULTS.md')
     return 0
 

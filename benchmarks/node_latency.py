@@ -51,6 +51,8 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
+
+from benchmarks.results import write_section  # noqa: E402
 os.environ.setdefault('ROS_DOMAIN_ID', str(random.SystemRandom().randint(101, 200)))
 os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
 
@@ -343,20 +345,6 @@ def table(results, samples: int) -> str:
     return '\n'.join(lines)
 
 
-def write_results(text: str, path: str, section: str = SECTION) -> None:
-    """Replace (or append) the ``section`` of ``path``, keeping the rest."""
-    old = open(path, encoding='utf-8').read() if os.path.exists(path) else '# Benchmarks\n'
-    start = old.find(section)
-    if start < 0:
-        new = old.rstrip('\n') + '\n\n' + text.rstrip('\n') + '\n'
-    else:
-        end = old.find('\n## ', start + len(section))
-        rest = '' if end < 0 else old[end:]
-        new = old[:start] + text.rstrip('\n') + '\n' + rest
-    with open(path, 'w', encoding='utf-8') as handle:
-        handle.write(new)
-
-
 MODES = (('off', None), ('on (as received)', 'raw'), ('on (JPEG q90)', 'jpeg'))
 
 
@@ -439,8 +427,7 @@ def main(argv=None) -> int:
             for i, table in enumerate(runs))
         print(text)
         if args.results:
-            write_results(text, os.path.join(ROOT, 'benchmarks', 'RESULTS.md'),
-                          RECORDING_SECTION)
+            write_section(text, RECORDING_SECTION)
         return 0
     args.cameras = args.cameras or [1, 2, 3]
 
@@ -457,7 +444,7 @@ def main(argv=None) -> int:
             + table(results, args.samples))
     print(text)
     if args.results:
-        write_results(text, os.path.join(ROOT, 'benchmarks', 'RESULTS.md'))
+        write_section(text, SECTION)
     return 0
 
 

@@ -60,6 +60,8 @@ for _path in (ROOT, HERE):
     if _path not in sys.path:
         sys.path.insert(0, _path)
 
+from benchmarks.results import write_section  # noqa: E402
+
 SECTION = '## Per-family inference latency'
 FAMILIES = ('pi0', 'pi05', 'smolvla')
 LABELS = {'pi0': 'π0', 'pi05': 'π0.5', 'smolvla': 'SmolVLA'}
@@ -355,8 +357,6 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     import torch
 
-    from node_latency import write_results
-
     torch.set_num_threads(args.threads)
     if args.size == 'full' and not torch.cuda.is_available():
         print('policy_latency: --size full needs a CUDA GPU (torch.cuda.is_available() is '
@@ -369,7 +369,7 @@ def main(argv=None) -> int:
         f'{os.getloadavg()[0]:.1f} at the end (shared machine).\n\n| family', 1)
     print(text)
     if args.results:
-        write_results(text, os.path.join(HERE, 'RESULTS.md'), SECTION)
+        write_section(text, SECTION)
     return 0
 
 
