@@ -386,20 +386,6 @@ def write_params(path: str, node: str, params: Dict[str, object]) -> str:
     return path
 
 
-def wait_for_line(log_path: str, needle: str, timeout: float, proc=None) -> None:
-    """Wait until ``needle`` appears in a log file (a node's start-up line)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if os.path.exists(log_path):
-            with open(log_path, encoding='utf-8', errors='replace') as f:
-                if needle in f.read():
-                    return
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f'process exited with status {proc.returncode}; see {log_path}')
-        time.sleep(0.2)
-    raise RuntimeError(f'{needle!r} not in {log_path} after {timeout:g} s')
-
-
 # ---------------------------------------------------------------------------- the probe
 def probe_main(args) -> int:
     """Robot-side probe: latency samples and bandwidth phases; prints one JSON line."""

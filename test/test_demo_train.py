@@ -123,10 +123,10 @@ def test_set_overrides_any_setting():
 
 def test_all_targets_demonstrates_every_block_of_a_scene():
     one = generate_demos(['reach_red', 'reach_blue'], 'generalist', 2, horizon=4, dt=0.1,
-                         steps=2, store_size=32)
+                         steps=2)
     every = generate_demos(['reach_red', 'reach_blue'], 'generalist', 2, horizon=4, dt=0.1,
-                           steps=2, all_targets=True, store_size=32)
-    assert one.episodes == 4 and one.images.shape[1:] == (32, 32, 3)
+                           steps=2, all_targets=True)
+    assert one.episodes == 4 and one.images.shape[1:] == (96, 96, 3)
     assert every.episodes > one.episodes and len(every) == 2 * every.episodes
     # a scene demonstrated for another instruction starts from the same image and state
     for start in range(0, len(every), 2):

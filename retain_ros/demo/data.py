@@ -10,7 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 import logging
 from typing import List
-from typing import Optional
 from typing import Sequence
 
 import numpy as np
@@ -51,8 +50,7 @@ class DemoData:
 def generate_demos(tasks: Sequence[str], split: str, episodes_per_task: int, horizon: int,
                    dt: float, steps: int, image_size: int = 96, noise_prob: float = 0.3,
                    noise_std: float = 0.15, seed_offset: int = TRAIN_SEED_OFFSET,
-                   progress=None, all_targets: bool = False,
-                   store_size: Optional[int] = None) -> DemoData:
+                   progress=None, all_targets: bool = False) -> DemoData:
     """Roll out the scripted expert and record training samples.
 
     :param tasks: task names (each must belong to ``split``).
@@ -70,17 +68,12 @@ def generate_demos(tasks: Sequence[str], split: str, episodes_per_task: int, hor
         same scene with several instructions), not only the block of the task the scene was
         drawn for. Without it every training scene has one answer and a small policy learns to
         recognise the scene instead of reading the instruction.
-    :param store_size: resize the recorded images to this side (the model's input size; saves
-        memory), with the processor's resize.
     :return: :class:`DemoData`.
     """
     world = SimWorld(image_size=image_size)
     images, states, actions, index = [], [], [], []
     instructions: List[str] = []
     by_colour = {get_task(t).colour: get_task(t).name for t in tasks}
-    size = int(store_size) if store_size is not None else world.image_size
-    if size != world.image_size:
-        from retain_ros.policies.pi0.processor_pi0 import resize_image
     episodes = 0
     for task in tasks:
         for episode in range(int(episodes_per_task)):
@@ -101,8 +94,7 @@ def generate_demos(tasks: Sequence[str], split: str, episodes_per_task: int, hor
                 for _ in range(int(steps)):
                     chunk = expert_chunk(world, horizon, dt)
                     image = world.render()
-                    images.append(image if size == world.image_size else
-                                  resize_image(image, size, size))
+                    images.append(image)
                     states.append(world.joint_positions())
                     actions.append(chunk)
                     index.append(which)

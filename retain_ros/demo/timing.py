@@ -101,10 +101,9 @@ class TimingConfig:
 
 
 class _Published:
-    def __init__(self, at_tick: int, actions: np.ndarray, obs_time: float, stamp: float):
+    def __init__(self, at_tick: int, actions: np.ndarray, stamp: float):
         self.at_tick = at_tick
         self.actions = actions
-        self.obs_time = obs_time
         self.stamp = stamp
 
 
@@ -171,7 +170,7 @@ def run_timed_episode(policy: Any, world: SimWorld, task: str, split: str, seed:
             safe = make_safe(chunk.actions, state, limits, dim=len(state))
             publish_time = (tick + delay_ticks) * pdt
             stamp = now if config.stamp_policy == 'observation' else publish_time
-            last_published = _Published(tick + delay_ticks, safe, now, stamp)
+            last_published = _Published(tick + delay_ticks, safe, stamp)
             in_flight.append(last_published)
             chunks += 1
         picked_up = False

@@ -25,7 +25,6 @@ import json
 import os
 import shutil
 import struct
-import time
 from typing import Any
 from typing import Dict
 from typing import List
@@ -408,8 +407,3 @@ def find_bags(paths: Sequence[str]) -> List[str]:
         else:
             raise BagError(f'{path}: no such bag or folder')
     return found
-
-
-def now_ns() -> int:
-    """Wall-clock time in ns (the log time of recorded messages, as rosbag2 uses)."""
-    return time.time_ns()

@@ -24,32 +24,25 @@ from contextlib import contextmanager
 import gc
 import logging
 import threading
-import time
 from typing import Any
 from typing import Dict
 from typing import Iterator
 from typing import Optional
 from typing import Tuple
 
-import numpy as np
 
 from retain_ros.merging.engine import CONVENTION
 from retain_ros.merging.errors import MergeError
+from retain_ros.merging.errors import RestoreFailedError
 from retain_ros.merging.spec import MergeSpec
-from retain_ros.merging.spec import RECIPES
 from retain_ros.policies.base import ActionChunk
 from retain_ros.policies.base import Observation
+from retain_ros.policies.loader import warm_up
 
 LOG = logging.getLogger(__name__)
 
 #: the alpha convention, one string for logs, replies and ``~/merge_state``
 ALPHA_CONVENTION = CONVENTION
-#: merge recipe names (the merging library's)
-RECIPE_NAMES = RECIPES
-#: what a failed restore says (merging.live); matched when the merger has no dedicated flag
-_RESTORE_FAILED = 'restoring the previous weights failed'
-#: warm-up image side when the policy declares none
-WARMUP_SIDE = 224
 
 
 class RuntimeInvalidError(RuntimeError):
@@ -59,22 +52,12 @@ class RuntimeInvalidError(RuntimeError):
 def restore_failed(exc: BaseException, merger: Any = None) -> bool:
     """Whether a merge failure left the module's weights inconsistent.
 
-    Uses the merger's own signal when it has one (an error class or flag named ``restore``), else
-    the message of :mod:`retain_ros.merging.live` for a failed restore, and treats any exception
-    that is not a :class:`MergeError` (the merger did not get to restore) as inconsistent.
+    The merger says so itself: :class:`RestoreFailedError`, or ``LiveMerger.valid`` False. Any
+    exception that is not a :class:`MergeError` (the merger did not get to restore) counts as
+    inconsistent too.
     """
-    if merger is not None and getattr(merger, 'valid', True) is False:
-        return True  # LiveMerger.valid: False after a RestoreFailedError
-    chain = []
-    seen = exc
-    while seen is not None and len(chain) < 10:
-        chain.append(seen)
-        seen = seen.__cause__ or seen.__context__
-    for item in chain:
-        if 'restore' in type(item).__name__.lower():
-            return True
-        if _RESTORE_FAILED in str(item):
-            return True
+    if isinstance(exc, RestoreFailedError) or getattr(merger, 'valid', True) is False:
+        return True
     return not isinstance(exc, MergeError)
 
 
@@ -92,7 +75,6 @@ class MergedPolicy:
         self._gen_lock = threading.Lock()      # generation / validity: short, also for publish
         self._generation = 1
         self._invalid: Optional[str] = None
-        self.warmup_ms: Optional[float] = None
 
     # ------------------------------------------------------------------ state
     @property
@@ -171,21 +153,12 @@ class MergedPolicy:
             self._policy.reset()
 
     def warm_up(self, instruction: str = 'warm up') -> float:
-        """One prediction on a blank observation (first-call allocations); its milliseconds."""
-        size = getattr(getattr(self._policy, 'spec', None), 'image_size', None) or (
-            WARMUP_SIDE, WARMUP_SIDE)
-        images = {name: np.zeros((int(size[0]), int(size[1]), 3), np.uint8)
-                  for name in self._policy.camera_names}
-        stats = getattr(self._policy, 'stats', None)
-        state = (np.asarray(stats.state_mean, dtype=np.float64) if stats is not None
-                 else np.zeros(int(self._policy.state_dim), np.float64))
-        t0 = time.perf_counter()
-        chunk, _ = self.predict(Observation(images=images, instruction=instruction, state=state))
-        self.reset()
-        self.warmup_ms = (time.perf_counter() - t0) * 1e3
-        if not np.all(np.isfinite(chunk.actions)):
-            LOG.warning('warm-up prediction is not finite: check the checkpoints')
-        return self.warmup_ms
+        """One prediction on a blank observation (first-call allocations), under the model lock;
+        its milliseconds (:func:`retain_ros.policies.loader.warm_up`)."""
+        with self._model_lock:
+            ms = warm_up(self._policy, instruction)
+            self._policy.reset()
+        return ms
 
     # ------------------------------------------------------------------ weights
     def set_spec(self, spec: MergeSpec):
