@@ -25,9 +25,9 @@ Usage (policy side)::
 """
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 import logging
-import queue
 import threading
 import time
 from typing import Dict
@@ -362,62 +362,33 @@ class LiveMerger:
         return [t.reshape(-1)[start:start + count] for t in [pre_t] + list(ft_ts)]
 
     def _prefetched(self, src: _Inputs, pieces) -> Iterator[tuple]:
-        """Disk mode: ``pieces`` with their inputs, read by a reader thread one piece ahead.
+        """Disk mode: ``pieces`` with their inputs, each read while the previous one is merged.
 
-        Two buffer sets: while the caller merges the piece in one, the reader fills the other
-        (``pread`` releases the GIL), so a merge costs about max(read, compute), not their sum.
-        The caller hands a set back (``free.put(slot)``) once its piece is merged.
+        Two buffer sets, alternating: a one-thread pool reads piece ``i + 1`` into set
+        ``(i + 1) % 2`` (``pread`` releases the GIL) while the caller merges piece ``i`` from the
+        other, so a pass costs about max(read, compute). Closing the generator (a failed merge)
+        waits for the read in flight, so a restore never races it for the buffers.
         """
-        ready: 'queue.Queue[object]' = queue.Queue(maxsize=1)
-        free: 'queue.Queue[int]' = queue.Queue()
-        for slot in range(2):
-            free.put(slot)
-        stop = threading.Event()
-
-        def reader() -> None:
-            try:
-                for key, start, count in pieces:
-                    slot = free.get()
-                    if stop.is_set():
-                        return
-                    ready.put((key, start, count, self._read(src, key, start, count, slot),
-                               slot))
-            except BaseException as exc:  # noqa: B902 - re-raised in the merging thread
-                ready.put(exc)
-                return
-            ready.put(None)
-
-        thread = threading.Thread(target=reader, name='retain-merge-read', daemon=True)
-        thread.start()
-        try:
-            while True:
-                item = ready.get()
-                if item is None:
-                    return
-                if isinstance(item, BaseException):
-                    raise item
-                yield item + (free,)
-        finally:
-            stop.set()
-            free.put(0)                  # unblock a reader waiting for a set
-            while thread.is_alive():     # drain so a reader blocked on put() can finish
-                try:
-                    ready.get(timeout=0.05)
-                except queue.Empty:
-                    pass
-            thread.join()
+        pieces = list(pieces)
+        with ThreadPoolExecutor(1, thread_name_prefix='retain-merge-read') as pool:
+            ahead = pool.submit(self._read, src, *pieces[0], 0) if pieces else None
+            for i, (key, start, count) in enumerate(pieces):
+                parts = ahead.result()
+                if i + 1 < len(pieces):
+                    ahead = pool.submit(self._read, src, *pieces[i + 1], (i + 1) % 2)
+                yield key, start, count, parts
 
     def _run(self, merger: TensorMerger, src: _Inputs, keys: Sequence[str],
              check_finite_always: bool, done: Optional[List[str]], bar=None) -> None:
         convex = {g: merger.recipe.is_convex(c) for g, c in merger.coefs.items()}
         if src.cache is not None:
-            items = ((key, start, count, self._cached_parts(src, key, start, count), None, None)
+            items = ((key, start, count, self._cached_parts(src, key, start, count))
                      for key, start, count in self._pieces(keys))
         else:
             items = self._prefetched(src, self._pieces(keys))
         last = None
         try:
-            for key, start, count, parts, slot, free in items:
+            for key, start, count, parts in items:
                 target = self._targets[key]
                 if key != last:
                     last = key
@@ -430,10 +401,9 @@ class LiveMerger:
                 parts = self._to_target(parts, target)
                 merger.merge_tensors(key, parts[0], parts[1:], target.dtype,
                                      check_finite=check, out=out)
-                if free is not None:
-                    if target.is_cuda:      # the buffer may still feed an asynchronous copy
-                        torch.cuda.current_stream(target.device).synchronize()
-                    free.put(slot)
+                if src.cache is None and target.is_cuda:
+                    # the read buffer may still feed an asynchronous copy; it is refilled next
+                    torch.cuda.current_stream(target.device).synchronize()
         finally:
             close = getattr(items, 'close', None)
             if close is not None:
