@@ -138,3 +138,20 @@ def test_limits_checked_against_joint_names_at_startup(tiny_pi0_checkpoints):
             harness.start_node(pre, ft, joint_upper_limits=[1.0, 1.0])
     finally:
         harness.shutdown()
+
+
+def test_cleanup_and_configure_again_do_not_pile_up_recording_subscriptions(
+        tiny_pi0_checkpoints, tmp_path):
+    harness = RosHarness()
+    pre, ft = tiny_pi0_checkpoints
+    try:
+        node = harness.start_node(pre, ft, autostart=False, record=True,
+                                  record_dir=str(tmp_path / 'bags'))
+        counts = []
+        for _ in range(2):
+            assert _change(harness, Transition.TRANSITION_CONFIGURE)
+            counts.append(len(list(node.subscriptions)))
+            assert _change(harness, Transition.TRANSITION_CLEANUP)
+        assert counts[0] == counts[1] and counts[0] > 0, counts
+    finally:
+        harness.shutdown()

@@ -135,6 +135,7 @@ class NodeRecorder:
         # bag topic -> (type name, qos profiles, encoder); wire topic -> bag topic
         self._topics: Dict[str, Tuple[str, List[Dict[str, Any]], Any]] = {}
         self._flush_topics: List[str] = []
+        self._subscriptions: List[Any] = []
         out_type = JointTrajectory if cfg.get('output_mode') == 'trajectory' \
             else Float64MultiArray
         entries = []
@@ -173,9 +174,9 @@ class NodeRecorder:
             self._topics[bag_topic] = (ros_type_name(msg_type), [profile], _raw)
         if flush:
             self._flush_topics.append(bag_topic)
-        self._node.create_subscription(
+        self._subscriptions.append(self._node.create_subscription(
             msg_type, name, lambda data, t=bag_topic, keep=latched: self._on_raw(t, data, keep),
-            qos, raw=True)
+            qos, raw=True))
 
     def _repair_leftovers(self) -> None:
         if not os.path.isdir(self.record_dir):
@@ -261,7 +262,15 @@ class NodeRecorder:
         return bag.path
 
     def shutdown(self) -> None:
-        """Close a bag still open (node teardown): status ``interrupted``, no episode line."""
+        """Close a bag still open (node teardown or cleanup): status ``interrupted``, no episode
+        line; drop the recording subscriptions (a later configure makes new ones)."""
         if self._bag is not None:
             self.stop()
             self.close(None, status=STATUS_INTERRUPTED)
+        subs, self._subscriptions = self._subscriptions, []
+        for sub in subs:
+            try:
+                self._node.destroy_subscription(sub)
+            except Exception:  # noqa: B902 - a context already shut down destroyed them
+                if self._node.context.ok():
+                    raise
