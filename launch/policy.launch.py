@@ -129,8 +129,8 @@ def generate_launch_description():
                         'the checkpoint'),
         DeclareLaunchArgument(
             'keep_sources', default_value='',
-            description='device | host | disk: where the two checkpoints stay for live alpha '
-                        'changes; empty = params_file'),
+            description='auto | device | host | disk: where the two checkpoints stay for live '
+                        'alpha changes (auto: the fastest that fits); empty = params_file'),
         DeclareLaunchArgument(
             'params_file', default_value=default_params_file(),
             description='ROS parameter file of the node'),

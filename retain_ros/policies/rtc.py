@@ -194,8 +194,7 @@ class RealTimeChunker:
     """Builds the RTC guidance of a policy from the not-yet-executed rest of its last chunk.
 
     :param policy: a :class:`retain_ros.policies.base.Policy`. Its ``normalize_actions(actions
-        (H, action_dim)) -> (H, max_action_dim)`` maps robot units to model space; policies
-        without it fall back to ``policy.processor.normalize_actions`` (π0's processor, batched).
+        (H, action_dim)) -> (H, max_action_dim)`` maps robot units to model space.
     :param execution_horizon: ``s``: steps of the new chunk guided towards the previous one
         (at most ``chunk_size``; typically the number of steps executed between two inferences).
     :param beta: largest guidance weight (the paper uses 5).
@@ -222,12 +221,7 @@ class RealTimeChunker:
 
     def to_model_space(self, actions: np.ndarray) -> torch.Tensor:
         """``(H, action_dim)`` robot-unit actions -> ``(H, max_action_dim)`` model space."""
-        normalize = getattr(self.policy, 'normalize_actions', None)
-        if normalize is not None:
-            out = normalize(actions)
-        else:  # π0's processor normalizes batches
-            out = self.policy.processor.normalize_actions(actions[None])[0]
-        return torch.as_tensor(out).detach().float()
+        return torch.as_tensor(self.policy.normalize_actions(actions)).detach().float()
 
     def guidance_for(self, prev_chunk_robot_units_remaining: Optional[np.ndarray],
                      delay_steps: int) -> Optional[PrefixGuidance]:

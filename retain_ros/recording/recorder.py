@@ -45,7 +45,8 @@ class ThreadedBagRecorder:
     :param max_queue_bytes: queue bound; beyond it messages are dropped and counted.
     :param flush_topics: topics after whose messages the MCAP chunk is flushed.
     :param flush_period: longest time (s) between two flushes while messages arrive.
-    :param fsync_period: longest time (s) between two ``fsync`` calls (0 = fsync every flush).
+    :param fsync_period: shortest time (s) between two ``fsync`` calls, made at flushes (0 =
+        fsync every flush).
     """
 
     def __init__(self, path: str, topics: Mapping[str, Tuple[str, Sequence[Mapping], Encoder]],

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 from collections import deque
 from contextlib import contextmanager
+from contextlib import nullcontext
 from dataclasses import dataclass
 import json
 import logging
@@ -140,7 +141,6 @@ class PolicyNode(LifecycleNode):
         self._preview_pub = None
         self._rtc = None
         self._active = False
-        self._fault: Optional[str] = None
         self._limits_fault: Optional[str] = None
         self._hold_reason: Optional[str] = 'unconfigured'
         self._transition_error = ''
@@ -262,7 +262,6 @@ class PolicyNode(LifecycleNode):
         if policy is None:
             policy, merger = self._load(cfg)
         self._runtime = MergedPolicy(policy, merger)
-        self._fault = None
         self._check_config(cfg)
         ms = self._runtime.warm_up(cfg.default_instruction or 'warm up')
         self.get_logger().info(f'warm-up inference {ms:.1f} ms')
@@ -525,8 +524,7 @@ class PolicyNode(LifecycleNode):
             self._set_hold(busy)
             return None
         if not runtime.valid:
-            self._fault = runtime.invalid_reason
-            self._set_hold(f'weights invalid: {self._fault}; call ~/reload_weights')
+            self._set_hold(f'weights invalid: {runtime.invalid_reason}; call ~/reload_weights')
             return None
         if self._limits_fault:
             self._set_hold(self._limits_fault)
@@ -544,7 +542,6 @@ class PolicyNode(LifecycleNode):
         try:
             chunk, generation = runtime.predict(obs, guidance=guidance)
         except RuntimeInvalidError as exc:
-            self._fault = str(exc)
             self._set_hold(f'weights invalid: {exc}; call ~/reload_weights')
             return None
         except Exception as exc:  # noqa: B902 - a bad input must not kill the inference thread
@@ -603,7 +600,7 @@ class PolicyNode(LifecycleNode):
     def _runtime_current(self, generation: int):
         runtime = self._runtime
         if runtime is None or self._busy:
-            return _Refused()
+            return nullcontext(False)
         return runtime.current(generation)
 
     def _finish_step(self, timing: StepTiming) -> None:
@@ -680,9 +677,7 @@ class PolicyNode(LifecycleNode):
         runtime = self._runtime
         if runtime is None or runtime.merger is None:
             return {}
-        data = runtime.state_dict(blind=self._cfg.blind)
-        data['convention'] = ALPHA_CONVENTION
-        return data
+        return runtime.state_dict(blind=self._cfg.blind)
 
     def _publish_merge_state(self) -> None:
         data = self.merge_state_dict()
@@ -721,7 +716,6 @@ class PolicyNode(LifecycleNode):
             with self._busy_while('re-merging the weights (alpha / recipe change)'):
                 state = runtime.set_spec(spec)
         except RuntimeInvalidError as exc:
-            self._fault = str(exc)
             self.flush_commands()
             reason = (f'merge failed and the previous weights could not be restored: {exc}. '
                       'Holding (no commands) until ~/reload_weights succeeds')
@@ -773,12 +767,10 @@ class PolicyNode(LifecycleNode):
             if runtime.valid:
                 response.message = f'reload failed, previous weights still live: {exc}'
             else:
-                self._fault = runtime.invalid_reason
                 response.message = (f'reload failed, the weights are still inconsistent '
                                     f'(holding): {exc}')
             self.get_logger().error(response.message)
             return response
-        self._fault = None
         self.flush_commands()
         self._publish_merge_state()
         response.success = True
@@ -870,16 +862,6 @@ class PolicyNode(LifecycleNode):
     def merger(self):
         """The live merger."""
         return None if self._runtime is None else self._runtime.merger
-
-
-class _Refused:
-    """``with`` block yielding False (no runtime: nothing may be published)."""
-
-    def __enter__(self):
-        return False
-
-    def __exit__(self, *exc):
-        return False
 
 
 def _plain(value: Any) -> Any:
