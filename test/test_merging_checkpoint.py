@@ -251,3 +251,31 @@ def test_aux_files_skip_weights(tmp_path, pi0_dirs):
     src = open_checkpoint(str(d))
     rel = sorted(os.path.relpath(p, str(d)) for p in src.aux_files())
     assert rel == ['config.json', 'policy_preprocessor.json', 'tokenizer/tokenizer.json']
+
+
+def test_lora_finetune_in_disk_mode_is_read_once_per_tensor(tmp_path, pi0_dirs, monkeypatch):
+    """Disk mode with a LoRA finetune: the same weights as device mode, each LoRA tensor
+    materialized once per merge even when it would span several chunks."""
+    from retain_ros.merging import live
+    from retain_ros.merging.checkpoint import LoraSource
+    from retain_ros.merging.live import LiveMerger
+    from retain_ros.merging.spec import MergeSpec
+
+    state = pi0_dirs['state']
+    targets = ['model.vlm.language_model.layers.0.self_attn.q_proj.weight',
+               'model.dit.layers.1.mlp.up_proj.weight']
+    _write_lora(str(tmp_path / 'lora'), state, targets, base_path=pi0_dirs['transformers'])
+    want = tiny_pi0(seed=5)
+    LiveMerger(want, pi0_dirs['lerobot'], [str(tmp_path / 'lora')], MergeSpec(alpha=0.7),
+               keep_sources='device')
+    monkeypatch.setattr(live, 'CHUNK_ELEMS', 100)   # the LoRA targets span several chunks
+    calls = []
+    original = LoraSource.read
+    monkeypatch.setattr(LoraSource, 'read',
+                        lambda self, key, out=None: calls.append(key) or original(self, key, out))
+    model = tiny_pi0(seed=5)
+    LiveMerger(model, pi0_dirs['lerobot'], [str(tmp_path / 'lora')], MergeSpec(alpha=0.7),
+               keep_sources='disk')
+    got, ref = model.state_dict(), want.state_dict()
+    assert all(torch.allclose(got[k], ref[k], atol=1e-6) for k in ref)
+    assert sorted(k for k in calls if k in targets) == sorted(targets)   # once each

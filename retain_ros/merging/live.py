@@ -342,13 +342,16 @@ class LiveMerger:
                 out.append(s.read_range(key, start, count, out=buf))
         return out
 
-    def _pieces(self, keys: Sequence[str]):
+    def _pieces(self, keys: Sequence[str], whole: bool = False):
         """The merge's work items in order: ``(key, start, count)``, ``start`` None for a whole
-        tensor; tensors over :data:`CHUNK_ELEMS` elements are cut in flat chunks."""
+        tensor; tensors over :data:`CHUNK_ELEMS` elements are cut in flat chunks unless ``whole``
+        (a LoRA source materializes the whole tensor per read: cutting it would rebuild it once
+        per chunk; the memory plan budgets the whole tensor then)."""
         for key in keys:
             target = self._targets[key]
             n = target.numel()
-            if n > CHUNK_ELEMS and target.is_contiguous() and is_float(target.dtype):
+            if (not whole and n > CHUNK_ELEMS and target.is_contiguous()
+                    and is_float(target.dtype)):
                 for i in range(0, n, CHUNK_ELEMS):
                     yield key, i, min(CHUNK_ELEMS, n - i)
             else:
@@ -385,7 +388,8 @@ class LiveMerger:
             items = ((key, start, count, self._cached_parts(src, key, start, count))
                      for key, start, count in self._pieces(keys))
         else:
-            items = self._prefetched(src, self._pieces(keys))
+            lora = any(s.is_lora for s in [src.pre] + src.fts)
+            items = self._prefetched(src, self._pieces(keys, whole=lora))
         last = None
         try:
             for key, start, count, parts in items:
