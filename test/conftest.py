@@ -216,6 +216,19 @@ class RosHarness:
             self.publish_joints(joints, stamp=joint_stamp)
             time.sleep(period)
 
+    def feed_in_background(self, stop, joints=(0.1, -0.1, 0.2, 0.0), period=0.04):
+        """Publish fresh images and joint states every ``period`` s on a daemon thread until the
+        ``stop`` event is set; return the (started) thread."""
+        def run():
+            while not stop.is_set():
+                self.publish_image()
+                self.publish_joints(joints)
+                time.sleep(period)
+
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        return thread
+
     def call(self, srv_type, name, request=None, timeout=30.0):
         """Call a service from the probe node and return its response."""
         client = self.probe.create_client(srv_type, name)

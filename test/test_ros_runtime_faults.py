@@ -36,18 +36,6 @@ def _latest_chunk(harness, traj, since_wall):
     raise AssertionError('no chunk')
 
 
-def _feed_in_background(harness, stop):
-    def run():
-        while not stop.is_set():
-            harness.publish_image()
-            harness.publish_joints(JOINTS)
-            time.sleep(0.04)
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    return thread
-
-
 def _delay_once(node, seconds):
     """Arm a one-shot delay between predict and publish; returns the event set when it starts."""
     started = threading.Event()
@@ -85,7 +73,7 @@ def test_no_chunk_of_old_weights_after_a_set_returned(tiny_pi0_checkpoints, mode
             assert harness.set_params(alpha=0.0)[0].successful
         assert not np.allclose(at_zero, at_one, atol=1e-4)
         stop = threading.Event()
-        feeder = _feed_in_background(harness, stop)
+        feeder = harness.feed_in_background(stop, JOINTS)
         try:
             time.sleep(0.5)
             started = _delay_once(node, 0.6)    # the next chunk waits 0.6 s before publishing

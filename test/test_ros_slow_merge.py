@@ -42,24 +42,17 @@ def _slow_set_spec(node, seconds):
     return entered
 
 
-def _feed(harness, stop):
-    while not stop.is_set():
-        harness.publish_image()
-        harness.publish_joints((0.1, -0.1, 0.2, 0.0))
-        time.sleep(0.04)
-
-
 def test_slow_merge_runs_off_the_executor_and_holds_commands(tiny_pi0_checkpoints):
     harness = RosHarness()
     pre, ft = tiny_pi0_checkpoints
     stop = threading.Event()
-    feeder = threading.Thread(target=_feed, args=(harness, stop), daemon=True)
+    feeder = None
     try:
         node = harness.start_node(pre, ft, alpha=0.0)
         traj = harness.subscribe(JointTrajectory, OUT)
         diag = harness.subscribe(DiagnosticArray, '/diagnostics')
         state = harness.subscribe(String, '/retain_policy/merge_state', LATCHED_QOS)
-        feeder.start()
+        feeder = harness.feed_in_background(stop)
         traj.wait(2, timeout=30)
         entered = _slow_set_spec(node, SLOW_S)
         result = {}
@@ -104,7 +97,7 @@ def test_slow_merge_runs_off_the_executor_and_holds_commands(tiny_pi0_checkpoint
         assert node.hold_reason is None
     finally:
         stop.set()
-        if feeder.is_alive():
+        if feeder is not None:
             feeder.join(5)
         harness.shutdown()
 
