@@ -446,6 +446,9 @@ def export(bags: Sequence[str], out: str, fps: Optional[int] = None,
     writer = LeRobotWriter(out, robot_type=robot_type)
     skipped: Dict[str, str] = {}
     for path in tqdm(paths, desc='export', unit='episode', disable=not progress):
+        if only_success and _known_failure(path):
+            skipped[path] = 'not a success'     # decided from metadata.yaml, nothing decoded
+            continue
         episode = read_episode(path, fps=fps or writer.fps, cameras=cameras)
         if episode.line is None and not include_interrupted:
             skipped[path] = f'no episode line (status {episode.status}): the episode never ended'
@@ -457,6 +460,16 @@ def export(bags: Sequence[str], out: str, fps: Optional[int] = None,
         raise ExportError(f'nothing to export: {skipped}')
     info = writer.finish()
     return dict(info, skipped=skipped)
+
+
+def _known_failure(path: str) -> bool:
+    """Whether the bag's metadata already holds an episode line that is not a success (a bag
+    without readable metadata, e.g. interrupted, is decided after reading it)."""
+    try:
+        line = B.episode_of(path)
+    except Exception:  # noqa: B902 - unreadable metadata: read_episode repairs and decides
+        return False
+    return line is not None and not line.get('success')
 
 
 def main(argv: Optional[List[str]] = None) -> int:
