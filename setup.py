@@ -11,6 +11,9 @@ setup(
     name=package_name,
     version='0.1.0',
     packages=find_packages(exclude=['test', 'test.*', 'benchmarks']),
+    # the shipped demo generalist (tiny pi0 checkpoint, LeRobot layout)
+    package_data={'retain_ros.demo': ['pretrained/*.json', 'pretrained/*.safetensors',
+                                      'pretrained/*.png', 'pretrained/tokenizer/*']},
     data_files=[
         ('share/ament_index/resource_index/packages', ['resource/' + package_name]),
         ('share/' + package_name, ['package.xml']),
@@ -53,7 +56,7 @@ setup(
             'ros-jazzy-rcl-interfaces', 'ros-jazzy-lifecycle-msgs',
         ],
     },
-    zip_safe=True,
+    zip_safe=False,
     maintainer='retain_ros maintainers',
     maintainer_email='retain-ros@example.org',
     description='RETAIN-style weight merging of VLA policies, on the robot, in ROS 2.',

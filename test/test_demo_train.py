@@ -52,23 +52,55 @@ def test_checkpoints_in_lerobot_layout_and_loadable(trained, monkeypatch):
     world = SimWorld()
     result = run_episode(policy, world, 'reach_yellow', 'new_ood', 0, steps=6, replan_steps=3)
     assert result['chunks'] == 2 and result['steps'] == 6
-    with open(os.path.join(trained, 'settings.json')) as f:
-        assert json.load(f)['hash'] == train.quick_settings().digest()
+    settings = train.quick_settings()
+    gen_info, ft_info = train.read_info(generalist), train.read_info(finetuned)
+    assert gen_info['hash'] == train.generalist_digest(settings)
+    assert gen_info['weights_sha256'] == train.file_sha256(
+        os.path.join(generalist, 'model.safetensors'))
+    assert ft_info['generalist_weights_sha256'] == gen_info['weights_sha256']
+    assert ft_info['hash'] == train.finetune_digest(settings, gen_info['weights_sha256'])
+    assert [c['step'] for c in gen_info['curve']][-1] == settings.generalist_steps
+    assert 'val_success' in gen_info['curve'][-1]
 
 
 def test_cache_reuses_and_retrains_on_change(trained):
+    gen_weights = os.path.join(trained, 'generalist', 'model.safetensors')
     weights = os.path.join(trained, 'finetuned', 'model.safetensors')
-    before = os.stat(weights).st_mtime_ns
+    gen_before, before = os.stat(gen_weights).st_mtime_ns, os.stat(weights).st_mtime_ns
     settings = train.quick_settings()
     train.ensure_demo_checkpoints(trained, settings, progress=False)
     assert os.stat(weights).st_mtime_ns == before
     assert train.main(['--quick', '--dir', trained, '--no-progress']) == 0
     assert os.stat(weights).st_mtime_ns == before
+    # a finetune setting retrains the finetune only
     settings.finetune_steps += 1
-    assert train.cached_summary(trained, settings) is None
     train.ensure_demo_checkpoints(trained, settings, progress=False)
     assert os.stat(weights).st_mtime_ns != before
-    assert train.cached_summary(trained, settings) is not None
+    assert os.stat(gen_weights).st_mtime_ns == gen_before
+    # a generalist setting retrains both
+    settings.generalist_steps += 1
+    train.ensure_demo_checkpoints(trained, settings, progress=False)
+    assert os.stat(gen_weights).st_mtime_ns != gen_before
+    assert train.read_info(os.path.join(trained, 'generalist'))['hash'] == \
+        train.generalist_digest(settings)
+
+
+def test_default_settings_use_the_shipped_generalist(tmp_path):
+    path, origin = train.ensure_generalist(str(tmp_path), train.TrainSettings(),
+                                           progress=False)
+    assert origin == 'shipped'
+    assert train.read_info(path)['weights_sha256'] == \
+        train.read_info(train.SHIPPED_GENERALIST)['weights_sha256']
+    assert train.ensure_generalist(str(tmp_path), train.TrainSettings())[1] == 'shipped'
+
+
+def test_word_tokenizer_one_token_per_word(tmp_path):
+    tok = train.build_tokenizer(train.TrainSettings(), str(tmp_path / 'tok'))
+    red = tok.encode('touch the red block')
+    assert len(red) == 4 and red[:2] == tok.encode('Touch  THE') and tok.vocab_size == \
+        train.WORD_VOCAB_SIZE + 1
+    assert tok.encode('touch the magenta block')[2] == tok._tok.token_to_id('<unk>')
+    assert tok.decode(red) == 'touch the red block'
 
 
 def test_demos_are_seeded():
@@ -138,3 +170,35 @@ def test_all_targets_demonstrates_every_block_of_a_scene():
             break
     else:
         raise AssertionError('no scene was demonstrated twice')
+
+
+def test_continual_chain(trained):
+    """merge -> finetune the merge on the second new task -> merge again, evaluated on all
+    five splits (quick settings: the numbers mean nothing, the plumbing does)."""
+    from retain_ros.policies.pi0.modeling_pi0 import read_pi0_state_dict
+
+    assert train.main(['--quick', '--dir', trained, '--continual', '0.5', '--eval', '1',
+                       '--no-progress']) == 0
+    with open(os.path.join(trained, 'continual.json')) as f:
+        rows = json.load(f)
+    assert [r['setting']['alpha'] for r in rows[::5]] == [0.0, 0.5, 1.0]
+    assert {r['split'] for r in rows} == {'generalist', 'new_id', 'new_ood', 'second_id',
+                                          'second_ood'}
+    assert all(r['episodes'] == 1 for r in rows)
+    pre, ft, merged = (read_pi0_state_dict(os.path.join(trained, n, 'model.safetensors'))
+                       for n in ('generalist', 'finetuned', train.MERGED_1))
+    key = next(k for k in pre if pre[k].is_floating_point() and not torch.equal(pre[k], ft[k]))
+    torch.testing.assert_close(merged[key], 0.5 * pre[key] + 0.5 * ft[key])
+    info = train.read_info(os.path.join(trained, train.FINETUNED_2))
+    assert info['task'] == 'reach_cyan'
+    with pytest.raises(SystemExit, match='alpha must be in'):
+        train.main(['--quick', '--dir', trained, '--continual', '1.5', '--no-progress'])
+
+
+def test_second_task_scenes():
+    world = SimWorld()
+    info = world.reset('touch the cyan block', 'second_id', 3)
+    assert info.task == 'reach_cyan' and 'pos:narrow' in info.variation_tag
+    assert 'pos:broad' in world.reset('reach_cyan', 'second_ood', 3).variation_tag
+    with pytest.raises(ValueError, match='splits'):
+        world.reset('reach_cyan', 'new_id', 0)

@@ -46,8 +46,11 @@ from retain_ros.demo.paths import checkpoint_complete
 from retain_ros.demo.paths import demo_dir
 from retain_ros.demo.paths import FINETUNED
 from retain_ros.demo.paths import GENERALIST
-from retain_ros.demo.paths import SETTINGS_FILE
+from retain_ros.sim.tasks import CONTINUAL_SPLITS
 from retain_ros.sim.tasks import GENERALIST_TASKS
+from retain_ros.sim.tasks import get_task
+from retain_ros.sim.tasks import SECOND_TASK
+from retain_ros.sim.tasks import SPLITS
 from retain_ros.sim.tasks import NEW_TASK
 from retain_ros.sim.world import JOINT_NAMES
 
@@ -70,9 +73,12 @@ class TrainSettings:
     chunk_size: int = 10
     control_period: float = 0.1
     num_inference_steps: int = 5
-    #: byte tokenizer: the longest instruction ("put the gripper on the yellow block") is 37
-    #: tokens with BOS and newline.
-    tokenizer_max_length: int = 40
+    #: ``word`` (one token per word of :data:`DEMO_WORDS`, as PaliGemma's tokenizer makes a
+    #: colour one token) or ``byte`` (one token per byte: a colour is 3-6 tokens and the
+    #: prompt 40, which the tiny model did not learn to ground in 12000 steps).
+    tokenizer: str = 'word'
+    #: text tokens per prompt (word tokenizer: BOS + up to 7 words).
+    tokenizer_max_length: int = 8
     #: the expert reaches any block within ~15 steps; later steps would only teach "stay".
     demo_steps: int = 15
     noise_prob: float = 0.3
@@ -80,7 +86,7 @@ class TrainSettings:
     generalist_episodes_per_task: int = 100
     generalist_all_targets: bool = True
     generalist_steps: int = 2000
-    generalist_lr: float = 2e-3
+    generalist_lr: float = 5e-4
     generalist_batch: int = 64
     finetune_episodes: int = 8
     finetune_steps: int = 300
@@ -101,7 +107,9 @@ def _sim_signature() -> Dict[str, object]:
 
     out: Dict[str, object] = {}
     for name, value in sorted(vars(world).items()):
-        if name.isupper() and isinstance(value, (int, float, tuple, np.ndarray)):
+        # split-name lists are not scene content (their draws are keyed by the constants here)
+        if name.isupper() and isinstance(value, (int, float, tuple, np.ndarray)) \
+                and not name.endswith('_SPLITS'):
             out[name] = np.asarray(value).tolist()
     return out
 
@@ -130,20 +138,36 @@ def build_spec(settings: TrainSettings):
                           num_inference_steps=settings.num_inference_steps,
                           tokenizer_max_length=settings.tokenizer_max_length,
                           control_period=settings.control_period)
+    if settings.tokenizer == 'word':
+        cfg['model_overrides'] = {'vocab_size': WORD_VOCAB_SIZE}
+    elif settings.tokenizer != 'byte':
+        raise ValueError(f"tokenizer must be 'word' or 'byte', got {settings.tokenizer!r}")
     return pi0_config_from_dict(cfg)
 
 
-def byte_tokenizer():
-    """The tiny pi0's byte-level tokenizer."""
+#: The word tokenizer's vocabulary: the words of the sim's instructions and other common
+#: instruction words, colours the generalist never trains on included (a pretrained tokenizer
+#: knows words its robot data never used). Changing it changes every token id.
+DEMO_WORDS = (
+    'touch', 'reach', 'put', 'place', 'move', 'go', 'push', 'pick', 'point', 'tap', 'the', 'a',
+    'an', 'to', 'on', 'onto', 'at', 'of', 'up', 'and', 'block', 'cube', 'box', 'gripper', 'arm',
+    'hand', 'red', 'blue', 'green', 'purple', 'yellow', 'orange', 'pink', 'white', 'black',
+    'brown', 'grey', 'cyan', 'left', 'right', 'near', 'far', 'please')
+#: Text vocabulary size of the word tokenizer (specials + words; ``<image>`` has this id).
+WORD_VOCAB_SIZE = 4 + len(DEMO_WORDS)
+
+
+def build_tokenizer(settings: TrainSettings, work_dir: str):
+    """The demo's tokenizer (:attr:`TrainSettings.tokenizer`), written to ``work_dir`` and
+    loaded back from there, so checkpoints copy it into their ``tokenizer/``."""
     from retain_ros.policies.pi0.tokenizer_pi0 import build_byte_tokenizer
-    from retain_ros.policies.pi0.tokenizer_pi0 import TextTokenizer
+    from retain_ros.policies.pi0.tokenizer_pi0 import build_word_tokenizer
+    from retain_ros.policies.pi0.tokenizer_pi0 import load_tokenizer
+    from retain_ros.policies.pi0.tokenizer_pi0 import save_tokenizer
 
-    return TextTokenizer(build_byte_tokenizer())
-
-
-def build_processor(spec, stats):
-    """A :class:`Pi0Processor` with the byte tokenizer and ``stats``."""
-    return _pi0().Pi0Processor(spec, byte_tokenizer(), stats)
+    tok = build_word_tokenizer(DEMO_WORDS) if settings.tokenizer == 'word' \
+        else build_byte_tokenizer()
+    return load_tokenizer(save_tokenizer(tok, work_dir))
 
 
 def compute_stats(data: DemoData, source: str):
@@ -196,9 +220,10 @@ def flow_matching_loss(model, batch: Dict[str, torch.Tensor]) -> torch.Tensor:
 
 
 def train_model(model, dataset: TensorDataset, steps: int, lr: float, batch_size: int,
-                seed: int, desc: str, progress: bool = True) -> List[float]:
+                seed: int, desc: str, progress: bool = True, on_step=None) -> List[float]:
     """Train ``model`` in place with AdamW, linear warm-up and cosine decay.
 
+    :param on_step: optional ``on_step(step, loss)`` after every step (1-based).
     :return: the loss of every step.
     """
     from tqdm import tqdm
@@ -229,6 +254,8 @@ def train_model(model, dataset: TensorDataset, steps: int, lr: float, batch_size
         opt.step()
         sched.step()
         losses.append(float(loss.detach()))
+        if on_step is not None:
+            on_step(len(losses), losses[-1])
         if len(losses) % 20 == 0:
             bar.set_postfix(loss=f'{np.mean(losses[-20:]):.4f}')
     bar.close()
@@ -237,11 +264,60 @@ def train_model(model, dataset: TensorDataset, steps: int, lr: float, batch_size
 
 
 # ------------------------------------------------------------------------------ the pipeline
-def _save(policy, state_dict, stats, out_dir: str, settings: TrainSettings, role: str) -> None:
-    _pi0().save_pi0_checkpoint(policy, out_dir, stats, state_dict=state_dict)
-    with open(os.path.join(out_dir, 'demo_info.json'), 'w', encoding='utf-8') as f:
-        json.dump({'role': role, 'settings': asdict(settings), 'hash': settings.digest(),
-                   'generalist_tasks': GENERALIST_TASKS, 'new_task': NEW_TASK}, f, indent=2)
+#: The shipped generalist (the "pretrained model a user downloads"): made once by
+#: ``retain-ros demo-train --stage generalist`` with the default settings; its
+#: ``demo_info.json`` holds the settings, their hash, the data digest and the training curve.
+SHIPPED_GENERALIST = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'pretrained')
+INFO_FILE = 'demo_info.json'
+#: Scene seeds used to pick settings (model size, steps, alpha grid) and the validation curve;
+#: the held-out seeds of the reported tables start at :data:`EVAL_SEED_OFFSET` (0), training
+#: scenes at :data:`retain_ros.demo.data.TRAIN_SEED_OFFSET` (100000).
+VALIDATION_SEED_OFFSET = 50_000
+
+
+def generalist_settings(settings: TrainSettings) -> Dict[str, object]:
+    """The settings that determine the generalist (all but the ``finetune_*`` ones)."""
+    return {k: v for k, v in asdict(settings).items() if not k.startswith('finetune_')}
+
+
+def generalist_digest(settings: TrainSettings) -> str:
+    """Hash of :func:`generalist_settings` and :data:`FORMAT_VERSION` (and the sim geometry)."""
+    blob = json.dumps({'format': FORMAT_VERSION, 'sim': _sim_signature(),
+                       **generalist_settings(settings)}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def data_digest(data: DemoData) -> str:
+    """SHA-256 (first 16 hex digits) of a data set's arrays and instructions."""
+    h = hashlib.sha256()
+    for arr in (data.images, data.states, data.actions, data.instruction_index):
+        h.update(np.ascontiguousarray(arr).tobytes())
+    h.update(json.dumps(data.instructions).encode())
+    return h.hexdigest()[:16]
+
+
+def file_sha256(path: str) -> str:
+    """SHA-256 of a file."""
+    h = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for block in iter(lambda: f.read(1 << 20), b''):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _common(settings: TrainSettings) -> Dict[str, object]:
+    return dict(horizon=settings.chunk_size, dt=settings.control_period,
+                steps=settings.demo_steps, image_size=settings.sim_image_size,
+                noise_prob=settings.noise_prob, noise_std=settings.noise_std)
+
+
+def generalist_data(settings: TrainSettings, progress: bool = True) -> DemoData:
+    """The generalist's training demonstrations (deterministic in the settings)."""
+    n_gen = settings.generalist_episodes_per_task * len(GENERALIST_TASKS)
+    with _progress_bar(n_gen, 'generalist demos', progress) as bar:
+        return generate_demos(GENERALIST_TASKS, 'generalist',
+                              settings.generalist_episodes_per_task, progress=bar.update,
+                              all_targets=settings.generalist_all_targets, **_common(settings))
 
 
 def _progress_bar(total: int, desc: str, progress: bool):
@@ -251,115 +327,239 @@ def _progress_bar(total: int, desc: str, progress: bool):
                 mininterval=1.0)
 
 
-def train_demo(settings: TrainSettings, out_root: str, progress: bool = True) -> Dict:
-    """Generate data, train both policies and write both checkpoints under ``out_root``.
+def _write_atomically(out_dir: str, write) -> None:
+    """``write(staging_dir)``, then replace ``out_dir`` with it (a crash leaves the old one)."""
+    parent = os.path.dirname(os.path.abspath(out_dir))
+    os.makedirs(parent, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix='.demo-train-', dir=parent)
+    try:
+        write(staging)
+        if os.path.exists(out_dir):
+            shutil.rmtree(out_dir)
+        os.replace(staging, out_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
-    :return: a summary (timings, losses, data sizes) also stored in ``settings.json``.
+
+def _validation_rate(policy, episodes: int, image_size: int) -> float:
+    """Closed-loop success on ``episodes`` generalist validation scenes (global RNG untouched)."""
+    from retain_ros.demo.rollout import evaluate_split
+
+    state = torch.get_rng_state()
+    policy.module.eval()
+    with torch.no_grad():
+        results = evaluate_split(policy, 'generalist', episodes,
+                                 seed_offset=VALIDATION_SEED_OFFSET, image_size=image_size)
+    policy.module.train()
+    torch.set_rng_state(state)
+    return float(np.mean([r['success'] for r in results])) if results else 0.0
+
+
+def plot_curve(curve: List[Dict], path: str, title: str) -> None:
+    """Training loss and validation success against the step, as a PNG."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.2), dpi=90)
+    steps = [c['step'] for c in curve]
+    ax.plot(steps, [c['loss'] for c in curve], color='tab:blue')
+    ax.set_xlabel('step')
+    ax.set_ylabel('flow-matching loss', color='tab:blue')
+    val = [(c['step'], c['val_success']) for c in curve if c.get('val_success') is not None]
+    if val:
+        ax2 = ax.twinx()
+        ax2.plot(*zip(*val), 'o-', color='tab:orange')
+        ax2.set_ylim(0, 1)
+        ax2.set_ylabel('validation success', color='tab:orange')
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def train_generalist(settings: TrainSettings, out_dir: str, progress: bool = True,
+                     validate_every: int = 1000, validation_episodes: int = 24) -> Dict:
+    """Stage 1: train the generalist from scratch and write it to ``out_dir``.
+
+    Every ``validate_every`` steps the model runs ``validation_episodes`` closed-loop episodes
+    on the VALIDATION seeds (never the held-out ones); loss and success go into the training
+    curve (``demo_info.json`` and ``training_curve.png``).
+
+    :return: the ``demo_info.json`` contents.
     """
     t0 = time.perf_counter()
     torch.manual_seed(settings.seed)
     np.random.seed(settings.seed)
     spec = build_spec(settings)
-    common = dict(horizon=settings.chunk_size, dt=settings.control_period,
-                  steps=settings.demo_steps, image_size=settings.sim_image_size,
-                  noise_prob=settings.noise_prob, noise_std=settings.noise_std)
-
-    n_gen = settings.generalist_episodes_per_task * len(GENERALIST_TASKS)
-    with _progress_bar(n_gen, 'generalist demos', progress) as bar:
-        gen_data = generate_demos(GENERALIST_TASKS, 'generalist',
-                                  settings.generalist_episodes_per_task,
-                                  progress=bar.update,
-                                  all_targets=settings.generalist_all_targets, **common)
-    gen_stats = compute_stats(gen_data, 'demo generalist training data')
-    policy = _pi0().Pi0Policy.from_spec(spec, byte_tokenizer(), gen_stats, init_weights=True,
-                                        init_seed=settings.seed, noise_seed=settings.seed)
-    model = policy.module
-    gen_set = TensorDataset(gen_data, policy.processor)
-    n_gen_samples, n_gen_episodes = len(gen_data), gen_data.episodes
-    del gen_data
-    t1 = time.perf_counter()
-    gen_losses = train_model(model, gen_set, settings.generalist_steps, settings.generalist_lr,
-                             settings.generalist_batch, settings.seed, 'train generalist',
-                             progress)
-    del gen_set
-    generalist = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    t2 = time.perf_counter()
-
-    with _progress_bar(settings.finetune_episodes, 'finetune demos', progress) as bar:
-        ft_data = generate_demos([NEW_TASK], 'new_id', settings.finetune_episodes,
-                                 progress=bar.update, **common)
-    if settings.finetune_stats == 'own':
-        ft_stats = compute_stats(ft_data, 'demo finetune training data')
-    else:
-        ft_stats = gen_stats
-    policy.processor = build_processor(spec, ft_stats)
-    ft_set = TensorDataset(ft_data, policy.processor)
-    ft_samples = len(ft_set)
-    ft_losses = train_model(model, ft_set, settings.finetune_steps, settings.finetune_lr,
-                            settings.finetune_batch, settings.seed + 1, 'finetune new task',
-                            progress)
-    t3 = time.perf_counter()
-
-    os.makedirs(out_root, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix='.demo-train-', dir=out_root)
+    data = generalist_data(settings, progress)
+    digest = data_digest(data)
+    stats = compute_stats(data, 'demo generalist training data')
+    work = tempfile.mkdtemp(prefix='.demo-tokenizer-')
     try:
-        _save(policy, generalist, gen_stats, os.path.join(staging, GENERALIST), settings,
-              'generalist')
-        finetuned = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        _save(policy, finetuned, ft_stats, os.path.join(staging, FINETUNED), settings,
-              'finetuned')
-        for name in (GENERALIST, FINETUNED):
-            final = os.path.join(out_root, name)
-            if os.path.exists(final):
-                shutil.rmtree(final)
-            os.replace(os.path.join(staging, name), final)
+        policy = _pi0().Pi0Policy.from_spec(spec, build_tokenizer(settings, work), stats,
+                                            init_weights=True, init_seed=settings.seed,
+                                            noise_seed=settings.seed)
+        dataset = TensorDataset(data, policy.processor)
+        n_samples, n_episodes = len(data), data.episodes
+        del data
+        curve: List[Dict] = []
+        losses: List[float] = []
+
+        def on_step(step: int, loss: float) -> None:
+            losses.append(loss)
+            last = step == settings.generalist_steps
+            if step % 100 == 0 or last:
+                point = {'step': step, 'loss': round(float(np.mean(losses[-100:])), 5)}
+                if validate_every and (step % validate_every == 0 or last):
+                    point['val_success'] = _validation_rate(policy, validation_episodes,
+                                                            settings.sim_image_size)
+                    LOG.info('generalist step %d: loss %.4f, validation success %.2f', step,
+                             point['loss'], point['val_success'])
+                curve.append(point)
+
+        t1 = time.perf_counter()
+        train_model(policy.module, dataset, settings.generalist_steps, settings.generalist_lr,
+                    settings.generalist_batch, settings.seed, 'train generalist', progress,
+                    on_step=on_step)
+        t2 = time.perf_counter()
+        info = {'role': 'generalist', 'settings': generalist_settings(settings),
+                'hash': generalist_digest(settings), 'format': FORMAT_VERSION,
+                'data_digest': digest, 'samples': int(n_samples), 'episodes': int(n_episodes),
+                'generalist_tasks': GENERALIST_TASKS,
+                'validation': {'seed_offset': VALIDATION_SEED_OFFSET,
+                               'episodes': validation_episodes},
+                'curve': curve,
+                'seconds': {'data': round(t1 - t0, 1), 'training': round(t2 - t1, 1)},
+                'torch': torch.__version__, 'created': time.strftime('%Y-%m-%dT%H:%M:%S'),
+                'command': 'retain-ros demo-train --stage generalist'}
+
+        def write(staging: str) -> None:
+            _pi0().save_pi0_checkpoint(policy, staging, stats)
+            info['weights_sha256'] = file_sha256(os.path.join(staging, 'model.safetensors'))
+            with open(os.path.join(staging, INFO_FILE), 'w', encoding='utf-8') as f:
+                json.dump(info, f, indent=2)
+            plot_curve(curve, os.path.join(staging, 'training_curve.png'),
+                       f'demo generalist ({settings.generalist_steps} steps)')
+
+        _write_atomically(out_dir, write)
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    summary = {
-        'hash': settings.digest(), 'format': FORMAT_VERSION, 'settings': asdict(settings),
-        'generalist_samples': int(n_gen_samples), 'generalist_episodes': int(n_gen_episodes),
-        'finetune_samples': int(ft_samples),
-        'generalist_final_loss': float(np.mean(gen_losses[-50:])) if gen_losses else None,
-        'finetune_final_loss': float(np.mean(ft_losses[-50:])) if ft_losses else None,
-        'seconds': {'generalist': round(t2 - t0, 1), 'finetune': round(t3 - t2, 1),
-                    'generalist_training': round(t2 - t1, 1), 'total': round(t3 - t0, 1)},
-        'created': time.strftime('%Y-%m-%dT%H:%M:%S'),
-    }
-    with open(os.path.join(out_root, SETTINGS_FILE), 'w', encoding='utf-8') as f:
-        json.dump(summary, f, indent=2)
-    LOG.info('demo checkpoints written to %s in %.0f s', out_root, t3 - t0)
-    return {'summary': summary, 'generalist': generalist, 'finetuned': finetuned,
-            'policy': policy}
+        shutil.rmtree(work, ignore_errors=True)
+    LOG.info('generalist written to %s in %.0f s', out_dir, time.perf_counter() - t0)
+    return info
 
 
-def cached_summary(root: str, settings: TrainSettings) -> Optional[Dict]:
-    """The stored summary when both checkpoints exist and were made with ``settings``."""
-    path = os.path.join(root, SETTINGS_FILE)
-    if not all(checkpoint_complete(os.path.join(root, n)) for n in (GENERALIST, FINETUNED)):
-        return None
+def read_info(checkpoint: str) -> Optional[Dict]:
+    """A demo checkpoint's ``demo_info.json``, or None."""
     try:
-        with open(path, encoding='utf-8') as f:
-            summary = json.load(f)
+        with open(os.path.join(checkpoint, INFO_FILE), encoding='utf-8') as f:
+            return json.load(f)
     except (OSError, ValueError):
         return None
-    return summary if summary.get('hash') == settings.digest() else None
+
+
+def _generalist_matches(path: str, settings: TrainSettings) -> bool:
+    info = read_info(path) if checkpoint_complete(path) else None
+    return bool(info) and info.get('hash') == generalist_digest(settings)
+
+
+def ensure_generalist(root: str, settings: TrainSettings, retrain: bool = False,
+                      progress: bool = True) -> Tuple[str, str]:
+    """``root/generalist``: the shipped generalist (copied) when the settings are the ones it
+    was made with, else one trained here (cached by settings hash).
+
+    :return: ``(path, origin)`` with origin ``shipped``, ``cached`` or ``trained``.
+    """
+    path = os.path.join(root, GENERALIST)
+    if not retrain and _generalist_matches(SHIPPED_GENERALIST, settings):
+        shipped = read_info(SHIPPED_GENERALIST)
+        here = read_info(path) if checkpoint_complete(path) else None
+        if not here or here.get('weights_sha256') != shipped.get('weights_sha256'):
+            _write_atomically(path, lambda d: shutil.copytree(SHIPPED_GENERALIST, d,
+                                                              dirs_exist_ok=True))
+        LOG.info('generalist: the shipped one (%s)', SHIPPED_GENERALIST)
+        return path, 'shipped'
+    if not retrain and _generalist_matches(path, settings):
+        return path, 'cached'
+    LOG.info('training the generalist (%s)', 'requested' if retrain else
+             'the settings differ from the shipped one')
+    train_generalist(settings, path, progress=progress)
+    return path, 'trained'
+
+
+def train_finetune(settings: TrainSettings, generalist_dir: str, out_dir: str,
+                   progress: bool = True, task: str = NEW_TASK) -> Dict:
+    """Stage 2: full finetune of the checkpoint ``generalist_dir`` on ``task`` from
+    ``finetune_episodes`` narrow demonstrations; written to ``out_dir``.
+
+    :return: the finetuned checkpoint's ``demo_info.json`` contents.
+    """
+    from retain_ros.policies.loader import load_policy
+
+    t0 = time.perf_counter()
+    torch.manual_seed(settings.seed)
+    policy = load_policy(generalist_dir, device='cpu', dtype='float32',
+                         noise_seed=settings.seed, warmup=False)
+    narrow = get_task(task).splits()[0]
+    with _progress_bar(settings.finetune_episodes, 'finetune demos', progress) as bar:
+        data = generate_demos([task], narrow, settings.finetune_episodes,
+                              progress=bar.update, **_common(settings))
+    stats = compute_stats(data, 'demo finetune training data') \
+        if settings.finetune_stats == 'own' else policy.processor.stats
+    policy.processor = _pi0().Pi0Processor(policy.spec, policy.processor.tokenizer, stats)
+    dataset = TensorDataset(data, policy.processor)
+    losses = train_model(policy.module, dataset, settings.finetune_steps, settings.finetune_lr,
+                         settings.finetune_batch, settings.seed + 1, f'finetune {task}',
+                         progress)
+    base = read_info(generalist_dir) or {}
+    info = {'role': 'finetuned', 'task': task, 'settings': asdict(settings),
+            'hash': finetune_digest(settings, base.get('weights_sha256', '')),
+            'format': FORMAT_VERSION, 'generalist': base.get('hash'),
+            'generalist_weights_sha256': base.get('weights_sha256'),
+            'data_digest': data_digest(data), 'samples': len(dataset),
+            'final_loss': float(np.mean(losses[-50:])) if losses else None,
+            'seconds': round(time.perf_counter() - t0, 1),
+            'created': time.strftime('%Y-%m-%dT%H:%M:%S')}
+
+    def write(staging: str) -> None:
+        _pi0().save_pi0_checkpoint(policy, staging, stats)
+        with open(os.path.join(staging, INFO_FILE), 'w', encoding='utf-8') as f:
+            json.dump(info, f, indent=2)
+
+    _write_atomically(out_dir, write)
+    return info
+
+
+def finetune_digest(settings: TrainSettings, generalist_weights: str) -> str:
+    """Cache key of the finetune: every setting plus the generalist's weights hash."""
+    return hashlib.sha256(f'{settings.digest()}:{generalist_weights}'.encode()).hexdigest()[:16]
 
 
 def ensure_demo_checkpoints(root: Optional[str] = None,
                             settings: Optional[TrainSettings] = None,
-                            force: bool = False, progress: bool = True) -> Tuple[str, str]:
-    """Train the demo checkpoints unless up-to-date ones exist.
+                            force: bool = False, progress: bool = True,
+                            retrain_generalist: bool = False) -> Tuple[str, str]:
+    """The demo's generalist (shipped, cached or trained) and its finetune (trained unless
+    an up-to-date one exists).
 
+    :param force: retrain the finetune.
+    :param retrain_generalist: train the generalist here instead of using the shipped one.
     :return: ``(generalist_dir, finetuned_dir)``.
     """
     root = demo_dir(root)
     settings = settings or TrainSettings()
-    if force or cached_summary(root, settings) is None:
-        torch.set_num_threads(2)
-        train_demo(settings, root, progress=progress)
+    torch.set_num_threads(2)
+    generalist, origin = ensure_generalist(root, settings, retrain=retrain_generalist,
+                                           progress=progress)
+    finetuned = os.path.join(root, FINETUNED)
+    weights = (read_info(generalist) or {}).get('weights_sha256', '')
+    info = read_info(finetuned) if checkpoint_complete(finetuned) else None
+    if force or origin == 'trained' or not info or \
+            info.get('hash') != finetune_digest(settings, weights):
+        train_finetune(settings, generalist, finetuned, progress=progress)
     else:
-        LOG.info('demo checkpoints up to date in %s (settings hash %s)', root, settings.digest())
-    return os.path.join(root, GENERALIST), os.path.join(root, FINETUNED)
+        LOG.info('finetuned checkpoint up to date in %s', finetuned)
+    return generalist, finetuned
 
 
 # ------------------------------------------------------------------------------- evaluation
@@ -373,7 +573,7 @@ EVAL_SEED_OFFSET = 0
 
 
 def offline_sweep(root: str, episodes: int, settings: TrainSettings, progress: bool = True,
-                  sweep=DEFAULT_SWEEP) -> List[Dict]:
+                  sweep=DEFAULT_SWEEP, seed_offset: int = EVAL_SEED_OFFSET) -> List[Dict]:
     """Closed-loop alpha sweep (no ROS) over the checkpoints in ``root``; prints a table.
 
     The policy and merger are built exactly as the policy node builds them
@@ -388,11 +588,52 @@ def offline_sweep(root: str, episodes: int, settings: TrainSettings, progress: b
     splits = {'new_id': episodes, 'new_ood': episodes, 'generalist': episodes}
     t0 = time.perf_counter()
     with _progress_bar(len(sweep) * 3 * episodes, 'offline alpha sweep', progress) as b:
-        rows = alpha_sweep(policy, merger, sweep, splits, seed_offset=EVAL_SEED_OFFSET,
+        rows = alpha_sweep(policy, merger, sweep, splits, seed_offset=seed_offset,
                            progress=b.update, image_size=settings.sim_image_size)
     print(format_sweep(rows))
     print(f'({episodes} episodes per cell; 95% Wilson interval in brackets; '
           f'{time.perf_counter() - t0:.0f} s)')
+    return rows
+
+
+#: Checkpoint directories of the continual chain under the demo directory.
+MERGED_1 = 'merged_1'
+FINETUNED_2 = 'finetuned_2'
+
+
+def continual_chain(root: str, settings: TrainSettings, alpha: float, episodes: int,
+                    progress: bool = True) -> List[Dict]:
+    """RETAIN's continual recipe on the demo: a second new task on top of the first merge.
+
+    1. ``merged_1`` = (1 - alpha) * generalist + alpha * finetuned (the first new task), written
+       with :func:`retain_ros.merging.to_disk.merge_to_disk`;
+    2. ``finetuned_2`` = a full finetune of ``merged_1`` on the second new task
+       (:data:`~retain_ros.sim.tasks.SECOND_TASK`) from its narrow demos;
+    3. the chain ``(1 - alpha) * merged_1 + alpha * finetuned_2``, evaluated (held-out seeds)
+       next to ``merged_1`` (alpha 0) and ``finetuned_2`` (alpha 1) on the generalist tasks and
+       both new tasks' in-distribution and OOD splits.
+
+    :return: the sweep rows (setting ``alpha`` = weight on ``finetuned_2``).
+    """
+    from retain_ros.demo.rollout import alpha_sweep
+    from retain_ros.demo.rollout import load_pair
+    from retain_ros.merging.spec import MergeSpec
+    from retain_ros.merging.to_disk import merge_to_disk
+
+    generalist, finetuned = ensure_demo_checkpoints(root, settings, progress=progress)
+    merged = os.path.join(root, MERGED_1)
+    merge_to_disk(generalist, finetuned, MergeSpec(alpha=float(alpha)), merged, progress=False)
+    second = os.path.join(root, FINETUNED_2)
+    train_finetune(settings, merged, second, progress=progress, task=SECOND_TASK)
+    policy, merger = load_pair(merged, second, noise_seed=settings.seed)
+    splits = {s: episodes for s in SPLITS + CONTINUAL_SPLITS}
+    sweep = ({'alpha': 0.0}, {'alpha': float(alpha)}, {'alpha': 1.0})
+    with _progress_bar(len(sweep) * len(splits) * episodes, 'continual chain', progress) as b:
+        rows = alpha_sweep(policy, merger, sweep, splits, seed_offset=EVAL_SEED_OFFSET,
+                           progress=b.update, image_size=settings.sim_image_size)
+    print(f'continual chain: merged_1 = {alpha:g} on the first finetune; rows: alpha on '
+          f'finetuned_2 (0 = merged_1, 1 = finetuned_2)')
+    print(format_sweep(rows))
     return rows
 
 
@@ -405,7 +646,7 @@ def format_sweep(rows: List[Dict]) -> str:
     for row in rows:
         if row['split'] not in splits:
             splits.append(row['split'])
-    width = 22
+    width = 24
     lines = ['setting                 ' + ''.join(f'{s:>{width}}' for s in splits)]
     table: Dict[str, Dict[str, str]] = {}
     for row in rows:
@@ -426,7 +667,16 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument('--dir', default=None,
                    help='output directory (default $RETAIN_ROS_DEMO_DIR or '
                         '~/.cache/retain_ros/demo)')
-    p.add_argument('--force', action='store_true', help='retrain even when up to date')
+    p.add_argument('--stage', choices=('all', 'generalist'), default='all',
+                   help='all (default): the generalist (shipped unless the settings differ) '
+                        'and its finetune; generalist: train only the generalist, into --out')
+    p.add_argument('--out', default=None,
+                   help='--stage generalist: output checkpoint directory (default '
+                        'DIR/generalist; retain_ros/demo/pretrained rebuilds the shipped one)')
+    p.add_argument('--retrain-generalist', action='store_true',
+                   help='train the generalist here instead of using the shipped one')
+    p.add_argument('--force', action='store_true', help='retrain the finetune even when up to '
+                   'date')
     p.add_argument('--quick', action='store_true',
                    help='tiny data and a few steps (tests; the policies learn nothing)')
     p.add_argument('--seed', type=int, default=None, help='training seed')
@@ -444,6 +694,13 @@ def _parser() -> argparse.ArgumentParser:
                    help='then run an offline (no ROS) closed-loop alpha sweep with N episodes '
                         'per split and setting, and print success rates (trains only when the '
                         'checkpoints are missing or stale)')
+    p.add_argument('--seeds', choices=('heldout', 'validation'), default='heldout',
+                   help='scene seeds of --eval: heldout (from 0; the reported tables) or '
+                        'validation (from 50000; for choosing settings)')
+    p.add_argument('--continual', type=float, default=None, metavar='ALPHA',
+                   help='then run the continual chain with this alpha: merge, finetune the '
+                        'merge on a second new task (touch the cyan block), merge again, and '
+                        'evaluate --eval episodes (default 20) per split on held-out seeds')
     p.add_argument('--no-progress', action='store_true', help='no progress bars')
     return p
 
@@ -483,21 +740,30 @@ def main(argv: Optional[List[str]] = None) -> int:
     settings = settings_from_args(args)
     root = demo_dir(args.dir)
     progress = not args.no_progress
-    summary = cached_summary(root, settings)
-    if summary is not None and not args.force:
-        print(f'demo checkpoints up to date in {root} (settings hash {settings.digest()}); '
-              'use --force to retrain')
-    else:
-        summary = train_demo(settings, root, progress=progress)['summary']
-        seconds = summary['seconds']
-        print(f'generalist: {os.path.join(root, GENERALIST)}\n'
-              f'finetuned:  {os.path.join(root, FINETUNED)}\n'
-              f'trained in {seconds["total"]:.0f} s (generalist {seconds["generalist"]:.0f} s, '
-              f'finetune {seconds["finetune"]:.0f} s); final losses: generalist '
-              f'{summary["generalist_final_loss"]:.4f}, finetune '
-              f'{summary["finetune_final_loss"]:.4f}')
-    if args.eval:
-        rows = offline_sweep(root, args.eval, settings, progress=progress)
+    if args.stage == 'generalist':
+        out = args.out or os.path.join(root, GENERALIST)
+        info = train_generalist(settings, out, progress=progress)
+        last = info['curve'][-1] if info['curve'] else {}
+        print(f'generalist: {out} (settings hash {info["hash"]}, data digest '
+              f'{info["data_digest"]}); trained in {info["seconds"]["training"]:.0f} s; final '
+              f'loss {last.get("loss")}, validation success {last.get("val_success")}')
+        return 0
+    generalist, finetuned = ensure_demo_checkpoints(
+        root, settings, force=args.force, progress=progress,
+        retrain_generalist=args.retrain_generalist)
+    ft = read_info(finetuned) or {}
+    print(f'generalist: {generalist}\nfinetuned:  {finetuned} (final loss '
+          f'{ft.get("final_loss")})')
+    if args.eval and args.continual is None:
+        offset = VALIDATION_SEED_OFFSET if args.seeds == 'validation' else EVAL_SEED_OFFSET
+        rows = offline_sweep(root, args.eval, settings, progress=progress, seed_offset=offset)
+        print(f'(scene seeds: {args.seeds}, from {offset})')
         with open(os.path.join(root, 'offline_sweep.json'), 'w', encoding='utf-8') as f:
+            json.dump(rows, f, indent=2)
+    if args.continual is not None:
+        if not 0.0 <= args.continual <= 1.0:
+            raise SystemExit(f'--continual {args.continual}: alpha must be in [0, 1]')
+        rows = continual_chain(root, settings, args.continual, args.eval or 20, progress)
+        with open(os.path.join(root, 'continual.json'), 'w', encoding='utf-8') as f:
             json.dump(rows, f, indent=2)
     return 0

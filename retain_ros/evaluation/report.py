@@ -516,6 +516,13 @@ def plot_summary(summary: Summary, path: str, title: Optional[str] = None,
                 elinewidth=1.2, label=label, zorder=3)
             handles.append(handle)
             n_rows.append((i, color, [(xv + offset, c.n) for xv, c in pts], ax))
+            # the best uniform alpha of this split (all leaders when tied), as a star
+            best = max(y)
+            if best > 0:
+                for xv, yv in zip(x, y):
+                    if yv == best:
+                        ax.plot(xv + offset, yv, marker='*', markersize=17, color=color,
+                                markeredgecolor='black', linestyle='none', zorder=4)
         if side is not None and side_pts:
             y = [c.rate for _, c in side_pts]
             lo = [c.interval[0] for _, c in side_pts]
@@ -571,7 +578,8 @@ def plot_summary(summary: Summary, path: str, title: Optional[str] = None,
         side.tick_params(axis='y', left=False)
     if summary.n_episodes == 0:
         ax.text(0.5, 0.5, 'no episodes', ha='center', va='center', transform=ax.transAxes)
-    fig.suptitle(title or 'Success rate vs merge coefficient α (RETAIN)', fontsize=13,
+    fig.suptitle(title or 'Success rate vs merge coefficient α (RETAIN; ★ best α per split)',
+                 fontsize=13,
                  fontweight='bold')
     ax.set_title(f'{summary.n_episodes} episodes' + (
         f', {summary.skipped} malformed line(s) skipped' if summary.skipped else '')

@@ -250,7 +250,7 @@ def _parser() -> argparse.ArgumentParser:
         description='Closed-loop demo on the simulated robot: alpha sweep through the real ROS '
                     'graph, report and plot. ' + ALPHA_CONVENTION)
     p.add_argument('--out', default='demo_out', help='output directory (default: %(default)s)')
-    p.add_argument('--episodes', type=int, default=6,
+    p.add_argument('--episodes', type=int, default=10,
                    help='episodes per alpha setting and split (default: %(default)s)')
     p.add_argument('--alphas', default=DEFAULT_ALPHAS,
                    help='global alphas to sweep, comma-separated (default: %(default)s)')
@@ -271,6 +271,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument('--quick-train', action='store_true',
                    help='train the demo checkpoints with a few steps only (for tests; the '
                         'policy will not be good)')
+    p.add_argument('--retrain-generalist', action='store_true',
+                   help='train the generalist here (about 15 min on 2 CPU cores) instead of '
+                        'using the one shipped in the package')
     return p
 
 
@@ -282,7 +285,8 @@ def _checkpoints(args) -> Tuple[str, str]:
     from retain_ros.demo.train import ensure_demo_checkpoints
     from retain_ros.demo.train import quick_settings
     settings = quick_settings() if args.quick_train else None
-    return ensure_demo_checkpoints(settings=settings)
+    return ensure_demo_checkpoints(settings=settings,
+                                   retrain_generalist=args.retrain_generalist)
 
 
 def run_demo(args) -> int:

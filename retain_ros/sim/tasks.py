@@ -25,16 +25,23 @@ COLOURS: Dict[str, Tuple[int, int, int]] = {
     'green': (40, 165, 55),
     'purple': (140, 55, 185),
     'yellow': (235, 205, 30),
+    'cyan': (40, 200, 215),
 }
 
-#: The split names.
+#: The split names of the demo sweep.
 SPLITS: Tuple[str, ...] = ('generalist', 'new_id', 'new_ood')
+#: Splits of the SECOND new task (the continual chain: a skill added after the first merge).
+CONTINUAL_SPLITS: Tuple[str, ...] = ('second_id', 'second_ood')
+#: Every split a scene can be drawn from.
+ALL_SPLITS: Tuple[str, ...] = SPLITS + CONTINUAL_SPLITS
 
 #: Colours used for the generalist tasks (also the only distractor colours anywhere).
 GENERALIST_COLOURS: Tuple[str, ...] = ('red', 'blue', 'green', 'purple')
 
 #: The colour of the new task's block (never seen in pretraining).
 NEW_COLOUR = 'yellow'
+#: The colour of the second new task's block (continual chain; never seen before it).
+SECOND_COLOUR = 'cyan'
 
 
 @dataclass(frozen=True)
@@ -44,7 +51,8 @@ class Task:
     :param name: registry key (``reach_red``, ...).
     :param instruction: the language instruction given to the policy.
     :param colour: colour name of the target block (a key of :data:`COLOURS`).
-    :param kind: ``'generalist'`` (pretraining task) or ``'new'`` (the finetune task).
+    :param kind: ``'generalist'`` (pretraining task), ``'new'`` (the finetune task) or
+        ``'second'`` (the second new task of the continual chain).
     """
 
     name: str
@@ -56,6 +64,8 @@ class Task:
         """Splits this task can be reset in."""
         if self.kind == 'generalist':
             return ('generalist',)
+        if self.kind == 'second':
+            return CONTINUAL_SPLITS
         return ('new_id', 'new_ood')
 
 
@@ -66,6 +76,7 @@ def _build() -> Dict[str, Task]:
         tasks[name] = Task(name, f'touch the {colour} block', colour, 'generalist')
     tasks['reach_yellow'] = Task('reach_yellow', 'put the gripper on the yellow block',
                                  NEW_COLOUR, 'new')
+    tasks['reach_cyan'] = Task('reach_cyan', 'touch the cyan block', SECOND_COLOUR, 'second')
     return tasks
 
 
@@ -77,6 +88,8 @@ GENERALIST_TASKS: List[str] = [n for n, t in TASKS.items() if t.kind == 'general
 
 #: The new (finetune) task.
 NEW_TASK = 'reach_yellow'
+#: The second new task (continual chain).
+SECOND_TASK = 'reach_cyan'
 
 
 def tasks_for_split(split: str) -> List[str]:
@@ -86,8 +99,8 @@ def tasks_for_split(split: str) -> List[str]:
     :return: task names, in registry order.
     :raises ValueError: for an unknown split.
     """
-    if split not in SPLITS:
-        raise ValueError(f'unknown split {split!r}; splits are {list(SPLITS)}')
+    if split not in ALL_SPLITS:
+        raise ValueError(f'unknown split {split!r}; splits are {list(ALL_SPLITS)}')
     return [n for n, t in TASKS.items() if split in t.splits()]
 
 

@@ -63,6 +63,9 @@ NARROW_DISTRACTOR = ((0.6, 0.75), (-0.5, -0.2))
 #: Region excluded from target placement in new_ood (the narrow region, with a margin).
 OOD_EXCLUDED_ANGLES = (0.05, 0.65)
 DEFAULT_TABLE = (196, 184, 160)
+#: Splits drawn from the narrow setting, and the OOD splits (broad, minus the narrow region).
+NARROW_SPLITS = ('new_id', 'second_id')
+OOD_SPLITS = ('new_ood', 'second_ood')
 #: Visible part of the table: x in [-1, 1], y in [-0.1, 1.1].
 VIEW_X = (-1.0, 1.0)
 VIEW_Y = (-0.1, 1.1)
@@ -196,7 +199,7 @@ class SimWorld:
             raise ValueError(f'task {spec.name!r} has splits {list(spec.splits())}, '
                              f'not {split!r}')
         rng = _seed_rng(spec.name, split, seed)
-        narrow = split == 'new_id'
+        narrow = split in NARROW_SPLITS
         target = self._place_target(rng, split)
         blocks = [Block(spec.colour, *target)]
         others = [c for c in GENERALIST_COLOURS if c != spec.colour]
@@ -253,13 +256,13 @@ class SimWorld:
         return self._info
 
     def _place_target(self, rng: np.random.Generator, split: str) -> Tuple[float, float]:
-        if split == 'new_id':
+        if split in NARROW_SPLITS:
             (r0, r1), (a0, a1) = NARROW_TARGET
             return _polar(rng.uniform(r0, r1), rng.uniform(a0, a1))
         while True:
             radius = rng.uniform(*RADIUS_RANGE)
             angle = rng.uniform(*ANGLE_RANGE)
-            if split == 'new_ood' and OOD_EXCLUDED_ANGLES[0] <= angle <= OOD_EXCLUDED_ANGLES[1]:
+            if split in OOD_SPLITS and OOD_EXCLUDED_ANGLES[0] <= angle <= OOD_EXCLUDED_ANGLES[1]:
                 continue
             return _polar(radius, angle)
 

@@ -64,17 +64,63 @@ def save_byte_tokenizer(out_dir: str) -> str:
     :param out_dir: target directory (created).
     :return: ``out_dir``.
     """
+    return save_tokenizer(build_byte_tokenizer(), out_dir)
+
+
+def build_word_tokenizer(words):
+    """Build a word-level tokenizer over a fixed vocabulary (no download).
+
+    Ids: the four specials of :data:`SPECIAL_TOKENS` (``0``..``3``), then ``words`` in order;
+    ``<image>`` gets the next id (= the text vocabulary size, as in PaliGemma). Text is
+    lower-cased and split on whitespace and punctuation; a word outside the vocabulary becomes
+    ``<unk>``. One token per word makes a colour one token (as in PaliGemma's tokenizer), where
+    the byte tokenizer spreads it over 3-6.
+
+    :param words: the vocabulary (distinct, lower-case, no whitespace).
+    :return: a ``tokenizers.Tokenizer``.
+    :raises ValueError: duplicate, empty or non-lower-case words.
+    """
+    from tokenizers import AddedToken
+    from tokenizers import decoders
+    from tokenizers import models
+    from tokenizers import normalizers
+    from tokenizers import pre_tokenizers
+    from tokenizers import Tokenizer
+
+    words = list(words)
+    bad = [w for w in words if not w or w != w.lower() or any(c.isspace() for c in w)
+           or w in SPECIAL_TOKENS + (IMAGE_TOKEN,)]
+    if bad or len(set(words)) != len(words):
+        raise ValueError(f'word vocabulary must be distinct non-empty lower-case words without '
+                         f'whitespace; bad: {bad or sorted({w for w in words if words.count(w) > 1})}')
+    vocab = {tok: i for i, tok in enumerate(SPECIAL_TOKENS)}
+    for word in words:
+        vocab[word] = len(vocab)
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK_TOKEN))
+    tok.normalizer = normalizers.Lowercase()
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.decoder = decoders.WordPiece(prefix='##', cleanup=True)
+    tok.add_special_tokens([AddedToken(t, special=True, normalized=False)
+                            for t in SPECIAL_TOKENS + (IMAGE_TOKEN,)])
+    return tok
+
+
+def save_tokenizer(tokenizer, out_dir: str) -> str:
+    """Write ``tokenizer`` (a ``tokenizers.Tokenizer``) as ``<out_dir>/tokenizer.json`` with a
+    small ``tokenizer_config.json`` (loadable by transformers' ``PreTrainedTokenizerFast``).
+
+    :return: ``out_dir``.
+    """
     import json
 
     os.makedirs(out_dir, exist_ok=True)
-    build_byte_tokenizer().save(os.path.join(out_dir, TOKENIZER_FILE))
+    tokenizer.save(os.path.join(out_dir, TOKENIZER_FILE))
     meta = {'tokenizer_class': 'PreTrainedTokenizerFast', 'pad_token': PAD_TOKEN,
             'bos_token': BOS_TOKEN, 'eos_token': EOS_TOKEN, 'unk_token': UNK_TOKEN,
             'model_max_length': 1024, 'padding_side': 'right'}
     with open(os.path.join(out_dir, 'tokenizer_config.json'), 'w', encoding='utf-8') as f:
         json.dump(meta, f, indent=2)
     return out_dir
-
 
 class TextTokenizer:
     """Thin wrapper over a ``tokenizers.Tokenizer`` loaded from a local directory.
