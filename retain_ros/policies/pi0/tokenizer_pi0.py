@@ -90,9 +90,10 @@ def build_word_tokenizer(words):
     words = list(words)
     bad = [w for w in words if not w or w != w.lower() or any(c.isspace() for c in w)
            or w in SPECIAL_TOKENS + (IMAGE_TOKEN,)]
-    if bad or len(set(words)) != len(words):
+    bad += sorted({w for w in words if words.count(w) > 1})
+    if bad:
         raise ValueError(f'word vocabulary must be distinct non-empty lower-case words without '
-                         f'whitespace; bad: {bad or sorted({w for w in words if words.count(w) > 1})}')
+                         f'whitespace; bad: {bad}')
     vocab = {tok: i for i, tok in enumerate(SPECIAL_TOKENS)}
     for word in words:
         vocab[word] = len(vocab)
@@ -121,6 +122,7 @@ def save_tokenizer(tokenizer, out_dir: str) -> str:
     with open(os.path.join(out_dir, 'tokenizer_config.json'), 'w', encoding='utf-8') as f:
         json.dump(meta, f, indent=2)
     return out_dir
+
 
 class TextTokenizer:
     """Thin wrapper over a ``tokenizers.Tokenizer`` loaded from a local directory.
