@@ -2,7 +2,8 @@
 
 ``$RETAIN_ROS_DEMO_DIR`` or ``~/.cache/retain_ros/demo``; inside it ``generalist/`` (the
 pretrained tiny pi0) and ``finetuned/`` (its finetune on the new task), both in LeRobot pi0
-layout, and ``settings.json`` (the training settings and their hash, for caching).
+layout, each with a ``demo_info.json`` (its settings hash, data digest and weights SHA-256,
+for caching; see :mod:`retain_ros.demo.train`).
 """
 from __future__ import annotations
 
@@ -16,7 +17,6 @@ LOG = logging.getLogger(__name__)
 ENV_VAR = 'RETAIN_ROS_DEMO_DIR'
 GENERALIST = 'generalist'
 FINETUNED = 'finetuned'
-SETTINGS_FILE = 'settings.json'
 #: Files a finished checkpoint directory must hold.
 REQUIRED_FILES = ('config.json', 'model.safetensors')
 

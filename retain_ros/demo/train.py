@@ -1,16 +1,20 @@
-"""``retain-ros demo-train``: train the demo generalist and its finetune (tiny pi0, CPU, minutes).
+"""``retain-ros demo-train``: the demo generalist and its finetune (tiny pi0, CPU).
 
-1. **generalist**: the built-in tiny pi0 trained from scratch on scripted demonstrations of the
-   generalist tasks (touch the red / blue / green / purple block) over the broad scene
-   distribution (block positions, distractors, table colour, lighting);
+1. **generalist** (``--stage generalist``, ~7 min on 2 cores): the built-in tiny pi0 trained from
+   scratch on scripted demonstrations of the generalist tasks (touch the red / blue / green /
+   purple block) over the broad scene distribution (block positions, distractors, table colour,
+   lighting), with a validation curve. One is SHIPPED in :data:`SHIPPED_GENERALIST` and used
+   whenever the generalist settings are the defaults; ``--retrain-generalist`` trains it again;
 2. **finetuned**: a full finetune of the generalist on the NEW task (put the gripper on the yellow
    block) from a few demonstrations in the narrow setting (``new_id``: one block region, default
-   table, default lighting, one distractor).
+   table, default lighting, one distractor), ~30 s;
+3. optionally (``--continual ALPHA``) the continual chain: merge, finetune the merge on a second
+   new task, merge again.
 
-Both are written with :func:`retain_ros.policies.pi0.save_pi0_checkpoint` in LeRobot pi0 layout
-(``config.json``, ``model.safetensors``, normalizer files, ``tokenizer/``) under
-:func:`retain_ros.demo.paths.demo_dir`. Runs are cached: nothing is trained when both checkpoints
-exist and ``settings.json`` next to them holds the hash of the same settings.
+Checkpoints are written with :func:`retain_ros.policies.pi0.save_pi0_checkpoint` in LeRobot pi0
+layout (``config.json``, ``model.safetensors``, normalizer files, ``tokenizer/``) under
+:func:`retain_ros.demo.paths.demo_dir`, each with a ``demo_info.json`` (settings hash, data
+digest, weights SHA-256); they are cached by those hashes.
 
 Normalization: both checkpoints carry the statistics of the generalist's training data (same
 robot, same joint ranges; the finetune data is a narrow subset of that range). The node
