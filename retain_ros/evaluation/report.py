@@ -578,12 +578,12 @@ def plot_summary(summary: Summary, path: str, title: Optional[str] = None,
         side.tick_params(axis='y', left=False)
     if summary.n_episodes == 0:
         ax.text(0.5, 0.5, 'no episodes', ha='center', va='center', transform=ax.transAxes)
-    fig.suptitle(title or 'Success rate vs merge coefficient α (RETAIN; ★ best α per split)',
-                 fontsize=13,
+    fig.suptitle(title or 'Success rate vs merge coefficient α (RETAIN)', fontsize=13,
                  fontweight='bold')
     ax.set_title(f'{summary.n_episodes} episodes' + (
         f', {summary.skipped} malformed line(s) skipped' if summary.skipped else '')
-        + '; hollow markers: per-group merges', fontsize=9, color='0.3')
+        + '; ★ highest uniform-α rate per split; hollow markers: per-group merges',
+        fontsize=9, color='0.3')
     if handles:
         fig.legend(handles=handles, loc='lower center', ncol=min(3, len(handles)),
                    frameon=False, fontsize=9, bbox_to_anchor=(0.5, 0.0))
