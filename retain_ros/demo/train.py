@@ -606,7 +606,7 @@ FINETUNED_2 = 'finetuned_2'
 
 
 def continual_chain(root: str, settings: TrainSettings, alpha: float, episodes: int,
-                    progress: bool = True) -> List[Dict]:
+                    generalist: str, finetuned: str, progress: bool = True) -> List[Dict]:
     """RETAIN's continual recipe on the demo: a second new task on top of the first merge.
 
     1. ``merged_1`` = (1 - alpha) * generalist + alpha * finetuned (the first new task), written
@@ -617,6 +617,8 @@ def continual_chain(root: str, settings: TrainSettings, alpha: float, episodes: 
        next to ``merged_1`` (alpha 0) and ``finetuned_2`` (alpha 1) on the generalist tasks and
        both new tasks' in-distribution and OOD splits.
 
+    :param generalist: the generalist checkpoint (from :func:`ensure_demo_checkpoints`).
+    :param finetuned: its finetune on the first new task.
     :return: the sweep rows (setting ``alpha`` = weight on ``finetuned_2``).
     """
     from retain_ros.demo.rollout import alpha_sweep
@@ -624,7 +626,6 @@ def continual_chain(root: str, settings: TrainSettings, alpha: float, episodes: 
     from retain_ros.merging.spec import MergeSpec
     from retain_ros.merging.to_disk import merge_to_disk
 
-    generalist, finetuned = ensure_demo_checkpoints(root, settings, progress=progress)
     merged = os.path.join(root, MERGED_1)
     merge_to_disk(generalist, finetuned, MergeSpec(alpha=float(alpha)), merged, progress=False)
     second = os.path.join(root, FINETUNED_2)
@@ -744,6 +745,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     settings = settings_from_args(args)
     root = demo_dir(args.dir)
     progress = not args.no_progress
+    if args.continual is not None and not 0.0 <= args.continual <= 1.0:
+        raise SystemExit(f'--continual {args.continual}: alpha must be in [0, 1]')
     if args.stage == 'generalist':
         out = args.out or os.path.join(root, GENERALIST)
         info = train_generalist(settings, out, progress=progress)
@@ -765,9 +768,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         with open(os.path.join(root, 'offline_sweep.json'), 'w', encoding='utf-8') as f:
             json.dump(rows, f, indent=2)
     if args.continual is not None:
-        if not 0.0 <= args.continual <= 1.0:
-            raise SystemExit(f'--continual {args.continual}: alpha must be in [0, 1]')
-        rows = continual_chain(root, settings, args.continual, args.eval or 20, progress)
+        rows = continual_chain(root, settings, args.continual, args.eval or 20, generalist,
+                               finetuned, progress)
         with open(os.path.join(root, 'continual.json'), 'w', encoding='utf-8') as f:
             json.dump(rows, f, indent=2)
     return 0
