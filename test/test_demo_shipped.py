@@ -45,7 +45,7 @@ def test_shipped_files_are_the_recorded_ones(info):
     with open(os.path.join(SHIPPED, 'tokenizer', 'tokenizer.json'), encoding='utf-8') as f:
         vocab = json.load(f)['model']['vocab']
     assert [w for w, _ in sorted(vocab.items(), key=lambda kv: kv[1])][4:] == \
-        list(train.DEMO_WORDS)
+        list(train.DEMO_WORDS + train.LOCATION_WORDS)
     curve = info['curve']
     assert curve and curve[-1]['step'] == info['settings']['generalist_steps']
     assert os.path.isfile(os.path.join(SHIPPED, 'training_curve.png'))

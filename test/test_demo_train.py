@@ -202,3 +202,81 @@ def test_second_task_scenes():
     assert 'pos:broad' in world.reset('reach_cyan', 'second_ood', 3).variation_tag
     with pytest.raises(ValueError, match='splits'):
         world.reset('reach_cyan', 'new_id', 0)
+
+
+def test_grounding_bins_follow_the_camera_view():
+    from retain_ros.sim import world
+
+    corners = np.array([[world.VIEW_X[0], world.VIEW_Y[1]], [world.VIEW_X[1] - 1e-6,
+                                                             world.VIEW_Y[0] + 1e-6],
+                        [0.0, 0.5]])
+    bins = train.grounding_bins(corners).tolist()
+    n = train.GROUNDING_BINS
+    assert bins[0] == [0, 0] and bins[1] == [n - 1, n - 1]
+    assert bins[2] == [n // 2, int((world.VIEW_Y[1] - 0.5) / 1.2 * n)]
+    # the block centre the expert demonstrates is the one recorded
+    data = generate_demos(['reach_red'], 'generalist', 1, horizon=4, dt=0.1, steps=2)
+    w = SimWorld(image_size=96)
+    w.reset('reach_red', 'generalist', 100_000)    # the first training seed
+    assert np.allclose(data.targets[0], w.target_position())
+
+
+def test_grounding_cotraining_learns_locations(tmp_path):
+    """The grounding loss reads the tied embedding at the last text token and trains: on one
+    fixed batch it falls well below chance, and the flow loss is the model's own."""
+    settings = train.quick_settings()
+    from retain_ros.policies.pi0 import Pi0Policy
+
+    data = generate_demos(['reach_red', 'reach_blue'], 'generalist', 4, horizon=10, dt=0.1,
+                          steps=2, all_targets=True)
+    tok = train.build_tokenizer(settings, str(tmp_path / 'tok'))
+    policy = Pi0Policy.from_spec(train.build_spec(settings), tok,
+                                 train.compute_stats(data, 'test'), init_weights=True,
+                                 init_seed=0, noise_seed=0)
+    dataset = train.TensorDataset(data, policy.processor)
+    batch = dataset.batch(torch.arange(len(dataset)))
+    x_ids, y_ids = train.location_token_ids(tok)
+    assert len(set(x_ids.tolist()) | set(y_ids.tolist())) == 2 * train.GROUNDING_BINS
+    torch.manual_seed(0)
+    first = float(train.grounding_loss(policy.module, batch, x_ids, y_ids)[0].detach())
+    assert abs(first - 2 * np.log(train.GROUNDING_BINS)) < 1.5
+    parts = {}
+    loss_fn = train.cotraining_loss(1.0, tok, parts)
+    opt = torch.optim.Adam(policy.module.parameters(), lr=3e-3)
+    for _ in range(60):
+        loss = loss_fn(policy.module, batch)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert parts['grounding'] < 0.5 * first
+    assert np.isfinite(parts['flow']) and abs(float(loss.detach()) - parts['flow'] - parts['grounding']) \
+        < 1e-4
+    with pytest.raises(ValueError, match='location token'):
+        train.location_token_ids(train.build_tokenizer(
+            train.TrainSettings(tokenizer='byte'), str(tmp_path / 'byte')))
+
+
+def test_start_spread_varies_the_start_pose_only():
+    from retain_ros.sim.world import HOME
+
+    near = generate_demos(['reach_red'], 'generalist', 3, horizon=4, dt=0.1, steps=2)
+    wide = generate_demos(['reach_red'], 'generalist', 3, horizon=4, dt=0.1, steps=2,
+                          start_spread=1.0)
+    assert np.abs(near.states[::2] - HOME).max() <= 0.1 + 1e-6
+    assert np.abs(wide.states[::2] - HOME).max() > 0.3
+    np.testing.assert_array_equal(near.targets, wide.targets)   # same scenes
+    again = generate_demos(['reach_red'], 'generalist', 3, horizon=4, dt=0.1, steps=2,
+                           start_spread=1.0)
+    np.testing.assert_array_equal(wide.states, again.states)
+
+
+def test_place_arm_keeps_the_scene():
+    w = SimWorld(image_size=32)
+    w.reset('reach_red', 'generalist', 4)
+    blocks = w.blocks
+    w.place_arm([0.5, 1.0, 9.0])
+    assert w.joint_positions().tolist() == [0.5, 1.0, 2.8]     # clipped to the limit
+    assert w.joint_targets().tolist() == w.joint_positions().tolist()
+    assert w.blocks == blocks and not w.success()
+    with pytest.raises(ValueError, match='finite'):
+        w.place_arm([0.0, float('nan'), 0.0])

@@ -16,6 +16,7 @@ import numpy as np
 
 from retain_ros.sim.expert import expert_chunk
 from retain_ros.sim.tasks import get_task
+from retain_ros.sim.world import HOME
 from retain_ros.sim.world import SimWorld
 
 LOG = logging.getLogger(__name__)
@@ -34,6 +35,8 @@ class DemoData:
     :param states: ``(N, D)`` float32 joint positions.
     :param actions: ``(N, H, D)`` float32 expert joint-target chunks.
     :param episodes: number of episodes the samples came from.
+    :param targets: ``(N, 2)`` float32 centre ``(x, y)`` (m) of the instructed block (the
+        grounding labels of :func:`retain_ros.demo.train.grounding_loss`).
     """
 
     images: np.ndarray
@@ -42,6 +45,7 @@ class DemoData:
     states: np.ndarray
     actions: np.ndarray
     episodes: int
+    targets: np.ndarray
 
     def __len__(self) -> int:
         return int(self.states.shape[0])
@@ -50,7 +54,8 @@ class DemoData:
 def generate_demos(tasks: Sequence[str], split: str, episodes_per_task: int, horizon: int,
                    dt: float, steps: int, image_size: int = 96, noise_prob: float = 0.3,
                    noise_std: float = 0.15, seed_offset: int = TRAIN_SEED_OFFSET,
-                   progress=None, all_targets: bool = False) -> DemoData:
+                   progress=None, all_targets: bool = False,
+                   start_spread: float = 0.0) -> DemoData:
     """Roll out the scripted expert and record training samples.
 
     :param tasks: task names (each must belong to ``split``).
@@ -68,10 +73,15 @@ def generate_demos(tasks: Sequence[str], split: str, episodes_per_task: int, hor
         same scene with several instructions), not only the block of the task the scene was
         drawn for. Without it every training scene has one answer and a small policy learns to
         recognise the scene instead of reading the instruction.
+    :param start_spread: start every demonstration from ``HOME`` plus a uniform offset of up
+        to this many radians per joint (0: the scene's own start, near ``HOME``). From one
+        start pose the joint positions along the expert's straight path give away where it is
+        going, and a policy that learns that shortcut (the "copycat" problem of behaviour
+        cloning with proprioception) stops looking at the image.
     :return: :class:`DemoData`.
     """
     world = SimWorld(image_size=image_size)
-    images, states, actions, index = [], [], [], []
+    images, states, actions, index, centres = [], [], [], [], []
     instructions: List[str] = []
     by_colour = {get_task(t).colour: get_task(t).name for t in tasks}
     episodes = 0
@@ -91,6 +101,8 @@ def generate_demos(tasks: Sequence[str], split: str, episodes_per_task: int, hor
                     instructions.append(info.instruction)
                 which = instructions.index(info.instruction)
                 rng = np.random.default_rng([seed, which, 7])
+                if start_spread > 0:
+                    world.place_arm(HOME + rng.uniform(-start_spread, start_spread, HOME.shape))
                 for _ in range(int(steps)):
                     chunk = expert_chunk(world, horizon, dt)
                     image = world.render()
@@ -98,6 +110,7 @@ def generate_demos(tasks: Sequence[str], split: str, episodes_per_task: int, hor
                     states.append(world.joint_positions())
                     actions.append(chunk)
                     index.append(which)
+                    centres.append(world.target_position())
                     command = chunk[0]
                     if rng.random() < noise_prob:
                         command = command + rng.normal(0.0, noise_std, size=command.shape)
@@ -110,7 +123,7 @@ def generate_demos(tasks: Sequence[str], split: str, episodes_per_task: int, hor
                     instruction_index=np.asarray(index, np.int64),
                     states=np.asarray(states, np.float32),
                     actions=np.asarray(actions, np.float32),
-                    episodes=episodes)
+                    episodes=episodes, targets=np.asarray(centres, np.float32))
 
 
 def norm_stats(data: DemoData) -> dict:

@@ -1,6 +1,6 @@
 """``retain-ros demo-train``: the demo generalist and its finetune (tiny pi0, CPU).
 
-1. **generalist** (``--stage generalist``, ~7 min on 2 cores): the built-in tiny pi0 trained from
+1. **generalist** (``--stage generalist``, ~23 min on 2 cores): the built-in tiny pi0 trained from
    scratch on scripted demonstrations of the generalist tasks (touch the red / blue / green /
    purple block) over the broad scene distribution (block positions, distractors, table colour,
    lighting), with a validation curve. One is SHIPPED in :data:`SHIPPED_GENERALIST` and used
@@ -61,7 +61,7 @@ from retain_ros.sim.world import JOINT_NAMES
 LOG = logging.getLogger(__name__)
 
 #: Bump when the training code changes what it produces (invalidates cached checkpoints).
-FORMAT_VERSION = 3     # 3: trained on the serving image preprocessing (was OpenCV INTER_AREA)
+FORMAT_VERSION = 4     # 4: bigger blocks, 30-step demos from spread start poses, grounding option
 CAMERA = 'base'
 
 
@@ -81,17 +81,29 @@ class TrainSettings:
     #: colour one token) or ``byte`` (one token per byte: a colour is 3-6 tokens and the
     #: prompt 40, which the tiny model did not learn to ground in 12000 steps).
     tokenizer: str = 'word'
+    #: depth of the tiny pi0's Gemma towers (the VLM and the action expert share it: their
+    #: attention is joint); 0 keeps ``retain_tiny``'s 2.
+    model_layers: int = 4
+    #: hidden size of the Gemma towers and of SigLIP (MLP twice that); 0 keeps 64.
+    model_hidden: int = 0
     #: text tokens per prompt (word tokenizer: BOS + up to 7 words).
     tokenizer_max_length: int = 8
-    #: the expert reaches any block within ~15 steps; later steps would only teach "stay".
-    demo_steps: int = 15
+    #: a whole episode (:data:`retain_ros.demo.rollout.EPISODE_STEPS`): from a spread start pose
+    #: the expert needs up to ~25 steps, and the rest teaches "stay on the block".
+    demo_steps: int = 30
     noise_prob: float = 0.3
     noise_std: float = 0.15
-    generalist_episodes_per_task: int = 100
+    generalist_episodes_per_task: int = 300
     generalist_all_targets: bool = True
-    generalist_steps: int = 2000
-    generalist_lr: float = 5e-4
+    #: generalist demonstrations start up to this far (rad per joint) from ``HOME``
+    #: (:func:`retain_ros.demo.data.generate_demos`).
+    generalist_start_spread: float = 1.0
+    generalist_steps: int = 12000
+    generalist_lr: float = 1e-3
     generalist_batch: int = 64
+    #: weight of the grounding co-training loss (:func:`grounding_loss`) next to the flow
+    #: matching loss while training the generalist; 0 trains on flow matching alone.
+    generalist_grounding_weight: float = 0.0
     finetune_episodes: int = 8
     finetune_steps: int = 300
     finetune_lr: float = 3e-4
@@ -142,10 +154,23 @@ def build_spec(settings: TrainSettings):
                           num_inference_steps=settings.num_inference_steps,
                           tokenizer_max_length=settings.tokenizer_max_length,
                           control_period=settings.control_period)
+    over: Dict[str, object] = {}
     if settings.tokenizer == 'word':
-        cfg['model_overrides'] = {'vocab_size': WORD_VOCAB_SIZE}
+        over['vocab_size'] = WORD_VOCAB_SIZE
     elif settings.tokenizer != 'byte':
         raise ValueError(f"tokenizer must be 'word' or 'byte', got {settings.tokenizer!r}")
+    towers: Dict[str, Dict[str, int]] = {'text': {}, 'dit': {}}
+    if settings.model_layers:
+        for widths in towers.values():
+            widths['num_hidden_layers'] = int(settings.model_layers)
+    if settings.model_hidden:
+        hidden = int(settings.model_hidden)
+        towers['vision'] = {}
+        for widths in towers.values():
+            widths.update(hidden_size=hidden, intermediate_size=2 * hidden)
+    over.update({name: widths for name, widths in towers.items() if widths})
+    if over:
+        cfg['model_overrides'] = over
     return pi0_config_from_dict(cfg)
 
 
@@ -157,8 +182,13 @@ DEMO_WORDS = (
     'an', 'to', 'on', 'onto', 'at', 'of', 'up', 'and', 'block', 'cube', 'box', 'gripper', 'arm',
     'hand', 'red', 'blue', 'green', 'purple', 'yellow', 'orange', 'pink', 'white', 'black',
     'brown', 'grey', 'cyan', 'left', 'right', 'near', 'far', 'please')
+#: Image-space location bins per axis of the grounding answers (PaliGemma's ``<locNNNN>``
+#: tokens, coarser): the instructed block's centre column is ``locx<i>``, its row ``locy<j>``.
+GROUNDING_BINS = 16
+LOCATION_WORDS = tuple(f'locx{i}' for i in range(GROUNDING_BINS)) + \
+    tuple(f'locy{i}' for i in range(GROUNDING_BINS))
 #: Text vocabulary size of the word tokenizer (specials + words; ``<image>`` has this id).
-WORD_VOCAB_SIZE = 4 + len(DEMO_WORDS)
+WORD_VOCAB_SIZE = 4 + len(DEMO_WORDS) + len(LOCATION_WORDS)
 
 
 def build_tokenizer(settings: TrainSettings, work_dir: str):
@@ -169,7 +199,7 @@ def build_tokenizer(settings: TrainSettings, work_dir: str):
     from retain_ros.policies.pi0.tokenizer_pi0 import load_tokenizer
     from retain_ros.policies.pi0.tokenizer_pi0 import save_tokenizer
 
-    tok = build_word_tokenizer(DEMO_WORDS) if settings.tokenizer == 'word' \
+    tok = build_word_tokenizer(DEMO_WORDS + LOCATION_WORDS) if settings.tokenizer == 'word' \
         else build_byte_tokenizer()
     return load_tokenizer(save_tokenizer(tok, work_dir))
 
@@ -204,6 +234,7 @@ class TensorDataset:
         self.input_ids = tokens['input_ids']
         self.attention_mask = tokens['attention_mask']
         self.instruction_index = torch.from_numpy(data.instruction_index)
+        self.grounding = grounding_bins(data.targets)
 
     def __len__(self) -> int:
         return int(self.states.shape[0])
@@ -215,19 +246,87 @@ class TensorDataset:
         return {'state': self.states[index], 'input_ids': self.input_ids[which],
                 'attention_mask': self.attention_mask[which], 'pixel_values': pixels,
                 'pixel_attention_mask': torch.ones(len(index), 1, dtype=torch.bool),
-                'actions': self.actions[index]}
+                'actions': self.actions[index], 'grounding': self.grounding[index]}
+
+
+def grounding_bins(targets: np.ndarray) -> torch.Tensor:
+    """``(N, 2)`` image-space bins (column, row) of block centres ``(N, 2)`` in metres."""
+    from retain_ros.sim import world
+
+    xy = np.asarray(targets, np.float64).reshape(-1, 2)
+    u = (xy[:, 0] - world.VIEW_X[0]) / (world.VIEW_X[1] - world.VIEW_X[0])
+    v = (world.VIEW_Y[1] - xy[:, 1]) / (world.VIEW_Y[1] - world.VIEW_Y[0])
+    bins = np.clip(np.floor(np.stack([u, v], 1) * GROUNDING_BINS), 0, GROUNDING_BINS - 1)
+    return torch.from_numpy(bins.astype(np.int64))
+
+
+def _model_inputs(batch: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    return {k: v for k, v in batch.items() if k != 'grounding'}
 
 
 def flow_matching_loss(model, batch: Dict[str, torch.Tensor]) -> torch.Tensor:
     """pi0's training loss: MSE between predicted and true flow velocity (noise - actions)."""
-    return model(**batch).loss
+    return model(**_model_inputs(batch)).loss
+
+
+def location_token_ids(tokenizer) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Token ids of ``locx0..`` and ``locy0..`` (:data:`LOCATION_WORDS`)."""
+    ids = [tokenizer.token_to_id(w) for w in LOCATION_WORDS]
+    if None in ids:
+        raise ValueError(f'the tokenizer has no location token {LOCATION_WORDS[ids.index(None)]!r}'
+                         "; grounding co-training needs the 'word' tokenizer")
+    return (torch.tensor(ids[:GROUNDING_BINS]), torch.tensor(ids[GROUNDING_BINS:]))
+
+
+def grounding_loss(model, batch: Dict[str, torch.Tensor], x_ids: torch.Tensor,
+                   y_ids: torch.Tensor):
+    """The VLM's grounding loss and its prefix cache (for the flow-matching pass).
+
+    PaliGemma-style location answers, as a VLM is pretrained to detect objects: the prefix
+    (image + instruction) runs through the VLM once; from its last text token, the tied
+    embedding (Gemma's LM head) scores the location tokens, and the cross-entropy against the
+    instructed block's column (``locx*``) and row (``locy*``) bins is the loss. No parameter is
+    added: the checkpoint stays a plain pi0.
+
+    :return: ``(loss, cache)``; pass ``cache`` to the model to reuse the prefix.
+    """
+    inner = model.model
+    mask = batch['attention_mask']
+    embeds = inner.embed_prefix(batch['input_ids'], batch['pixel_values'],
+                                batch['pixel_attention_mask'])
+    out = inner.vlm(inputs_embeds=embeds, attention_mask=mask, position_ids=mask.cumsum(-1) - 1,
+                    token_type_ids=torch.zeros_like(mask), use_cache=True)
+    rows = torch.arange(mask.shape[0])
+    last = out.last_hidden_state[rows, mask.sum(-1) - 1]
+    table = inner.vlm.get_input_embeddings().weight
+    labels = batch['grounding']
+    loss = torch.nn.functional.cross_entropy(last @ table[x_ids].T, labels[:, 0]) + \
+        torch.nn.functional.cross_entropy(last @ table[y_ids].T, labels[:, 1])
+    return loss, out.cache
+
+
+def cotraining_loss(weight: float, tokenizer, parts: Optional[Dict[str, float]] = None):
+    """``loss_fn`` for :func:`train_model`: flow matching + ``weight`` x grounding, the prefix
+    computed once. ``parts`` (if given) receives the two terms of the last step."""
+    x_ids, y_ids = location_token_ids(tokenizer)
+
+    def loss_fn(model, batch):
+        ground, cache = grounding_loss(model, batch, x_ids, y_ids)
+        flow = model(**_model_inputs(batch), cache=cache).loss
+        if parts is not None:
+            parts['flow'], parts['grounding'] = float(flow.detach()), float(ground.detach())
+        return flow + float(weight) * ground
+
+    return loss_fn
 
 
 def train_model(model, dataset: TensorDataset, steps: int, lr: float, batch_size: int,
-                seed: int, desc: str, progress: bool = True, on_step=None) -> List[float]:
+                seed: int, desc: str, progress: bool = True, on_step=None,
+                loss_fn=flow_matching_loss) -> List[float]:
     """Train ``model`` in place with AdamW, linear warm-up and cosine decay.
 
     :param on_step: optional ``on_step(step, loss)`` after every step (1-based).
+    :param loss_fn: ``loss_fn(model, batch)`` (default :func:`flow_matching_loss`).
     :return: the loss of every step.
     """
     from tqdm import tqdm
@@ -251,7 +350,7 @@ def train_model(model, dataset: TensorDataset, steps: int, lr: float, batch_size
     for _ in bar:
         index = torch.randint(0, len(dataset), (min(batch_size, len(dataset)),),
                               generator=generator)
-        loss = flow_matching_loss(model, dataset.batch(index))
+        loss = loss_fn(model, dataset.batch(index))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -321,7 +420,9 @@ def generalist_data(settings: TrainSettings, progress: bool = True) -> DemoData:
     with _progress_bar(n_gen, 'generalist demos', progress) as bar:
         return generate_demos(GENERALIST_TASKS, 'generalist',
                               settings.generalist_episodes_per_task, progress=bar.update,
-                              all_targets=settings.generalist_all_targets, **_common(settings))
+                              all_targets=settings.generalist_all_targets,
+                              start_spread=settings.generalist_start_spread,
+                              **_common(settings))
 
 
 def _progress_bar(total: int, desc: str, progress: bool):
@@ -409,12 +510,22 @@ def train_generalist(settings: TrainSettings, out_dir: str, progress: bool = Tru
         del data
         curve: List[Dict] = []
         losses: List[float] = []
+        grounding: List[float] = []
+        parts: Dict[str, float] = {}
+        loss_fn = flow_matching_loss
+        if settings.generalist_grounding_weight > 0:
+            loss_fn = cotraining_loss(settings.generalist_grounding_weight,
+                                      policy.processor.tokenizer, parts)
 
         def on_step(step: int, loss: float) -> None:
-            losses.append(loss)
+            losses.append(parts.get('flow', loss))
+            if parts:
+                grounding.append(parts['grounding'])
             last = step == settings.generalist_steps
             if step % 100 == 0 or last:
                 point = {'step': step, 'loss': round(float(np.mean(losses[-100:])), 5)}
+                if grounding:
+                    point['grounding_loss'] = round(float(np.mean(grounding[-100:])), 5)
                 if validate_every and (step % validate_every == 0 or last):
                     point['val_success'] = _validation_rate(policy, validation_episodes,
                                                             settings.sim_image_size)
@@ -425,7 +536,7 @@ def train_generalist(settings: TrainSettings, out_dir: str, progress: bool = Tru
         t1 = time.perf_counter()
         train_model(policy.module, dataset, settings.generalist_steps, settings.generalist_lr,
                     settings.generalist_batch, settings.seed, 'train generalist', progress,
-                    on_step=on_step)
+                    on_step=on_step, loss_fn=loss_fn)
         t2 = time.perf_counter()
         info = {'role': 'generalist', 'settings': generalist_settings(settings),
                 'hash': generalist_digest(settings), 'format': FORMAT_VERSION,

@@ -272,7 +272,7 @@ def _parser() -> argparse.ArgumentParser:
                    help='train the demo checkpoints with a few steps only (for tests; the '
                         'policy will not be good)')
     p.add_argument('--retrain-generalist', action='store_true',
-                   help='train the generalist here (about 7 min on 2 CPU cores) instead of '
+                   help='train the generalist here (about 23 min on 2 CPU cores) instead of '
                         'using the one shipped in the package')
     return p
 

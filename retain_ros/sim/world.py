@@ -47,16 +47,18 @@ UPPER_LIMITS = np.array([2.4, 2.8, 2.8])
 HOME = np.array([0.0, 2.6, -1.0])
 #: Maximum joint speed (rad/s) of the simulated controller.
 MAX_VELOCITY = 1.6
-#: Gripper-to-block-centre distance (m) that counts as "on the block".
-SUCCESS_RADIUS = 0.11
+#: Gripper-to-block-centre distance (m) that counts as "on the block" (the block's half size
+#: plus a gripper radius).
+SUCCESS_RADIUS = 0.15
 #: Time (s) the gripper must stay on the block for success.
 HOLD_TIME = 0.3
-#: Half size of a block (m).
-BLOCK_HALF = 0.08
+#: Half size of a block (m): 0.24 m blocks are about 4 x 6 pixels of a 32 px model image
+#: (0.16 m blocks were 2.6 x 4, with a 1.8 px success radius across).
+BLOCK_HALF = 0.12
 #: Block placement: distance from the base and angle from the +y axis (positive toward -x).
 RADIUS_RANGE = (0.45, 0.95)
 ANGLE_RANGE = (-1.1, 1.1)
-MIN_SEPARATION = 0.34
+MIN_SEPARATION = 0.36
 #: The narrow finetuning setting of the new task (new_id): target and distractor regions.
 NARROW_TARGET = ((0.6, 0.75), (0.2, 0.5))
 NARROW_DISTRACTOR = ((0.6, 0.75), (-0.5, -0.2))
@@ -230,6 +232,17 @@ class SimWorld:
                f'light:{brightness:.2f},distractors:{n_distractors}')
         self._info = SceneInfo(spec.name, spec.instruction, split, tag, int(seed))
         return self._info
+
+    def place_arm(self, q) -> None:
+        """Put the arm at joint positions ``q`` (clipped to the limits), at rest, keeping the
+        scene: demonstrations start from varied poses with it.
+
+        :raises ValueError: for a wrong length or non-finite values.
+        """
+        self.set_joint_targets(q)
+        self._q = self._target.copy()
+        self._hold = 0.0
+        self._success = False
 
     def retarget(self, task: str) -> SceneInfo:
         """Make another block of the current scene the target, keeping everything else.

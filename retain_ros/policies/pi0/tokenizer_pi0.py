@@ -150,6 +150,10 @@ class TextTokenizer:
         """Token ids of ``text``, no special tokens added."""
         return list(self._tok.encode(text, add_special_tokens=False).ids)
 
+    def token_to_id(self, token: str):
+        """Id of a vocabulary entry, or None."""
+        return self._tok.token_to_id(token)
+
     def decode(self, ids) -> str:
         """Text of ``ids`` (special tokens skipped)."""
         return self._tok.decode(list(ids), skip_special_tokens=True)
