@@ -249,8 +249,8 @@ def test_grounding_cotraining_learns_locations(tmp_path):
         loss.backward()
         opt.step()
     assert parts['grounding'] < 0.5 * first
-    assert np.isfinite(parts['flow']) and abs(float(loss.detach()) - parts['flow'] - parts['grounding']) \
-        < 1e-4
+    total = float(loss.detach())
+    assert np.isfinite(parts['flow']) and abs(total - parts['flow'] - parts['grounding']) < 1e-4
     with pytest.raises(ValueError, match='location token'):
         train.location_token_ids(train.build_tokenizer(
             train.TrainSettings(tokenizer='byte'), str(tmp_path / 'byte')))
