@@ -280,3 +280,97 @@ def test_place_arm_keeps_the_scene():
     assert w.blocks == blocks and not w.success()
     with pytest.raises(ValueError, match='finite'):
         w.place_arm([0.0, float('nan'), 0.0])
+
+
+def test_samples_per_demo_spreads_samples_over_scenes():
+    every = generate_demos(['reach_red'], 'generalist', 3, horizon=4, dt=0.1, steps=6)
+    two = generate_demos(['reach_red'], 'generalist', 3, horizon=4, dt=0.1, steps=6,
+                         samples_per_demo=2)
+    assert len(every) == 18 and len(two) == 6 and two.episodes == every.episodes == 3
+    # each kept sample is one of that demonstration's samples (same rollout, fewer records)
+    for i in range(len(two)):
+        demo = i // 2
+        rows = every.states[6 * demo:6 * demo + 6]
+        assert any(np.array_equal(two.states[i], row) for row in rows)
+    again = generate_demos(['reach_red'], 'generalist', 3, horizon=4, dt=0.1, steps=6,
+                           samples_per_demo=2)
+    np.testing.assert_array_equal(two.states, again.states)
+
+
+def test_start_on_block_and_motion_only():
+    from retain_ros.sim.world import end_effector
+
+    def distances(data):
+        return np.array([np.linalg.norm(end_effector(q) - t)
+                         for q, t in zip(data.states, data.targets)])
+
+    common = dict(horizon=4, dt=0.1, steps=30, all_targets=True, start_spread=1.0)
+    tasks = ['reach_red', 'reach_blue']
+    on_block = generate_demos(tasks, 'generalist', 6, start_on_block=1.0, samples_per_demo=1,
+                              **common)
+    spread = generate_demos(tasks, 'generalist', 6, samples_per_demo=1, **common)
+    # demonstrations start on another block of the scene (gripper far from the target)
+    starts_on = generate_demos(tasks, 'generalist', 6, start_on_block=1.0, **common)
+    first = distances(starts_on)[::30]
+    assert np.mean(first > 0.3) > 0.8
+    assert not np.array_equal(on_block.states, spread.states)
+    # motion only: the samples come from the way to the block, not from holding on it
+    every = generate_demos(tasks, 'generalist', 6, **common)
+    moving = generate_demos(tasks, 'generalist', 6, motion_only=True, **common)
+    assert len(moving) < len(every)
+    assert np.mean(distances(moving) < 0.05) < 0.5 * np.mean(distances(every) < 0.05)
+
+
+def test_pretrain_vlm_learns_grounding(tmp_path):
+    """Stage 1 of the generalist: grounding alone, its accuracy measured on the checks."""
+    from retain_ros.policies.pi0 import Pi0Policy
+
+    settings = train.quick_settings()
+    settings.generalist_grounding_steps = 150
+    settings.generalist_grounding_lr = 3e-3
+    data = generate_demos(['reach_red', 'reach_blue'], 'generalist', 4, horizon=10, dt=0.1,
+                          steps=1, all_targets=True)
+    tok = train.build_tokenizer(settings, str(tmp_path / 'tok'))
+    policy = Pi0Policy.from_spec(train.build_spec(settings), tok,
+                                 train.compute_stats(data, 'test'), init_weights=True,
+                                 init_seed=0, noise_seed=0)
+    dataset = train.TensorDataset(data, policy.processor)
+    before = train.grounding_accuracy(policy.module, dataset, tok)
+    torch.manual_seed(0)
+    curve = train.pretrain_vlm(policy, dataset, settings, dataset, check_every=100,
+                               progress=False)
+    assert [c['step'] for c in curve] == [100, 150] and 'val_grounding' in curve[0]
+    assert curve[-1]['val_grounding'] > max(0.6, before + 0.3)
+    assert curve[-1]['grounding_loss'] < 2 * np.log(train.GROUNDING_BINS)
+
+
+def test_conditioning_probe_sees_what_the_policy_uses(tmp_path, capsys):
+    """The probe's shuffled-input losses: a policy trained on a few scenes uses its inputs
+    (memorised); the quick-trained one barely changes. The CLI prints one line per checkpoint."""
+    from retain_ros.policies.pi0 import Pi0Policy
+    from retain_ros.policies.pi0 import save_pi0_checkpoint
+
+    settings = train.quick_settings()
+    from retain_ros.sim.tasks import GENERALIST_TASKS
+
+    data = generate_demos(GENERALIST_TASKS, 'generalist', 6, horizon=10, dt=0.1,
+                          steps=30, all_targets=True, start_spread=1.0, samples_per_demo=1,
+                          motion_only=True, seed_offset=train.VALIDATION_SEED_OFFSET)
+    tok = train.build_tokenizer(settings, str(tmp_path / 'tok'))
+    stats = train.compute_stats(data, 'test')
+    policy = Pi0Policy.from_spec(train.build_spec(settings), tok, stats, init_weights=True,
+                                 init_seed=0, noise_seed=0)
+    dataset = train.TensorDataset(data, policy.processor)
+    train.train_model(policy.module, dataset, 300, 3e-3, 16, 0, 'memorise', False)
+    save_pi0_checkpoint(policy, str(tmp_path / 'ckpt'), stats)
+    # the default settings' 30-step demonstrations, as the data above
+    probe = train.conditioning_probe(str(tmp_path / 'ckpt'), train.TrainSettings(),
+                                     scenes_per_task=6, split='generalist')
+    assert set(probe) == {'samples', 'loss', 'shuffled_instruction', 'shuffled_image',
+                          'shuffled_state'}
+    assert probe['samples'] == len(dataset)
+    # the probe runs on the same (validation) scenes it memorised: every input matters
+    assert probe['shuffled_state'] > 1.5 * probe['loss']
+    assert max(probe['shuffled_image'], probe['shuffled_instruction']) > 1.2 * probe['loss']
+    assert train.main(['--quick', '--probe', str(tmp_path / 'ckpt'), '--no-progress']) == 0
+    assert 'instruction shuffled x' in capsys.readouterr().out

@@ -15,8 +15,11 @@ from typing import Sequence
 import numpy as np
 
 from retain_ros.sim.expert import expert_chunk
+from retain_ros.sim.expert import EXPERT_VELOCITY
+from retain_ros.sim.expert import goal_joints
 from retain_ros.sim.tasks import get_task
 from retain_ros.sim.world import HOME
+from retain_ros.sim.world import inverse_kinematics
 from retain_ros.sim.world import SimWorld
 
 LOG = logging.getLogger(__name__)
@@ -55,7 +58,8 @@ def generate_demos(tasks: Sequence[str], split: str, episodes_per_task: int, hor
                    dt: float, steps: int, image_size: int = 96, noise_prob: float = 0.3,
                    noise_std: float = 0.15, seed_offset: int = TRAIN_SEED_OFFSET,
                    progress=None, all_targets: bool = False,
-                   start_spread: float = 0.0) -> DemoData:
+                   start_spread: float = 0.0, samples_per_demo: int = 0,
+                   start_on_block: float = 0.0, motion_only: bool = False) -> DemoData:
     """Roll out the scripted expert and record training samples.
 
     :param tasks: task names (each must belong to ``split``).
@@ -78,6 +82,11 @@ def generate_demos(tasks: Sequence[str], split: str, episodes_per_task: int, hor
         start pose the joint positions along the expert's straight path give away where it is
         going, and a policy that learns that shortcut (the "copycat" problem of behaviour
         cloning with proprioception) stops looking at the image.
+    :param samples_per_demo: record only this many control steps of each demonstration, drawn
+        at random (0: every step). Samples of one demonstration share their scene and goal;
+        for a fixed number of samples, fewer per demonstration spread them over more scenes,
+        which is what teaches a small model to ground the instruction in the image rather than
+        recognise its training scenes.
     :return: :class:`DemoData`.
     """
     world = SimWorld(image_size=image_size)
@@ -101,16 +110,29 @@ def generate_demos(tasks: Sequence[str], split: str, episodes_per_task: int, hor
                     instructions.append(info.instruction)
                 which = instructions.index(info.instruction)
                 rng = np.random.default_rng([seed, which, 7])
-                if start_spread > 0:
+                others = world.blocks[1:]
+                if start_on_block > 0 and others and rng.random() < start_on_block:
+                    block = others[int(rng.integers(len(others)))]
+                    world.place_arm(inverse_kinematics(np.array([block.x, block.y]))
+                                    + rng.uniform(-0.1, 0.1, HOME.shape))
+                elif start_spread > 0:
                     world.place_arm(HOME + rng.uniform(-start_spread, start_spread, HOME.shape))
-                for _ in range(int(steps)):
+                span = int(steps)
+                if motion_only:
+                    travel = np.max(np.abs(goal_joints(world) - world.joint_positions()))
+                    span = min(span, int(np.ceil(travel / (EXPERT_VELOCITY * dt))) + 4)
+                record = set(range(span))
+                if 0 < samples_per_demo < span:
+                    pick = np.random.default_rng([seed, which, 11])  # the rollout keeps rng
+                    record = set(pick.choice(span, int(samples_per_demo), replace=False).tolist())
+                for step in range(max(record) + 1):
                     chunk = expert_chunk(world, horizon, dt)
-                    image = world.render()
-                    images.append(image)
-                    states.append(world.joint_positions())
-                    actions.append(chunk)
-                    index.append(which)
-                    centres.append(world.target_position())
+                    if step in record:
+                        images.append(world.render())
+                        states.append(world.joint_positions())
+                        actions.append(chunk)
+                        index.append(which)
+                        centres.append(world.target_position())
                     command = chunk[0]
                     if rng.random() < noise_prob:
                         command = command + rng.normal(0.0, noise_std, size=command.shape)

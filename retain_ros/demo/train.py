@@ -86,6 +86,8 @@ class TrainSettings:
     model_layers: int = 4
     #: hidden size of the Gemma towers and of SigLIP (MLP twice that); 0 keeps 64.
     model_hidden: int = 0
+    #: SigLIP patch side (px); 0 keeps ``retain_tiny``'s 8 (16 image tokens at 32 px).
+    model_patch: int = 0
     #: text tokens per prompt (word tokenizer: BOS + up to 7 words).
     tokenizer_max_length: int = 8
     #: a whole episode (:data:`retain_ros.demo.rollout.EPISODE_STEPS`): from a spread start pose
@@ -98,11 +100,26 @@ class TrainSettings:
     #: generalist demonstrations start up to this far (rad per joint) from ``HOME``
     #: (:func:`retain_ros.demo.data.generate_demos`).
     generalist_start_spread: float = 1.0
+    #: record this many random steps of each generalist demonstration, 0 = all
+    #: (:func:`retain_ros.demo.data.generate_demos`): fewer per demonstration, more scenes.
+    generalist_samples_per_demo: int = 0
+    #: share of generalist demonstrations that start with the gripper on ANOTHER block of the
+    #: scene (being on a block is then no reason to stay).
+    generalist_start_on_block: float = 0.0
+    #: record only the steps on the way to the block (and 4 after), not the holding.
+    generalist_motion_only: bool = False
     generalist_steps: int = 12000
     generalist_lr: float = 1e-3
     generalist_batch: int = 64
+    #: stage 1, VLM pretraining (:func:`pretrain_vlm`): steps and learning rate of grounding
+    #: alone before any action is trained; 0 skips it.
+    generalist_grounding_steps: int = 0
+    generalist_grounding_lr: float = 2e-3
+    #: VLM layer whose output the grounding answer is read from (:func:`grounding_loss`);
+    #: 0 = the last.
+    generalist_grounding_layer: int = 0
     #: weight of the grounding co-training loss (:func:`grounding_loss`) next to the flow
-    #: matching loss while training the generalist; 0 trains on flow matching alone.
+    #: matching loss while training the generalist (stage 2); 0 trains on flow matching alone.
     generalist_grounding_weight: float = 0.0
     finetune_episodes: int = 8
     finetune_steps: int = 300
@@ -110,11 +127,26 @@ class TrainSettings:
     finetune_batch: int = 32
     finetune_stats: str = 'generalist'
 
+    def hashed(self) -> Dict[str, object]:
+        """The settings that enter the hashes: all of them, except a setting of
+        :data:`ADDED_SETTINGS` left at the value that reproduces what was made before it
+        existed (so adding an option does not invalidate the shipped generalist)."""
+        return {k: v for k, v in asdict(self).items()
+                if k not in ADDED_SETTINGS or v != ADDED_SETTINGS[k]}
+
     def digest(self) -> str:
         """Hash of the settings and :data:`FORMAT_VERSION`."""
-        blob = json.dumps({'format': FORMAT_VERSION, 'sim': _sim_signature(), **asdict(self)},
+        blob = json.dumps({'format': FORMAT_VERSION, 'sim': _sim_signature(), **self.hashed()},
                           sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+#: Settings added after the shipped generalist was made, with their neutral values (those that
+#: reproduce it): :meth:`TrainSettings.hashed` leaves them out at those values.
+ADDED_SETTINGS: Dict[str, object] = {
+    'model_patch': 0, 'generalist_samples_per_demo': 0, 'generalist_start_on_block': 0.0,
+    'generalist_motion_only': False, 'generalist_grounding_steps': 0,
+    'generalist_grounding_lr': 2e-3, 'generalist_grounding_layer': 0}
 
 
 def _sim_signature() -> Dict[str, object]:
@@ -133,6 +165,7 @@ def _sim_signature() -> Dict[str, object]:
 def quick_settings() -> TrainSettings:
     """Tiny settings for tests: seconds, not minutes (the policies learn nothing useful)."""
     return TrainSettings(generalist_episodes_per_task=1, generalist_steps=3,
+                         generalist_grounding_steps=2,
                          generalist_batch=8, finetune_episodes=1, finetune_steps=2,
                          finetune_batch=8, demo_steps=4)
 
@@ -168,6 +201,8 @@ def build_spec(settings: TrainSettings):
         towers['vision'] = {}
         for widths in towers.values():
             widths.update(hidden_size=hidden, intermediate_size=2 * hidden)
+    if settings.model_patch:
+        towers.setdefault('vision', {})['patch_size'] = int(settings.model_patch)
     over.update({name: widths for name, widths in towers.items() if widths})
     if over:
         cfg['model_overrides'] = over
@@ -278,40 +313,86 @@ def location_token_ids(tokenizer) -> Tuple[torch.Tensor, torch.Tensor]:
     return (torch.tensor(ids[:GROUNDING_BINS]), torch.tensor(ids[GROUNDING_BINS:]))
 
 
-def grounding_loss(model, batch: Dict[str, torch.Tensor], x_ids: torch.Tensor,
-                   y_ids: torch.Tensor):
-    """The VLM's grounding loss and its prefix cache (for the flow-matching pass).
-
-    PaliGemma-style location answers, as a VLM is pretrained to detect objects: the prefix
-    (image + instruction) runs through the VLM once; from its last text token, the tied
-    embedding (Gemma's LM head) scores the location tokens, and the cross-entropy against the
-    instructed block's column (``locx*``) and row (``locy*``) bins is the loss. No parameter is
-    added: the checkpoint stays a plain pi0.
-
-    :return: ``(loss, cache)``; pass ``cache`` to the model to reuse the prefix.
-    """
+def _grounding_logits(model, batch: Dict[str, torch.Tensor], x_ids: torch.Tensor,
+                      y_ids: torch.Tensor, layer: int = 0, use_cache: bool = False):
+    """Location-token logits ``(B, bins)`` for the column and the row, read at the last text
+    token after VLM layer ``layer`` (0: the last layer), and the VLM output."""
     inner = model.model
     mask = batch['attention_mask']
     embeds = inner.embed_prefix(batch['input_ids'], batch['pixel_values'],
                                 batch['pixel_attention_mask'])
     out = inner.vlm(inputs_embeds=embeds, attention_mask=mask, position_ids=mask.cumsum(-1) - 1,
-                    token_type_ids=torch.zeros_like(mask), use_cache=True)
+                    token_type_ids=torch.zeros_like(mask), use_cache=use_cache,
+                    output_hidden_states=bool(layer))
     rows = torch.arange(mask.shape[0])
-    last = out.last_hidden_state[rows, mask.sum(-1) - 1]
+    if layer:
+        hidden = inner.vlm.language_model.norm(out.hidden_states[int(layer)])
+    else:
+        hidden = out.last_hidden_state
+    last = hidden[rows, mask.sum(-1) - 1]
     table = inner.vlm.get_input_embeddings().weight
+    return last @ table[x_ids].T, last @ table[y_ids].T, out
+
+
+def grounding_loss(model, batch: Dict[str, torch.Tensor], x_ids: torch.Tensor,
+                   y_ids: torch.Tensor, layer: int = 0):
+    """The VLM's grounding loss and its prefix cache (for the flow-matching pass).
+
+    PaliGemma-style location answers, as a VLM is pretrained to detect objects: the prefix
+    (image + instruction) runs through the VLM once; from its last text token after VLM layer
+    ``layer`` (0: the last; earlier layers through the final norm, a "logit lens"), the tied
+    embedding (Gemma's LM head) scores the location tokens, and the cross-entropy against the
+    instructed block's column (``locx*``) and row (``locy*``) bins is the loss. No parameter
+    is added: the checkpoint stays a plain pi0.
+
+    Why an earlier layer: the action expert attends to the VLM's keys and values of each layer,
+    which are computed from the hidden states *entering* that layer; what only the last layer's
+    output holds, the expert never sees.
+
+    :return: ``(loss, cache)``; pass ``cache`` to the model to reuse the prefix.
+    """
+    x_logits, y_logits, out = _grounding_logits(model, batch, x_ids, y_ids, layer,
+                                                use_cache=True)
     labels = batch['grounding']
-    loss = torch.nn.functional.cross_entropy(last @ table[x_ids].T, labels[:, 0]) + \
-        torch.nn.functional.cross_entropy(last @ table[y_ids].T, labels[:, 1])
+    loss = torch.nn.functional.cross_entropy(x_logits, labels[:, 0]) + \
+        torch.nn.functional.cross_entropy(y_logits, labels[:, 1])
     return loss, out.cache
 
 
-def cotraining_loss(weight: float, tokenizer, parts: Optional[Dict[str, float]] = None):
+def grounding_predictions(model, batch: Dict[str, torch.Tensor], x_ids: torch.Tensor,
+                          y_ids: torch.Tensor, layer: int = 0) -> torch.Tensor:
+    """``(B, 2)`` predicted (column, row) bins of the instructed block (argmax of the
+    location tokens, read as :func:`grounding_loss` reads them)."""
+    x_logits, y_logits, _ = _grounding_logits(model, batch, x_ids, y_ids, layer)
+    return torch.stack([x_logits.argmax(-1), y_logits.argmax(-1)], 1)
+
+
+def grounding_accuracy(model, dataset: 'TensorDataset', tokenizer, layer: int = 0,
+                       block: int = 256) -> float:
+    """Share of ``dataset``'s samples whose predicted block bins are both within one bin of the
+    instructed block's (a bin is 1/16 of the view: 0.125 m across, 0.075 m deep)."""
+    x_ids, y_ids = location_token_ids(tokenizer)
+    was_training = model.training
+    model.eval()
+    hits = 0
+    with torch.no_grad():
+        for start in range(0, len(dataset), block):
+            batch = dataset.batch(torch.arange(start, min(len(dataset), start + block)))
+            error = (grounding_predictions(model, batch, x_ids, y_ids, layer)
+                     - batch['grounding']).abs()
+            hits += int((error <= 1).all(-1).sum())
+    model.train(was_training)
+    return hits / max(1, len(dataset))
+
+
+def cotraining_loss(weight: float, tokenizer, parts: Optional[Dict[str, float]] = None,
+                    layer: int = 0):
     """``loss_fn`` for :func:`train_model`: flow matching + ``weight`` x grounding, the prefix
     computed once. ``parts`` (if given) receives the two terms of the last step."""
     x_ids, y_ids = location_token_ids(tokenizer)
 
     def loss_fn(model, batch):
-        ground, cache = grounding_loss(model, batch, x_ids, y_ids)
+        ground, cache = grounding_loss(model, batch, x_ids, y_ids, layer)
         flow = model(**_model_inputs(batch), cache=cache).loss
         if parts is not None:
             parts['flow'], parts['grounding'] = float(flow.detach()), float(ground.detach())
@@ -379,8 +460,8 @@ VALIDATION_SEED_OFFSET = 50_000
 
 
 def generalist_settings(settings: TrainSettings) -> Dict[str, object]:
-    """The settings that determine the generalist (all but the ``finetune_*`` ones)."""
-    return {k: v for k, v in asdict(settings).items() if not k.startswith('finetune_')}
+    """The settings that determine the generalist (all hashed ones but the ``finetune_*``)."""
+    return {k: v for k, v in settings.hashed().items() if not k.startswith('finetune_')}
 
 
 def generalist_digest(settings: TrainSettings) -> str:
@@ -422,7 +503,9 @@ def generalist_data(settings: TrainSettings, progress: bool = True) -> DemoData:
                               settings.generalist_episodes_per_task, progress=bar.update,
                               all_targets=settings.generalist_all_targets,
                               start_spread=settings.generalist_start_spread,
-                              **_common(settings))
+                              samples_per_demo=settings.generalist_samples_per_demo,
+                              start_on_block=settings.generalist_start_on_block,
+                              motion_only=settings.generalist_motion_only, **_common(settings))
 
 
 def _progress_bar(total: int, desc: str, progress: bool):
@@ -460,34 +543,100 @@ def _validation_rate(policy, episodes: int, image_size: int) -> float:
     return float(np.mean([r['success'] for r in results])) if results else 0.0
 
 
-def plot_curve(curve: List[Dict], path: str, title: str) -> None:
-    """Training loss and validation success against the step, as a PNG."""
+def plot_curve(curve: List[Dict], path: str, title: str,
+               vlm_curve: Optional[List[Dict]] = None) -> None:
+    """Training curves as a PNG: the VLM pretraining stage (grounding loss and validation
+    grounding accuracy), when there is one, and the action stage (flow-matching loss,
+    validation success and grounding)."""
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 3.2), dpi=90)
-    steps = [c['step'] for c in curve]
-    ax.plot(steps, [c['loss'] for c in curve], color='tab:blue')
-    ax.set_xlabel('step')
-    ax.set_ylabel('flow-matching loss', color='tab:blue')
-    val = [(c['step'], c['val_success']) for c in curve if c.get('val_success') is not None]
-    if val:
+    stages = [('VLM pretraining (grounding)', vlm_curve, 'grounding_loss')] if vlm_curve else []
+    stages.append(('actions (flow matching)', curve, 'loss'))
+    fig, axes = plt.subplots(1, len(stages), figsize=(5.5 * len(stages), 3.4), dpi=90,
+                             squeeze=False)
+    for ax, (name, points, key) in zip(axes[0], stages):
+        ax.plot([c['step'] for c in points], [c[key] for c in points], color='tab:blue')
+        ax.set_xlabel('step')
+        ax.set_ylabel(key.replace('_', ' '), color='tab:blue')
+        ax.set_title(name, fontsize=10)
         ax2 = ax.twinx()
-        ax2.plot(*zip(*val), 'o-', color='tab:orange')
         ax2.set_ylim(0, 1)
-        ax2.set_ylabel('validation success', color='tab:orange')
-    ax.set_title(title)
+        ax2.set_ylabel('validation', color='tab:orange')
+        for field, style, label in (('val_success', 'o-', 'closed-loop success'),
+                                    ('val_grounding', 's--', 'grounding accuracy')):
+            val = [(c['step'], c[field]) for c in points if c.get(field) is not None]
+            if val:
+                ax2.plot(*zip(*val), style, color='tab:orange', label=label, markersize=4)
+        if ax2.get_legend_handles_labels()[0]:
+            ax2.legend(loc='center right', fontsize=8)
+    fig.suptitle(title, fontsize=11)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+def grounding_validation_set(settings: TrainSettings, processor,
+                             scenes_per_task: int = 60) -> TensorDataset:
+    """Grounding checks on VALIDATION scenes: one sample of each generalist demonstration
+    (every block of the scene instructed in turn), as model tensors."""
+    data = generate_demos(GENERALIST_TASKS, 'generalist', scenes_per_task,
+                          all_targets=settings.generalist_all_targets,
+                          start_spread=settings.generalist_start_spread, samples_per_demo=1,
+                          seed_offset=VALIDATION_SEED_OFFSET, **_common(settings))
+    return TensorDataset(data, processor)
+
+
+def pretrain_vlm(policy, dataset: TensorDataset, settings: TrainSettings,
+                 checks: TensorDataset, check_every: int, progress: bool = True) -> List[Dict]:
+    """Stage 1 of the generalist: pretrain the vision-language part on grounding alone.
+
+    A real pi0 starts from PaliGemma, a VLM pretrained (among other things) to answer "detect
+    <object>" with location tokens; the action expert then learns to act on what the VLM
+    already grounds. This is that stage for the tiny pi0: :func:`grounding_loss` only
+    (the instructed block's column and row bins from the image and the instruction), for
+    ``generalist_grounding_steps`` steps at ``generalist_grounding_lr``. Trained on flow matching
+    alone from scratch, the tiny model never learned to ground the colour word (it went to a
+    block, often the wrong one).
+
+    :return: the stage's curve: grounding loss every 100 steps, validation grounding accuracy
+        (:func:`grounding_accuracy` on ``checks``) every ``check_every`` steps and at the end.
+    """
+    steps = int(settings.generalist_grounding_steps)
+    if steps <= 0:
+        return []
+    x_ids, y_ids = location_token_ids(policy.processor.tokenizer)
+    curve: List[Dict] = []
+    losses: List[float] = []
+
+    def on_step(step: int, loss: float) -> None:
+        losses.append(loss)
+        if step % 100 == 0 or step == steps:
+            point = {'step': step, 'grounding_loss': round(float(np.mean(losses[-100:])), 5)}
+            if step % check_every == 0 or step == steps:
+                point['val_grounding'] = grounding_accuracy(
+                    policy.module, checks, policy.processor.tokenizer,
+                    settings.generalist_grounding_layer)
+                LOG.info('VLM pretraining step %d: grounding loss %.3f, validation grounding '
+                         '%.2f', step, point['grounding_loss'], point['val_grounding'])
+            curve.append(point)
+
+    train_model(policy.module, dataset, steps, settings.generalist_grounding_lr,
+                settings.generalist_batch, settings.seed + 2, 'pretrain VLM (grounding)',
+                progress, on_step=on_step,
+                loss_fn=lambda model, batch: grounding_loss(
+                    model, batch, x_ids, y_ids, settings.generalist_grounding_layer)[0])
+    return curve
 
 
 def train_generalist(settings: TrainSettings, out_dir: str, progress: bool = True,
                      validate_every: int = 1000, validation_episodes: int = 24) -> Dict:
     """Stage 1: train the generalist from scratch and write it to ``out_dir``.
 
-    Every ``validate_every`` steps the model runs ``validation_episodes`` closed-loop episodes
+    With ``generalist_grounding_steps``, the VLM is first pretrained on grounding
+    (:func:`pretrain_vlm`). Every ``validate_every`` steps and at the end the model runs
+    ``validation_episodes`` closed-loop episodes
     on the VALIDATION seeds (never the held-out ones); loss and success go into the training
     curve (``demo_info.json`` and ``training_curve.png``).
 
@@ -508,6 +657,10 @@ def train_generalist(settings: TrainSettings, out_dir: str, progress: bool = Tru
         dataset = TensorDataset(data, policy.processor)
         n_samples, n_episodes = len(data), data.episodes
         del data
+        grounds = settings.generalist_grounding_steps > 0 or \
+            settings.generalist_grounding_weight > 0
+        checks = grounding_validation_set(settings, policy.processor) if grounds else None
+        vlm_curve = pretrain_vlm(policy, dataset, settings, checks, validate_every, progress)
         curve: List[Dict] = []
         losses: List[float] = []
         grounding: List[float] = []
@@ -515,7 +668,8 @@ def train_generalist(settings: TrainSettings, out_dir: str, progress: bool = Tru
         loss_fn = flow_matching_loss
         if settings.generalist_grounding_weight > 0:
             loss_fn = cotraining_loss(settings.generalist_grounding_weight,
-                                      policy.processor.tokenizer, parts)
+                                      policy.processor.tokenizer, parts,
+                                      settings.generalist_grounding_layer)
 
         def on_step(step: int, loss: float) -> None:
             losses.append(parts.get('flow', loss))
@@ -529,8 +683,13 @@ def train_generalist(settings: TrainSettings, out_dir: str, progress: bool = Tru
                 if validate_every and (step % validate_every == 0 or last):
                     point['val_success'] = _validation_rate(policy, validation_episodes,
                                                             settings.sim_image_size)
-                    LOG.info('generalist step %d: loss %.4f, validation success %.2f', step,
-                             point['loss'], point['val_success'])
+                    if checks is not None:
+                        point['val_grounding'] = grounding_accuracy(
+                            policy.module, checks, policy.processor.tokenizer,
+                            settings.generalist_grounding_layer)
+                    LOG.info('generalist step %d: loss %.4f, validation success %.2f, '
+                             'grounding %s', step, point['loss'], point['val_success'],
+                             point.get('val_grounding'))
                 curve.append(point)
 
         t1 = time.perf_counter()
@@ -544,7 +703,7 @@ def train_generalist(settings: TrainSettings, out_dir: str, progress: bool = Tru
                 'generalist_tasks': GENERALIST_TASKS,
                 'validation': {'seed_offset': VALIDATION_SEED_OFFSET,
                                'episodes': validation_episodes},
-                'curve': curve,
+                **({'vlm_curve': vlm_curve} if vlm_curve else {}), 'curve': curve,
                 'seconds': {'data': round(t1 - t0, 1), 'training': round(t2 - t1, 1)},
                 'torch': torch.__version__, 'created': time.strftime('%Y-%m-%dT%H:%M:%S'),
                 'command': 'retain-ros demo-train --stage generalist'}
@@ -555,7 +714,8 @@ def train_generalist(settings: TrainSettings, out_dir: str, progress: bool = Tru
             with open(os.path.join(staging, INFO_FILE), 'w', encoding='utf-8') as f:
                 json.dump(info, f, indent=2)
             plot_curve(curve, os.path.join(staging, 'training_curve.png'),
-                       f'demo generalist ({settings.generalist_steps} steps)')
+                       f'demo generalist ({settings.generalist_grounding_steps} + '
+                       f'{settings.generalist_steps} steps)', vlm_curve)
 
         _write_atomically(out_dir, write)
     finally:
@@ -753,6 +913,61 @@ def continual_chain(root: str, settings: TrainSettings, alpha: float, episodes: 
     return rows
 
 
+#: Inputs :func:`conditioning_probe` shuffles across samples, and the batch keys of each.
+PROBE_INPUTS = {'instruction': ('input_ids', 'attention_mask'), 'image': ('pixel_values',),
+                'state': ('state',)}
+
+
+def conditioning_probe(checkpoint: str, settings: TrainSettings, scenes_per_task: int = 40,
+                       split: str = 'generalist', repeats: int = 5,
+                       seed_offset: int = VALIDATION_SEED_OFFSET) -> Dict[str, float]:
+    """What a policy's actions depend on: its flow-matching loss on expert samples from
+    ``split`` (VALIDATION scenes, every block of a scene instructed in turn, one sample on the
+    way to the block per demonstration), and the same loss with one input (instruction, image
+    or state) shuffled across the samples.
+
+    A policy that follows the instruction loses accuracy when the instructions are shuffled;
+    equal losses mean its actions do not depend on that input, whatever its success rate.
+    Same noise and flow times for every variant. (On a one-task split every sample has the same
+    instruction, so shuffling it changes nothing.)
+
+    :return: ``{'samples', 'loss', 'shuffled_instruction', 'shuffled_image',
+        'shuffled_state'}``.
+    """
+    from retain_ros.policies.loader import load_policy
+
+    policy = load_policy(checkpoint, device='cpu', dtype='float32', noise_seed=settings.seed,
+                         warmup=False)
+    tasks = GENERALIST_TASKS if split == 'generalist' else \
+        [t for t in (NEW_TASK, SECOND_TASK) if split in get_task(t).splits()]
+    data = generate_demos(tasks, split, scenes_per_task, all_targets=True,
+                          start_spread=settings.generalist_start_spread, samples_per_demo=1,
+                          motion_only=True, seed_offset=seed_offset, **_common(settings))
+    dataset = TensorDataset(data, policy.processor)
+    batch = dataset.batch(torch.arange(len(dataset)))
+    perm = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(1))
+    model = policy.module.eval()
+
+    def loss(inputs: Dict[str, torch.Tensor]) -> float:
+        torch.manual_seed(settings.seed)
+        with torch.no_grad():
+            return float(np.mean([float(flow_matching_loss(model, inputs))
+                                  for _ in range(repeats)]))
+
+    out = {'samples': len(dataset), 'loss': loss(batch)}
+    for name, keys in PROBE_INPUTS.items():
+        shuffled = dict(batch, **{k: batch[k][perm] for k in keys})
+        out[f'shuffled_{name}'] = loss(shuffled)
+    return out
+
+
+def format_probe(name: str, probe: Dict[str, float]) -> str:
+    """One line: the loss and each shuffled input's loss as a ratio to it."""
+    ratios = ', '.join(f'{k[len("shuffled_"):]} shuffled x{probe[k] / probe["loss"]:.2f}'
+                       for k in probe if k.startswith('shuffled_'))
+    return f'{name}: flow loss {probe["loss"]:.4f} on {probe["samples"]} samples; {ratios}'
+
+
 def format_sweep(rows: List[Dict]) -> str:
     """Plain-text table: one line per setting, success rate (and 95% Wilson interval) per
     split."""
@@ -817,6 +1032,11 @@ def _parser() -> argparse.ArgumentParser:
                    help='then run the continual chain with this alpha: merge, finetune the '
                         'merge on a second new task (touch the cyan block), merge again, and '
                         'evaluate --eval episodes (default 20) per split on held-out seeds')
+    p.add_argument('--probe', nargs='*', metavar='CHECKPOINT', default=None,
+                   help='what the policies act on: flow loss on validation samples with the '
+                        'instruction, the image or the state shuffled across samples, on '
+                        'generalist scenes (default: the demo generalist and its finetune); '
+                        'no training')
     p.add_argument('--no-progress', action='store_true', help='no progress bars')
     return p
 
@@ -858,6 +1078,18 @@ def main(argv: Optional[List[str]] = None) -> int:
     progress = not args.no_progress
     if args.continual is not None and not 0.0 <= args.continual <= 1.0:
         raise SystemExit(f'--continual {args.continual}: alpha must be in [0, 1]')
+    if args.probe is not None:
+        pairs = [(path, 'generalist') for path in args.probe] or \
+            [(SHIPPED_GENERALIST if not os.path.isdir(os.path.join(root, GENERALIST))
+              else os.path.join(root, GENERALIST), 'generalist'),
+             (os.path.join(root, FINETUNED), 'generalist')]
+        for path, split in pairs:
+            if not checkpoint_complete(path):
+                print(f'{path}: no checkpoint, skipped')
+                continue
+            print(format_probe(f'{path} ({split} scenes)',
+                               conditioning_probe(path, settings, split=split)))
+        return 0
     if args.stage == 'generalist':
         out = args.out or os.path.join(root, GENERALIST)
         info = train_generalist(settings, out, progress=progress)
