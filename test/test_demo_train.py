@@ -27,6 +27,18 @@ def trained(tmp_path_factory):
     return root
 
 
+def _fresh_policy(settings, data, tmp_path):
+    """A freshly initialised tiny pi0 for ``settings`` with ``data``'s statistics, and the
+    data as model tensors."""
+    from retain_ros.policies.pi0 import Pi0Policy
+
+    tok = train.build_tokenizer(settings, str(tmp_path / 'tok'))
+    policy = Pi0Policy.from_spec(train.build_spec(settings), tok,
+                                 train.compute_stats(data, 'test'), init_weights=True,
+                                 init_seed=0, noise_seed=0)
+    return policy, train.TensorDataset(data, policy.processor)
+
+
 def test_paths(tmp_path, monkeypatch):
     monkeypatch.setenv('RETAIN_ROS_DEMO_DIR', str(tmp_path / 'x'))
     assert demo_dir() == str(tmp_path / 'x')
@@ -225,15 +237,10 @@ def test_grounding_cotraining_learns_locations(tmp_path):
     """The grounding loss reads the tied embedding at the last text token and trains: on one
     fixed batch it falls well below chance, and the flow loss is the model's own."""
     settings = train.quick_settings()
-    from retain_ros.policies.pi0 import Pi0Policy
-
     data = generate_demos(['reach_red', 'reach_blue'], 'generalist', 4, horizon=10, dt=0.1,
                           steps=2, all_targets=True)
-    tok = train.build_tokenizer(settings, str(tmp_path / 'tok'))
-    policy = Pi0Policy.from_spec(train.build_spec(settings), tok,
-                                 train.compute_stats(data, 'test'), init_weights=True,
-                                 init_seed=0, noise_seed=0)
-    dataset = train.TensorDataset(data, policy.processor)
+    policy, dataset = _fresh_policy(settings, data, tmp_path)
+    tok = policy.processor.tokenizer
     batch = dataset.batch(torch.arange(len(dataset)))
     x_ids, y_ids = train.location_token_ids(tok)
     assert len(set(x_ids.tolist()) | set(y_ids.tolist())) == 2 * train.GROUNDING_BINS
@@ -323,19 +330,13 @@ def test_start_on_block_and_motion_only():
 
 def test_pretrain_vlm_learns_grounding(tmp_path):
     """Stage 1 of the generalist: grounding alone, its accuracy measured on the checks."""
-    from retain_ros.policies.pi0 import Pi0Policy
-
     settings = train.quick_settings()
     settings.generalist_grounding_steps = 150
     settings.generalist_grounding_lr = 3e-3
     data = generate_demos(['reach_red', 'reach_blue'], 'generalist', 4, horizon=10, dt=0.1,
                           steps=1, all_targets=True)
-    tok = train.build_tokenizer(settings, str(tmp_path / 'tok'))
-    policy = Pi0Policy.from_spec(train.build_spec(settings), tok,
-                                 train.compute_stats(data, 'test'), init_weights=True,
-                                 init_seed=0, noise_seed=0)
-    dataset = train.TensorDataset(data, policy.processor)
-    before = train.grounding_accuracy(policy.module, dataset, tok)
+    policy, dataset = _fresh_policy(settings, data, tmp_path)
+    before = train.grounding_accuracy(policy.module, dataset, policy.processor.tokenizer)
     torch.manual_seed(0)
     curve = train.pretrain_vlm(policy, dataset, settings, dataset, check_every=100,
                                progress=False)
@@ -347,22 +348,15 @@ def test_pretrain_vlm_learns_grounding(tmp_path):
 def test_conditioning_probe_sees_what_the_policy_uses(tmp_path, capsys):
     """The probe's shuffled-input losses: a policy trained on a few scenes uses its inputs
     (memorised); the quick-trained one barely changes. The CLI prints one line per checkpoint."""
-    from retain_ros.policies.pi0 import Pi0Policy
     from retain_ros.policies.pi0 import save_pi0_checkpoint
-
-    settings = train.quick_settings()
     from retain_ros.sim.tasks import GENERALIST_TASKS
 
     data = generate_demos(GENERALIST_TASKS, 'generalist', 6, horizon=10, dt=0.1,
                           steps=30, all_targets=True, start_spread=1.0, samples_per_demo=1,
                           motion_only=True, seed_offset=train.VALIDATION_SEED_OFFSET)
-    tok = train.build_tokenizer(settings, str(tmp_path / 'tok'))
-    stats = train.compute_stats(data, 'test')
-    policy = Pi0Policy.from_spec(train.build_spec(settings), tok, stats, init_weights=True,
-                                 init_seed=0, noise_seed=0)
-    dataset = train.TensorDataset(data, policy.processor)
+    policy, dataset = _fresh_policy(train.quick_settings(), data, tmp_path)
     train.train_model(policy.module, dataset, 300, 3e-3, 16, 0, 'memorise', False)
-    save_pi0_checkpoint(policy, str(tmp_path / 'ckpt'), stats)
+    save_pi0_checkpoint(policy, str(tmp_path / 'ckpt'), policy.processor.stats)
     # the default settings' 30-step demonstrations, as the data above
     probe = train.conditioning_probe(str(tmp_path / 'ckpt'), train.TrainSettings(),
                                      scenes_per_task=6, split='generalist')
