@@ -1,6 +1,7 @@
 """Demo training: quick run writes loadable LeRobot-layout checkpoints; caching; paths."""
 from __future__ import annotations
 
+from dataclasses import asdict
 import json
 import os
 
@@ -161,6 +162,21 @@ def test_set_overrides_any_setting():
                                        '--set', 'model-image-size=32'])
     settings = train.settings_from_args(args)
     assert settings.generalist_lr == 0.002 and settings.model_image_size == 32
+    assert train.build_spec(settings).image_seq_length == 16
+    settings.model_patch = 4
+    assert train.build_spec(settings).image_seq_length == 64
+
+
+def test_added_settings_stay_out_of_the_hashes_at_their_neutral_values():
+    """Options added after the shipped generalist leave its hash alone until they are used."""
+    settings = train.TrainSettings()
+    assert set(train.ADDED_SETTINGS) <= set(asdict(settings))
+    assert all(getattr(settings, k) == v for k, v in train.ADDED_SETTINGS.items())
+    assert not set(train.ADDED_SETTINGS) & set(train.generalist_settings(settings))
+    base, whole = train.generalist_digest(settings), settings.digest()
+    settings.generalist_samples_per_demo = 2
+    assert train.generalist_digest(settings) != base and settings.digest() != whole
+    assert train.generalist_settings(settings)['generalist_samples_per_demo'] == 2
     with pytest.raises(SystemExit):
         train.settings_from_args(train._parser().parse_args(['--set', 'nope=1']))
 

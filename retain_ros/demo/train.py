@@ -596,9 +596,11 @@ def pretrain_vlm(policy, dataset: TensorDataset, settings: TrainSettings,
     <object>" with location tokens; the action expert then learns to act on what the VLM
     already grounds. This is that stage for the tiny pi0: :func:`grounding_loss` only
     (the instructed block's column and row bins from the image and the instruction), for
-    ``generalist_grounding_steps`` steps at ``generalist_grounding_lr``. Trained on flow matching
-    alone from scratch, the tiny model never learned to ground the colour word (it went to a
-    block, often the wrong one).
+    ``generalist_grounding_steps`` steps at ``generalist_grounding_lr``. Off by default: the
+    VLM does learn to locate the instructed block this way (98% on validation scenes after 3000
+    steps, given one sample per demonstration from 6000 scenes per task), but in up to 6000
+    steps of action training the tiny action expert did not learn to read it (README, "What
+    the policies act on").
 
     :return: the stage's curve: grounding loss every 100 steps, validation grounding accuracy
         (:func:`grounding_accuracy` on ``checks``) every ``check_every`` steps and at the end.
