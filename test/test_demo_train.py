@@ -384,3 +384,27 @@ def test_conditioning_probe_sees_what_the_policy_uses(tmp_path, capsys):
     assert max(probe['shuffled_image'], probe['shuffled_instruction']) > 1.2 * probe['loss']
     assert train.main(['--quick', '--probe', str(tmp_path / 'ckpt'), '--no-progress']) == 0
     assert 'instruction shuffled x' in capsys.readouterr().out
+
+
+def test_freeze_vlm_trains_the_action_expert_only(tmp_path):
+    from retain_ros.policies.pi0.modeling_pi0 import read_pi0_state_dict
+
+    runs = {'init': dict(generalist_lr=0.0), 'frozen': dict(generalist_freeze_vlm=True),
+            'free': {}}
+    weights = {}
+    for name, changes in runs.items():
+        settings = train.quick_settings()
+        settings.generalist_grounding_steps = 0
+        settings.generalist_steps = 4
+        for key, value in changes.items():
+            setattr(settings, key, value)
+        train.train_generalist(settings, str(tmp_path / name), progress=False,
+                               validation_episodes=1)
+        weights[name] = read_pi0_state_dict(str(tmp_path / name / 'model.safetensors'))
+
+    def changed(name):
+        return {k for k, v in weights[name].items() if not torch.equal(v, weights['init'][k])}
+
+    vlm = {k for k in weights['init'] if k.startswith('model.vlm.')}
+    assert vlm and changed('frozen') and not changed('frozen') & vlm
+    assert changed('free') & vlm

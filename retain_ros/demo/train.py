@@ -121,6 +121,9 @@ class TrainSettings:
     #: weight of the grounding co-training loss (:func:`grounding_loss`) next to the flow
     #: matching loss while training the generalist (stage 2); 0 trains on flow matching alone.
     generalist_grounding_weight: float = 0.0
+    #: keep the VLM (vision tower, projector, language model) fixed while the actions are
+    #: trained, as knowledge insulation does: only the action expert and its projections learn.
+    generalist_freeze_vlm: bool = False
     finetune_episodes: int = 8
     finetune_steps: int = 300
     finetune_lr: float = 3e-4
@@ -146,7 +149,8 @@ class TrainSettings:
 ADDED_SETTINGS: Dict[str, object] = {
     'model_patch': 0, 'generalist_samples_per_demo': 0, 'generalist_start_on_block': 0.0,
     'generalist_motion_only': False, 'generalist_grounding_steps': 0,
-    'generalist_grounding_lr': 2e-3, 'generalist_grounding_layer': 0}
+    'generalist_grounding_lr': 2e-3, 'generalist_grounding_layer': 0,
+    'generalist_freeze_vlm': False}
 
 
 def _sim_signature() -> Dict[str, object]:
@@ -685,20 +689,33 @@ def train_generalist(settings: TrainSettings, out_dir: str, progress: bool = Tru
                 if validate_every and (step % validate_every == 0 or last):
                     point['val_success'] = _validation_rate(policy, validation_episodes,
                                                             settings.sim_image_size)
+                    state = torch.get_rng_state()
+                    probe = probe_policy(policy, settings, scenes_per_task=20, repeats=2)
+                    torch.set_rng_state(state)
+                    policy.module.train()
+                    point['val_instruction_ratio'] = round(
+                        probe['shuffled_instruction'] / probe['loss'], 4)
                     if checks is not None:
                         point['val_grounding'] = grounding_accuracy(
                             policy.module, checks, policy.processor.tokenizer,
                             settings.generalist_grounding_layer)
                     LOG.info('generalist step %d: loss %.4f, validation success %.2f, '
-                             'grounding %s', step, point['loss'], point['val_success'],
-                             point.get('val_grounding'))
+                             'loss with instructions shuffled x%.3f, grounding %s', step,
+                             point['loss'], point['val_success'],
+                             point['val_instruction_ratio'], point.get('val_grounding'))
                 curve.append(point)
 
+        if settings.generalist_freeze_vlm:
+            for name, param in policy.module.named_parameters():
+                if name.startswith('model.vlm.'):
+                    param.requires_grad_(False)
         t1 = time.perf_counter()
         train_model(policy.module, dataset, settings.generalist_steps, settings.generalist_lr,
                     settings.generalist_batch, settings.seed, 'train generalist', progress,
                     on_step=on_step, loss_fn=loss_fn)
         t2 = time.perf_counter()
+        for param in policy.module.parameters():
+            param.requires_grad_(True)
         info = {'role': 'generalist', 'settings': generalist_settings(settings),
                 'hash': generalist_digest(settings), 'format': FORMAT_VERSION,
                 'data_digest': digest, 'samples': int(n_samples), 'episodes': int(n_episodes),
@@ -940,6 +957,13 @@ def conditioning_probe(checkpoint: str, settings: TrainSettings, scenes_per_task
 
     policy = load_policy(checkpoint, device='cpu', dtype='float32', noise_seed=settings.seed,
                          warmup=False)
+    return probe_policy(policy, settings, scenes_per_task, split, repeats, seed_offset)
+
+
+def probe_policy(policy, settings: TrainSettings, scenes_per_task: int = 40,
+                 split: str = 'generalist', repeats: int = 5,
+                 seed_offset: int = VALIDATION_SEED_OFFSET) -> Dict[str, float]:
+    """:func:`conditioning_probe` of a loaded policy (its module is left in eval mode)."""
     tasks = GENERALIST_TASKS if split == 'generalist' else \
         [t for t in (NEW_TASK, SECOND_TASK) if split in get_task(t).splits()]
     data = generate_demos(tasks, split, scenes_per_task, all_targets=True,
