@@ -602,7 +602,7 @@ def pretrain_vlm(policy, dataset: TensorDataset, settings: TrainSettings,
     (the instructed block's column and row bins from the image and the instruction), for
     ``generalist_grounding_steps`` steps at ``generalist_grounding_lr``. Off by default: the
     VLM does learn to locate the instructed block this way (98% on validation scenes after 3000
-    steps, given one sample per demonstration from 6000 scenes per task), but in up to 6000
+    steps, given one sample per demonstration from 6000 scenes per task), but in up to 10 000
     steps of action training the tiny action expert did not learn to read it (README, "What
     the policies act on").
 
