@@ -375,7 +375,7 @@ def test_conditioning_probe_sees_what_the_policy_uses(tmp_path, capsys):
     save_pi0_checkpoint(policy, str(tmp_path / 'ckpt'), policy.processor.stats)
     # the default settings' 30-step demonstrations, as the data above
     probe = train.conditioning_probe(str(tmp_path / 'ckpt'), train.TrainSettings(),
-                                     scenes_per_task=6, split='generalist')
+                                     scenes_per_task=6)
     assert set(probe) == {'samples', 'loss', 'shuffled_instruction', 'shuffled_image',
                           'shuffled_state'}
     assert probe['samples'] == len(dataset)

@@ -581,14 +581,15 @@ def plot_curve(curve: List[Dict], path: str, title: str,
     plt.close(fig)
 
 
-def grounding_validation_set(settings: TrainSettings, processor,
-                             scenes_per_task: int = 60) -> TensorDataset:
-    """Grounding checks on VALIDATION scenes: one sample of each generalist demonstration
-    (every block of the scene instructed in turn), as model tensors."""
-    data = generate_demos(GENERALIST_TASKS, 'generalist', scenes_per_task,
-                          all_targets=settings.generalist_all_targets,
+def validation_samples(settings: TrainSettings, processor, scenes_per_task: int,
+                       motion_only: bool = False) -> TensorDataset:
+    """Model tensors of one sample per generalist demonstration on VALIDATION scenes (every
+    block of a scene instructed in turn): the grounding checks, and with ``motion_only`` (a
+    sample on the way to the block) the samples of :func:`probe_losses`."""
+    data = generate_demos(GENERALIST_TASKS, 'generalist', scenes_per_task, all_targets=True,
                           start_spread=settings.generalist_start_spread, samples_per_demo=1,
-                          seed_offset=VALIDATION_SEED_OFFSET, **_common(settings))
+                          motion_only=motion_only, seed_offset=VALIDATION_SEED_OFFSET,
+                          **_common(settings))
     return TensorDataset(data, processor)
 
 
@@ -665,7 +666,8 @@ def train_generalist(settings: TrainSettings, out_dir: str, progress: bool = Tru
         del data
         grounds = settings.generalist_grounding_steps > 0 or \
             settings.generalist_grounding_weight > 0
-        checks = grounding_validation_set(settings, policy.processor) if grounds else None
+        checks = validation_samples(settings, policy.processor, 60) if grounds else None
+        probe_set = validation_samples(settings, policy.processor, 20, motion_only=True)
         vlm_curve = pretrain_vlm(policy, dataset, settings, checks, validate_every, progress)
         curve: List[Dict] = []
         losses: List[float] = []
@@ -689,10 +691,7 @@ def train_generalist(settings: TrainSettings, out_dir: str, progress: bool = Tru
                 if validate_every and (step % validate_every == 0 or last):
                     point['val_success'] = _validation_rate(policy, validation_episodes,
                                                             settings.sim_image_size)
-                    state = torch.get_rng_state()
-                    probe = probe_policy(policy, settings, scenes_per_task=20, repeats=2)
-                    torch.set_rng_state(state)
-                    policy.module.train()
+                    probe = probe_losses(policy.module, probe_set, settings.seed, repeats=2)
                     point['val_instruction_ratio'] = round(
                         probe['shuffled_instruction'] / probe['loss'], 4)
                     if checks is not None:
@@ -932,59 +931,52 @@ def continual_chain(root: str, settings: TrainSettings, alpha: float, episodes: 
     return rows
 
 
-#: Inputs :func:`conditioning_probe` shuffles across samples, and the batch keys of each.
+#: Inputs :func:`probe_losses` shuffles across samples, and the batch keys of each.
 PROBE_INPUTS = {'instruction': ('input_ids', 'attention_mask'), 'image': ('pixel_values',),
                 'state': ('state',)}
 
 
-def conditioning_probe(checkpoint: str, settings: TrainSettings, scenes_per_task: int = 40,
-                       split: str = 'generalist', repeats: int = 5,
-                       seed_offset: int = VALIDATION_SEED_OFFSET) -> Dict[str, float]:
-    """What a policy's actions depend on: its flow-matching loss on expert samples from
-    ``split`` (VALIDATION scenes, every block of a scene instructed in turn, one sample on the
-    way to the block per demonstration), and the same loss with one input (instruction, image
-    or state) shuffled across the samples.
+def probe_losses(model, dataset: TensorDataset, seed: int, repeats: int = 5) -> Dict[str, float]:
+    """What a policy's actions depend on: its flow-matching loss on ``dataset``, and the same
+    loss with one input (instruction, image or state) shuffled across the samples.
 
     A policy that follows the instruction loses accuracy when the instructions are shuffled;
     equal losses mean its actions do not depend on that input, whatever its success rate.
-    Same noise and flow times for every variant. (On a one-task split every sample has the same
-    instruction, so shuffling it changes nothing.)
+    Same noise and flow times for every variant; the global RNG and the module's training mode
+    are left as they were.
 
     :return: ``{'samples', 'loss', 'shuffled_instruction', 'shuffled_image',
         'shuffled_state'}``.
     """
-    from retain_ros.policies.loader import load_policy
-
-    policy = load_policy(checkpoint, device='cpu', dtype='float32', noise_seed=settings.seed,
-                         warmup=False)
-    return probe_policy(policy, settings, scenes_per_task, split, repeats, seed_offset)
-
-
-def probe_policy(policy, settings: TrainSettings, scenes_per_task: int = 40,
-                 split: str = 'generalist', repeats: int = 5,
-                 seed_offset: int = VALIDATION_SEED_OFFSET) -> Dict[str, float]:
-    """:func:`conditioning_probe` of a loaded policy (its module is left in eval mode)."""
-    tasks = GENERALIST_TASKS if split == 'generalist' else \
-        [t for t in (NEW_TASK, SECOND_TASK) if split in get_task(t).splits()]
-    data = generate_demos(tasks, split, scenes_per_task, all_targets=True,
-                          start_spread=settings.generalist_start_spread, samples_per_demo=1,
-                          motion_only=True, seed_offset=seed_offset, **_common(settings))
-    dataset = TensorDataset(data, policy.processor)
     batch = dataset.batch(torch.arange(len(dataset)))
     perm = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(1))
-    model = policy.module.eval()
+    rng, was_training = torch.get_rng_state(), model.training
+    model.eval()
 
     def loss(inputs: Dict[str, torch.Tensor]) -> float:
-        torch.manual_seed(settings.seed)
+        torch.manual_seed(seed)
         with torch.no_grad():
             return float(np.mean([float(flow_matching_loss(model, inputs))
                                   for _ in range(repeats)]))
 
     out = {'samples': len(dataset), 'loss': loss(batch)}
     for name, keys in PROBE_INPUTS.items():
-        shuffled = dict(batch, **{k: batch[k][perm] for k in keys})
-        out[f'shuffled_{name}'] = loss(shuffled)
+        out[f'shuffled_{name}'] = loss(dict(batch, **{k: batch[k][perm] for k in keys}))
+    torch.set_rng_state(rng)
+    model.train(was_training)
     return out
+
+
+def conditioning_probe(checkpoint: str, settings: TrainSettings,
+                       scenes_per_task: int = 40) -> Dict[str, float]:
+    """:func:`probe_losses` of a checkpoint on :func:`validation_samples` (one sample on the
+    way to the block per demonstration) of ``scenes_per_task`` generalist scenes per task."""
+    from retain_ros.policies.loader import load_policy
+
+    policy = load_policy(checkpoint, device='cpu', dtype='float32', noise_seed=settings.seed,
+                         warmup=False)
+    samples = validation_samples(settings, policy.processor, scenes_per_task, motion_only=True)
+    return probe_losses(policy.module, samples, settings.seed)
 
 
 def format_probe(name: str, probe: Dict[str, float]) -> str:
@@ -1105,16 +1097,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.continual is not None and not 0.0 <= args.continual <= 1.0:
         raise SystemExit(f'--continual {args.continual}: alpha must be in [0, 1]')
     if args.probe is not None:
-        pairs = [(path, 'generalist') for path in args.probe] or \
-            [(SHIPPED_GENERALIST if not os.path.isdir(os.path.join(root, GENERALIST))
-              else os.path.join(root, GENERALIST), 'generalist'),
-             (os.path.join(root, FINETUNED), 'generalist')]
-        for path, split in pairs:
+        generalist = os.path.join(root, GENERALIST)
+        paths = args.probe or [generalist if checkpoint_complete(generalist)
+                               else SHIPPED_GENERALIST, os.path.join(root, FINETUNED)]
+        for path in paths:
             if not checkpoint_complete(path):
                 print(f'{path}: no checkpoint, skipped')
                 continue
-            print(format_probe(f'{path} ({split} scenes)',
-                               conditioning_probe(path, settings, split=split)))
+            print(format_probe(f'{path} (generalist scenes)',
+                               conditioning_probe(path, settings)))
         return 0
     if args.stage == 'generalist':
         out = args.out or os.path.join(root, GENERALIST)
