@@ -72,14 +72,20 @@ def test_determinism(split):
 
 def test_ood_variations_differ_from_narrow_setting():
     world = SimWorld()
+    sides = []
     for seed in range(20):
         world.reset('reach_yellow', 'new_id', seed)
         assert world.info.variation_tag.startswith('pos:narrow,bg:default,light:1.00')
+        target, distractor = world.blocks
+        # one band, the target and the distractor on its two sides in random order
+        assert target.x * distractor.x < 0
+        sides.append(target.x < 0)
         world.reset('reach_yellow', 'new_ood', seed)
         x, y = world.target_position()
-        angle = np.arctan2(-x, y)
+        angle = abs(np.arctan2(-x, y))
         assert not OOD_EXCLUDED_ANGLES[0] <= angle <= OOD_EXCLUDED_ANGLES[1]
         assert 'pos:broad' in world.info.variation_tag
+    assert 5 <= sum(sides) <= 15
 
 
 def test_kinematics_and_limits():

@@ -59,10 +59,14 @@ BLOCK_HALF = 0.12
 RADIUS_RANGE = (0.45, 0.95)
 ANGLE_RANGE = (-1.1, 1.1)
 MIN_SEPARATION = 0.36
-#: The narrow finetuning setting of the new task (new_id): target and distractor regions.
+#: The narrow finetuning setting of the new task (new_id): one band in front of the arm, the
+#: target on one side and the distractor on the other, the sides drawn at random per scene. The
+#: demonstrations then tell the blocks apart by colour only: with the target always on one side
+#: the finetune learned a place ("go left") and no colour.
 NARROW_TARGET = ((0.6, 0.75), (0.2, 0.5))
 NARROW_DISTRACTOR = ((0.6, 0.75), (-0.5, -0.2))
-#: Region excluded from target placement in new_ood (the narrow region, with a margin).
+#: |angle| range excluded from target placement in new_ood (both sides of the narrow band,
+#: with a margin).
 OOD_EXCLUDED_ANGLES = (0.05, 0.65)
 DEFAULT_TABLE = (196, 184, 160)
 #: Splits drawn from the narrow setting, and the OOD splits (broad, minus the narrow region).
@@ -179,6 +183,7 @@ class SimWorld:
         self._hold = 0.0
         self._success = False
         self._blocks: List[Block] = []
+        self._narrow_sides = (NARROW_TARGET, NARROW_DISTRACTOR)
         self._task: Optional[Task] = None
         self._info: Optional[SceneInfo] = None
         self._table = np.zeros((self.image_size, self.image_size, 3), np.uint8)
@@ -270,12 +275,16 @@ class SimWorld:
 
     def _place_target(self, rng: np.random.Generator, split: str) -> Tuple[float, float]:
         if split in NARROW_SPLITS:
-            (r0, r1), (a0, a1) = NARROW_TARGET
+            # which side of the band gets the target (the distractor takes the other)
+            self._narrow_sides = (NARROW_TARGET, NARROW_DISTRACTOR) if rng.random() < 0.5 \
+                else (NARROW_DISTRACTOR, NARROW_TARGET)
+            (r0, r1), (a0, a1) = self._narrow_sides[0]
             return _polar(rng.uniform(r0, r1), rng.uniform(a0, a1))
         while True:
             radius = rng.uniform(*RADIUS_RANGE)
             angle = rng.uniform(*ANGLE_RANGE)
-            if split in OOD_SPLITS and OOD_EXCLUDED_ANGLES[0] <= angle <= OOD_EXCLUDED_ANGLES[1]:
+            if split in OOD_SPLITS and \
+                    OOD_EXCLUDED_ANGLES[0] <= abs(angle) <= OOD_EXCLUDED_ANGLES[1]:
                 continue
             return _polar(radius, angle)
 
@@ -283,7 +292,7 @@ class SimWorld:
                           narrow: bool) -> Tuple[float, float]:
         for _ in range(1000):
             if narrow:
-                (r0, r1), (a0, a1) = NARROW_DISTRACTOR
+                (r0, r1), (a0, a1) = self._narrow_sides[1]
             else:
                 (r0, r1), (a0, a1) = RADIUS_RANGE, ANGLE_RANGE
             x, y = _polar(rng.uniform(r0, r1), rng.uniform(a0, a1))
