@@ -361,6 +361,32 @@ def test_pretrain_vlm_learns_grounding(tmp_path):
     assert curve[-1]['grounding_loss'] < 2 * np.log(train.GROUNDING_BINS)
 
 
+def test_pretrain_vlm_learns_pointing(tmp_path):
+    """The pointing objective marks the image token that holds the instructed block, at a
+    layer the action expert reads; its accuracy is the share of samples marked right."""
+    settings = train.quick_settings()
+    settings.generalist_grounding_steps = 150
+    settings.generalist_grounding_lr = 3e-3
+    settings.generalist_grounding_objective = 'point'
+    settings.generalist_grounding_layer = 1
+    data = generate_demos(['reach_red', 'reach_blue'], 'generalist', 4, horizon=10, dt=0.1,
+                          steps=1, all_targets=True)
+    policy, dataset = _fresh_policy(settings, data, tmp_path)
+    grid = train._image_grid(policy.module)
+    bins = torch.tensor([[0, 0], [train.GROUNDING_BINS - 1, 0], [0, train.GROUNDING_BINS - 1]])
+    assert train.pointing_labels(policy.module, bins).tolist() == [0, grid - 1, grid * (grid - 1)]
+    accuracy = train.grounding_objective(settings, policy.processor.tokenizer)[1]
+    before = accuracy(policy.module, dataset)
+    torch.manual_seed(0)
+    curve = train.pretrain_vlm(policy, dataset, settings, dataset, check_every=150,
+                               progress=False)
+    assert curve[-1]['val_grounding'] > max(0.6, before + 0.3)
+    assert curve[-1]['grounding_loss'] < np.log(grid * grid)
+    settings.generalist_grounding_objective = 'segment'
+    with pytest.raises(ValueError, match='location or point'):
+        train.grounding_objective(settings, policy.processor.tokenizer)
+
+
 def test_conditioning_probe_sees_what_the_policy_uses(tmp_path, capsys):
     """The probe's shuffled-input losses: a policy trained on a few scenes uses its inputs
     (memorised); the quick-trained one barely changes. The CLI prints one line per checkpoint."""
