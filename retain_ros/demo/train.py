@@ -388,22 +388,27 @@ def grounding_predictions(model, batch: Dict[str, torch.Tensor], x_ids: torch.Te
     return torch.stack([x_logits.argmax(-1), y_logits.argmax(-1)], 1)
 
 
-def grounding_accuracy(model, dataset: 'TensorDataset', tokenizer, layer: int = 0,
-                       block: int = 256) -> float:
-    """Share of ``dataset``'s samples whose predicted block bins are both within one bin of the
-    instructed block's (a bin is 1/16 of the view: 0.125 m across, 0.075 m deep)."""
-    x_ids, y_ids = location_token_ids(tokenizer)
+def _share_of_hits(model, dataset: 'TensorDataset', hits, block: int = 256) -> float:
+    """Share of ``dataset``'s samples for which ``hits(model, batch)`` (a ``(B,)`` bool
+    tensor) holds, in eval mode without gradients; the training mode is restored."""
     was_training = model.training
     model.eval()
-    hits = 0
+    count = 0
     with torch.no_grad():
         for start in range(0, len(dataset), block):
             batch = dataset.batch(torch.arange(start, min(len(dataset), start + block)))
-            error = (grounding_predictions(model, batch, x_ids, y_ids, layer)
-                     - batch['grounding']).abs()
-            hits += int((error <= 1).all(-1).sum())
+            count += int(hits(model, batch).sum())
     model.train(was_training)
-    return hits / max(1, len(dataset))
+    return count / max(1, len(dataset))
+
+
+def grounding_accuracy(model, dataset: 'TensorDataset', tokenizer, layer: int = 0) -> float:
+    """Share of ``dataset``'s samples whose predicted block bins are both within one bin of the
+    instructed block's (a bin is 1/16 of the view: 0.125 m across, 0.075 m deep)."""
+    x_ids, y_ids = location_token_ids(tokenizer)
+    return _share_of_hits(model, dataset, lambda m, batch: (
+        grounding_predictions(m, batch, x_ids, y_ids, layer) - batch['grounding']).abs()
+        .le(1).all(-1))
 
 
 #: The word whose embedding asks an image token "is the instructed block here?"
@@ -451,20 +456,12 @@ def pointing_loss(model, batch: Dict[str, torch.Tensor], point_id: int,
                                              pointing_labels(model, batch['grounding']))
 
 
-def pointing_accuracy(model, dataset: 'TensorDataset', point_id: int, layer: int,
-                      block: int = 256) -> float:
+def pointing_accuracy(model, dataset: 'TensorDataset', point_id: int, layer: int) -> float:
     """Share of ``dataset``'s samples whose highest-scoring image token holds the instructed
     block."""
-    was_training = model.training
-    model.eval()
-    hits = 0
-    with torch.no_grad():
-        for start in range(0, len(dataset), block):
-            batch = dataset.batch(torch.arange(start, min(len(dataset), start + block)))
-            predicted = pointing_logits(model, batch, point_id, layer).argmax(-1)
-            hits += int((predicted == pointing_labels(model, batch['grounding'])).sum())
-    model.train(was_training)
-    return hits / max(1, len(dataset))
+    return _share_of_hits(model, dataset, lambda m, batch: (
+        pointing_logits(m, batch, point_id, layer).argmax(-1)
+        == pointing_labels(m, batch['grounding'])))
 
 
 def grounding_objective(settings: 'TrainSettings', tokenizer):
