@@ -1,6 +1,6 @@
 """``retain-ros demo-train``: the demo generalist and its finetune (tiny pi0, CPU).
 
-1. **generalist** (``--stage generalist``, ~15 min on 2 cores): the built-in tiny pi0 trained from
+1. **generalist** (``--stage generalist``, ~20 min on 2 cores): the built-in tiny pi0 trained from
    scratch on scripted demonstrations of the generalist tasks (touch the red / blue / green /
    purple block) over the broad scene distribution (block positions, distractors, table colour,
    lighting), with a validation curve: first its VLM learns to point at the instructed block
