@@ -391,6 +391,17 @@ def test_pretrain_vlm_learns_pointing(tmp_path):
         train.grounding_objective(settings, policy.processor.tokenizer)
 
 
+def test_cotraining_with_pointing_is_refused_before_any_work(tmp_path, monkeypatch):
+    """Grounding co-training reads the location objective: with pointing it is refused before
+    the demonstrations are made, not after the VLM stage."""
+    settings = train.quick_settings()
+    settings.generalist_grounding_weight = 0.5
+    monkeypatch.setattr(train, 'generalist_data', lambda *a, **k: pytest.fail('data made'))
+    with pytest.raises(ValueError, match='location objective'):
+        train.train_generalist(settings, str(tmp_path / 'g'), progress=False)
+    assert not (tmp_path / 'g').exists()
+
+
 def test_conditioning_probe_sees_what_the_policy_uses(tmp_path, capsys):
     """The probe's shuffled-input losses: a policy trained on a few scenes uses its inputs
     (memorised); the quick-trained one barely changes. The CLI prints one line per checkpoint."""

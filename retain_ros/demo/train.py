@@ -743,6 +743,12 @@ def train_generalist(settings: TrainSettings, out_dir: str, progress: bool = Tru
 
     :return: the ``demo_info.json`` contents.
     """
+    if settings.generalist_grounding_weight > 0 and \
+            settings.generalist_grounding_objective != 'location':
+        # before any data or training: the combination cannot run
+        raise ValueError('grounding co-training (generalist_grounding_weight) reads the '
+                         "location objective; set generalist_grounding_objective to "
+                         "'location' or the weight to 0")
     t0 = time.perf_counter()
     torch.manual_seed(settings.seed)
     np.random.seed(settings.seed)
@@ -771,10 +777,6 @@ def train_generalist(settings: TrainSettings, out_dir: str, progress: bool = Tru
         parts: Dict[str, float] = {}
         loss_fn = flow_matching_loss
         if settings.generalist_grounding_weight > 0:
-            if settings.generalist_grounding_objective != 'location':
-                raise ValueError('grounding co-training (generalist_grounding_weight) reads the '
-                                 "location objective; set generalist_grounding_objective to "
-                                 "'location' or the weight to 0")
             loss_fn = cotraining_loss(settings.generalist_grounding_weight,
                                       policy.processor.tokenizer, parts,
                                       settings.generalist_grounding_layer)
