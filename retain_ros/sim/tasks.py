@@ -2,7 +2,7 @@
 
 Every task asks the arm to bring its gripper (the end effector) onto one coloured block and hold
 it there. The *generalist* tasks (red, blue, green, purple) are what the pretrained policy learns,
-over a broad scene distribution. The *new* task (the yellow block, with its own phrasing) is what
+over a broad scene distribution. The *new* task (the yellow block, same phrasing) is what
 the finetune learns from a few demonstrations in a narrow setting (``new_id``); ``new_ood`` keeps
 the new task but draws the scene from held-out variations (other block positions, table colours,
 lighting, more distractors) -- variations the generalist saw during pretraining but the finetune
@@ -74,8 +74,9 @@ def _build() -> Dict[str, Task]:
     for colour in GENERALIST_COLOURS:
         name = f'reach_{colour}'
         tasks[name] = Task(name, f'touch the {colour} block', colour, 'generalist')
-    tasks['reach_yellow'] = Task('reach_yellow', 'put the gripper on the yellow block',
-                                 NEW_COLOUR, 'new')
+    # The new tasks use the generalist's own phrasing: only the colour word is new, so what
+    # the finetune must learn is the new object (what "yellow" looks like), not a new sentence.
+    tasks['reach_yellow'] = Task('reach_yellow', 'touch the yellow block', NEW_COLOUR, 'new')
     tasks['reach_cyan'] = Task('reach_cyan', 'touch the cyan block', SECOND_COLOUR, 'second')
     return tasks
 
