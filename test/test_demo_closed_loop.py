@@ -32,12 +32,15 @@ def test_demo_runs_end_to_end(tmp_path):
 
     lines = (out / 'episodes.jsonl').read_text().splitlines()
     records = [json.loads(line) for line in lines]
-    # 3 settings x 3 splits x 1 episode, every one logged by the policy node
-    assert len(records) == 9
+    # 4 settings (0, 1, language-only, the default group setting) x 3 splits x 1 episode, every
+    # one logged by the policy node
+    assert len(records) == 12
     assert {r['split'] for r in records} == {'generalist', 'new_id', 'new_ood'}
     settings = {tuple(sorted(r['alpha'].items())) for r in records}
-    assert len(settings) == 3
+    assert len(settings) == 4
     assert {r['alpha']['language'] for r in records} == {0.0, 0.5, 1.0}
+    assert {(r['alpha']['vision'], r['alpha']['language'], r['alpha']['action'])
+            for r in records if r['alpha']['action'] == 0.0} == {(0.0, 0.0, 0.0), (0.5, 0.5, 0.0)}
     for r in records:
         assert r['fingerprint'] and r['chunks'] >= 1, r
         assert r['instruction'] and isinstance(r['success'], bool)
@@ -49,6 +52,20 @@ def test_demo_runs_end_to_end(tmp_path):
     report = (out / 'report.md').read_text()
     assert 'Wilson' in report
     assert 'new task OOD' in result.stdout
+
+
+def test_sweep_settings_add_group_settings_and_refuse_repeats():
+    from retain_ros.ros import demo
+
+    settings = demo.build_settings('0,1', 0.5, 'alpha=0.5,action=0; alpha=1,vision=0')
+    assert [demo.describe(p) for p in settings] == [
+        'alpha=0', 'alpha=1', 'alpha=1,language=0.5', 'alpha=0.5,action=0', 'alpha=1,vision=0']
+    assert len(demo.build_settings('0,1', -1, '')) == 2
+    # the same weights twice would pool two settings' episodes in one report row
+    with pytest.raises(demo.DemoError, match=r"given twice: \['alpha=1'\]"):
+        demo.build_settings('0,1', 1.0, '')
+    with pytest.raises(Exception, match='action'):
+        demo.build_settings('0', -1, 'alpha=0.5,action=2')
 
 
 def test_ros_and_offline_episodes_have_one_length():

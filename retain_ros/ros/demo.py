@@ -60,9 +60,12 @@ LOG = logging.getLogger(__name__)
 
 POLICY = 'retain_policy'
 SIM = 'sim_robot'
-#: Alpha settings of the default sweep; the last one merges only the language model.
+#: Alpha settings of the default sweep: global alphas, then the language-only merge (RETAIN's:
+#: language at this alpha, the others finetuned), then per-group settings (``;``-separated): by
+#: default the merge that keeps the generalist's action expert (README, "What the demo shows").
 DEFAULT_ALPHAS = '0,0.25,0.5,0.75,1'
 DEFAULT_LANGUAGE_ONLY = 0.5
+DEFAULT_GROUP_SETTINGS = 'alpha=0.5,action=0'
 #: Episode protocol (same as the offline harness in retain_ros.demo.rollout).
 CONTROL_PERIOD = 0.1
 REPLAN_STEPS = rollout.REPLAN_STEPS
@@ -87,16 +90,24 @@ class EpisodePlan:
         return describe(self.params)
 
 
-def build_settings(alphas: str, language_only: Optional[float]) -> List[Dict[str, float]]:
+def build_settings(alphas: str, language_only: Optional[float],
+                   group_settings: str = '') -> List[Dict[str, float]]:
     """Alpha settings of the sweep, as node parameters (``alpha``, ``alpha_language``, ...).
 
     :param alphas: comma-separated global alphas, e.g. ``'0,0.5,1'``.
     :param language_only: alpha of the language group with the others finetuned (RETAIN's
         'merge only the language model'); None or a negative value to leave it out.
+    :param group_settings: more settings, ``;``-separated, each in the syntax of
+        :func:`~retain_ros.evaluation.schedule.parse_setting` (``'alpha=0.5,action=0'``).
     """
     settings = [parse_setting(a) for a in alphas.split(',') if a.strip()]
     if language_only is not None and language_only >= 0:
         settings.append(parse_setting(f'alpha=1,language={language_only:g}'))
+    settings += [parse_setting(g) for g in group_settings.split(';') if g.strip()]
+    labels = [describe(p) for p in settings]
+    repeated = sorted({label for label in labels if labels.count(label) > 1})
+    if repeated:
+        raise DemoError(f'alpha settings given twice: {repeated}')
     if not settings:
         raise DemoError('no alpha setting to evaluate')
     return settings
@@ -257,6 +268,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument('--language-only', type=float, default=DEFAULT_LANGUAGE_ONLY,
                    help='also run alpha=1 with this alpha on the language group only; '
                         '-1 to skip (default: %(default)s)')
+    p.add_argument('--group-settings', default=DEFAULT_GROUP_SETTINGS,
+                   help="more settings with per-group alphas, ';'-separated, e.g. "
+                        "'alpha=0.5,action=0;alpha=1,vision=0'; '' to skip "
+                        '(default: %(default)s)')
     p.add_argument('--seed', type=int, default=0, help='scene seeds and episode order')
     p.add_argument('--pretrained', default='', help='pretrained checkpoint (default: demo)')
     p.add_argument('--finetuned', default='', help='finetuned checkpoint (default: demo)')
@@ -293,7 +308,8 @@ def run_demo(args) -> int:
     """Run the whole demo; see the module docstring."""
     out = os.path.abspath(args.out)
     os.makedirs(out, exist_ok=True)
-    plan = build_plan(build_settings(args.alphas, args.language_only), args.episodes, args.seed)
+    plan = build_plan(build_settings(args.alphas, args.language_only, args.group_settings),
+                      args.episodes, args.seed)
     pretrained, finetuned = _checkpoints(args)
     log_path = os.path.join(out, 'episodes.jsonl')
     if os.path.exists(log_path):
