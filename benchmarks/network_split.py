@@ -57,6 +57,8 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 from benchmarks.results import write_section  # noqa: E402
+from retain_ros.sim.tasks import NEW_TASK  # noqa: E402
+from retain_ros.sim.tasks import TASKS  # noqa: E402
 
 SECTION = '## Policy and robot on two hosts'
 ROBOT, POLICY, LINK = 'robot', 'policy', 'link'
@@ -543,7 +545,7 @@ def start_policy_node(hosts: SplitHosts, work: str, fmt: str, pre: str, ft: str,
     params = write_params(os.path.join(work, f'{name}.yaml'), 'retain_policy', {
         'pretrained_path': pre, 'finetuned_paths': [ft], 'camera_topics': [topic],
         'joint_names': list(JOINTS), 'device': 'cpu', 'dtype': 'float32',
-        'default_instruction': 'put the gripper on the yellow block',
+        'default_instruction': TASKS[NEW_TASK].instruction,
         'control_period': 0.02, 'replan_steps': 1, 'max_observation_age': max_age,
         'episode_log': os.path.join(work, f'{name}_episodes.jsonl')})
     log_path = os.path.join(work, f'{name}.log')
