@@ -72,6 +72,9 @@ def test_checkpoints_in_lerobot_layout_and_loadable(trained, monkeypatch):
         os.path.join(generalist, 'model.safetensors'))
     assert ft_info['generalist_weights_sha256'] == gen_info['weights_sha256']
     assert ft_info['hash'] == train.finetune_digest(settings, gen_info['weights_sha256'])
+    # the demonstrations' text is part of the cache key: another task, another finetune
+    assert ft_info['hash'] != train.finetune_digest(settings, gen_info['weights_sha256'],
+                                                    'reach_cyan')
     assert [c['step'] for c in gen_info['curve']][-1] == settings.generalist_steps
     assert 'val_success' in gen_info['curve'][-1]
 

@@ -43,6 +43,14 @@ def test_api_shapes():
     assert world.reset(TASKS['reach_red'].instruction, None, 0).task == 'reach_red'
 
 
+def test_new_tasks_use_the_generalist_phrasing():
+    # only the colour word is new: the finetune has a new object to learn, not a new sentence
+    template = TASKS['reach_red'].instruction.replace('red', '{}')
+    for name in ('reach_yellow', 'reach_cyan'):
+        task = TASKS[name]
+        assert task.instruction == template.format(task.colour)
+
+
 def test_splits_and_errors():
     assert set(SPLITS) == {'generalist', 'new_id', 'new_ood'}
     assert 'reach_yellow' not in tasks_for_split('generalist')
