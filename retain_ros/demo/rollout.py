@@ -28,6 +28,16 @@ REPLAN_STEPS = 5
 #: Camera slot of the sim's camera.
 CAMERA = 'base'
 
+#: The demo's merge settings, shared by the offline sweep and the ROS demo (alpha = weight on
+#: the FINETUNED model): global alphas ...
+SWEEP_ALPHAS = (0.0, 0.25, 0.5, 0.75, 1.0)
+#: ... the language-only merge (RETAIN's: language at this alpha, vision and action finetuned) ...
+SWEEP_LANGUAGE_ONLY = 0.5
+#: ... and per-group settings: the merge that keeps the generalist's action expert (vision and
+#: language half way, action 0; where this demo's finetune overfits: README, "What the demo
+#: shows").
+SWEEP_GROUP_SETTINGS = ({'alpha': 0.5, 'action': 0.0},)
+
 
 def run_episode(policy, world: SimWorld, task: str, split: str, seed: int,
                 steps: int = EPISODE_STEPS, replan_steps: int = REPLAN_STEPS,

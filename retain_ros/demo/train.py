@@ -53,6 +53,9 @@ from retain_ros.demo.paths import checkpoint_complete
 from retain_ros.demo.paths import demo_dir
 from retain_ros.demo.paths import FINETUNED
 from retain_ros.demo.paths import GENERALIST
+from retain_ros.demo.rollout import SWEEP_ALPHAS
+from retain_ros.demo.rollout import SWEEP_GROUP_SETTINGS
+from retain_ros.demo.rollout import SWEEP_LANGUAGE_ONLY
 from retain_ros.sim.tasks import CONTINUAL_SPLITS
 from retain_ros.sim.tasks import GENERALIST_TASKS
 from retain_ros.sim.tasks import get_task
@@ -959,12 +962,10 @@ def ensure_demo_checkpoints(root: Optional[str] = None,
 
 
 # ------------------------------------------------------------------------------- evaluation
-#: The offline sweep, as in the ROS demo: alpha (weight on the FINETUNED model) for all groups,
-#: the language-only merge (vision and action finetuned, language half way: RETAIN's), and the
-#: merge that keeps the generalist's action expert (vision and language half way, action 0:
-#: where this demo's finetune overfits; README, "What the demo shows").
-DEFAULT_SWEEP = ({'alpha': 0.0}, {'alpha': 0.25}, {'alpha': 0.5}, {'alpha': 0.75},
-                 {'alpha': 1.0}, {'alpha': 1.0, 'language': 0.5}, {'alpha': 0.5, 'action': 0.0})
+#: The offline sweep: the ROS demo's settings (:data:`retain_ros.demo.rollout.SWEEP_ALPHAS`,
+#: the language-only merge, the per-group settings).
+DEFAULT_SWEEP = tuple({'alpha': a} for a in SWEEP_ALPHAS) + \
+    ({'alpha': 1.0, 'language': SWEEP_LANGUAGE_ONLY},) + SWEEP_GROUP_SETTINGS
 #: Scene seeds of the offline sweep start here (training scenes use
 #: :data:`retain_ros.demo.data.TRAIN_SEED_OFFSET` and up).
 EVAL_SEED_OFFSET = 0

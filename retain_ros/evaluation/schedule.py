@@ -136,6 +136,31 @@ def describe(params: Dict[str, float]) -> str:
     return ','.join(parts)
 
 
+def parse_settings(settings: Union[str, Sequence[Union[str, float, Dict[str, float]]]]
+                   ) -> List[Dict[str, float]]:
+    """Parse several settings (:func:`parse_setting` each), refusing two that are the same merge
+    (their episodes would pool in one report row).
+
+    :param settings: a sequence of settings, or one string of ``;``-separated settings.
+    :raises ScheduleError: no setting, a bad one, or the same merge twice.
+    """
+    if isinstance(settings, (str, bytes)):
+        settings = [s for s in str(settings).split(';') if s.strip()]
+    if not settings:
+        raise ScheduleError('at least one alpha setting is needed')
+    parsed: List[Dict[str, float]] = []
+    seen = {}
+    for setting in settings:
+        params = parse_setting(setting)
+        key = describe(params)
+        if key in seen:
+            raise ScheduleError(
+                f'settings {seen[key]!r} and {setting!r} are the same merge ({key})')
+        seen[key] = setting
+        parsed.append(params)
+    return parsed
+
+
 class AlphaSchedule:
     """A seeded, block-shuffled, optionally blind sequence of alpha settings.
 
@@ -148,22 +173,9 @@ class AlphaSchedule:
 
     def __init__(self, settings: Sequence[Union[str, float]], repeats: int = 1, seed: int = 0,
                  blind: bool = False):
-        if isinstance(settings, (str, bytes)):
-            settings = [s for s in str(settings).split(';') if s.strip()]
-        if not settings:
-            raise ScheduleError('the alpha schedule needs at least one setting')
         if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
             raise ScheduleError(f'repeats must be a positive integer, got {repeats!r}')
-        self.settings: List[Dict[str, float]] = []
-        seen = {}
-        for setting in settings:
-            params = parse_setting(setting)
-            key = describe(params)
-            if key in seen:
-                raise ScheduleError(
-                    f'settings {seen[key]!r} and {setting!r} are the same merge ({key})')
-            seen[key] = setting
-            self.settings.append(params)
+        self.settings: List[Dict[str, float]] = parse_settings(settings)
         self.repeats = repeats
         self.seed = seed
         self.blind = bool(blind)

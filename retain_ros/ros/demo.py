@@ -49,7 +49,8 @@ from retain_ros import ALPHA_CONVENTION
 from retain_ros.demo import rollout
 from retain_ros.evaluation.report import write_report
 from retain_ros.evaluation.schedule import describe
-from retain_ros.evaluation.schedule import parse_setting
+from retain_ros.evaluation.schedule import parse_settings
+from retain_ros.evaluation.schedule import ScheduleError
 from retain_ros.sim.tasks import SPLITS
 from retain_ros.sim.tasks import tasks_for_split
 from retain_ros.sim.world import JOINT_NAMES
@@ -60,12 +61,12 @@ LOG = logging.getLogger(__name__)
 
 POLICY = 'retain_policy'
 SIM = 'sim_robot'
-#: Alpha settings of the default sweep: global alphas, then the language-only merge (RETAIN's:
-#: language at this alpha, the others finetuned), then per-group settings (``;``-separated): by
-#: default the merge that keeps the generalist's action expert (README, "What the demo shows").
-DEFAULT_ALPHAS = '0,0.25,0.5,0.75,1'
-DEFAULT_LANGUAGE_ONLY = 0.5
-DEFAULT_GROUP_SETTINGS = 'alpha=0.5,action=0'
+#: Alpha settings of the default sweep (the offline sweep's, :mod:`retain_ros.demo.rollout`):
+#: global alphas, the language-only merge, per-group settings (``;``-separated).
+DEFAULT_ALPHAS = ','.join(f'{a:g}' for a in rollout.SWEEP_ALPHAS)
+DEFAULT_LANGUAGE_ONLY = rollout.SWEEP_LANGUAGE_ONLY
+DEFAULT_GROUP_SETTINGS = ';'.join(','.join(f'{k}={v:g}' for k, v in setting.items())
+                                  for setting in rollout.SWEEP_GROUP_SETTINGS)
 #: Episode protocol (same as the offline harness in retain_ros.demo.rollout).
 CONTROL_PERIOD = 0.1
 REPLAN_STEPS = rollout.REPLAN_STEPS
@@ -100,17 +101,14 @@ def build_settings(alphas: str, language_only: Optional[float],
     :param group_settings: more settings, ``;``-separated, each in the syntax of
         :func:`~retain_ros.evaluation.schedule.parse_setting` (``'alpha=0.5,action=0'``).
     """
-    settings = [parse_setting(a) for a in alphas.split(',') if a.strip()]
+    settings = [a for a in alphas.split(',') if a.strip()]
     if language_only is not None and language_only >= 0:
-        settings.append(parse_setting(f'alpha=1,language={language_only:g}'))
-    settings += [parse_setting(g) for g in group_settings.split(';') if g.strip()]
-    labels = [describe(p) for p in settings]
-    repeated = sorted({label for label in labels if labels.count(label) > 1})
-    if repeated:
-        raise DemoError(f'alpha settings given twice: {repeated}')
-    if not settings:
-        raise DemoError('no alpha setting to evaluate')
-    return settings
+        settings.append(f'alpha=1,language={language_only:g}')
+    settings += [g for g in group_settings.split(';') if g.strip()]
+    try:
+        return parse_settings(settings)
+    except ScheduleError as exc:
+        raise DemoError(str(exc)) from exc
 
 
 def build_plan(settings: Sequence[Dict[str, float]], episodes: int, seed: int,

@@ -44,6 +44,10 @@ NEW_COLOUR = 'yellow'
 SECOND_COLOUR = 'cyan'
 
 
+#: The instruction of every task (the generalist's phrasing; only the colour changes).
+INSTRUCTION = 'touch the {colour} block'
+
+
 @dataclass(frozen=True)
 class Task:
     """One task: reach the block of ``colour`` and hold the gripper on it.
@@ -71,13 +75,13 @@ class Task:
 
 def _build() -> Dict[str, Task]:
     tasks = {}
-    for colour in GENERALIST_COLOURS:
-        name = f'reach_{colour}'
-        tasks[name] = Task(name, f'touch the {colour} block', colour, 'generalist')
     # The new tasks use the generalist's own phrasing: only the colour word is new, so what
     # the finetune must learn is the new object (what "yellow" looks like), not a new sentence.
-    tasks['reach_yellow'] = Task('reach_yellow', 'touch the yellow block', NEW_COLOUR, 'new')
-    tasks['reach_cyan'] = Task('reach_cyan', 'touch the cyan block', SECOND_COLOUR, 'second')
+    kinds = [(c, 'generalist') for c in GENERALIST_COLOURS] + \
+        [(NEW_COLOUR, 'new'), (SECOND_COLOUR, 'second')]
+    for colour, kind in kinds:
+        name = f'reach_{colour}'
+        tasks[name] = Task(name, INSTRUCTION.format(colour=colour), colour, kind)
     return tasks
 
 
