@@ -3,8 +3,9 @@
 Every family adapter (π0, π0.5, SmolVLA) implements :class:`Policy`: ``predict_batch``
 (explicit flow noise ``(B, chunk_size, max_action_dim)``, optional guidance, actions in robot
 units), ``normalize_actions``, ``module`` (what the live merger rewrites), ``camera_names``,
-``state_dim``, ``action_dim``, ``max_action_dim``, ``chunk_size``, ``control_period`` and
-``stats`` (:class:`~retain_ros.policies.normalize.NormStats`, ``stats.source`` names its file).
+``state_dim``, ``action_dim``, ``max_action_dim``, ``chunk_size``, ``control_period``,
+``stats`` (:class:`~retain_ros.policies.normalize.NormStats`, ``stats.source`` names its file) and
+``feature_names`` (per-dimension state / action names when the checkpoint has them).
 """
 from __future__ import annotations
 
@@ -15,9 +16,11 @@ from dataclasses import field
 import logging
 from typing import Any
 from typing import Dict
-from typing import Mapping
 from typing import List
+from typing import Mapping
+from typing import Optional
 from typing import Sequence
+from typing import Tuple
 
 import numpy as np
 
@@ -59,11 +62,20 @@ class Observation:
     :param images: camera name -> RGB image, ``(H, W, 3)`` ``uint8``.
     :param instruction: the language instruction.
     :param state: joint-state vector ``(D,)`` in the policy's joint order (float).
+    :param empty_cameras: camera slots of the model that this robot has no camera for (e.g. the
+        second wrist slot of a DROID checkpoint on a two-camera robot). Their image may be
+        omitted from ``images``; one given is ignored. Each family feeds such a slot what
+        LeRobot / openpi feed a missing camera: an image of all -1 after the ``[0, 1] ->
+        [-1, 1]`` mapping (= an all-zero ``uint8`` image at the model's resolution) with the
+        image mask False, so its tokens are hidden from every other token and skipped by the
+        position ids. A name that is not one of the policy's ``camera_names`` raises
+        ``ValueError``; at least one slot must keep a camera (as LeRobot requires).
     """
 
     images: Dict[str, np.ndarray]
     instruction: str
     state: np.ndarray
+    empty_cameras: Tuple[str, ...] = ()
 
 
 @dataclass
@@ -169,8 +181,56 @@ class Policy(ABC):
             noise = np.asarray(noise)[None] if np.ndim(noise) == 2 else noise
         return self.predict_batch([observation], noise=noise, guidance=guidance)[0]
 
+    @property
+    def feature_names(self) -> Optional[Dict[str, List[str]]]:
+        """Per-dimension names ``{'state': [...], 'action': [...]}``, or ``None`` (default).
+
+        Only when the checkpoint's files carry them (see :func:`feature_names_from_config`).
+        """
+        return None
+
     def reset(self) -> None:
         """Forget episode state (none by default)."""
+
+
+def _names(feature: Any, dim: Optional[int]) -> Optional[List[str]]:
+    names = feature.get('names') if isinstance(feature, Mapping) else None
+    if isinstance(names, Mapping) and len(names) == 1:
+        names = next(iter(names.values()))  # LeRobot dataset style {'motors': [...]}
+    if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) for n in names):
+        return None
+    if dim is not None and len(names) != dim:
+        LOG.warning('ignoring %d feature names for %d dimensions', len(names), dim)
+        return None
+    return list(names)
+
+
+def feature_names_from_config(config: Mapping[str, Any], state_dim: Optional[int] = None,
+                              action_dim: Optional[int] = None
+                              ) -> Optional[Dict[str, List[str]]]:
+    """State / action dimension names from a policy ``config.json`` dict, if it has them.
+
+    Read from ``input_features['observation.state'].names`` and
+    ``output_features['action'].names`` (a list of strings, or LeRobot's dataset style
+    ``{'motors': [...]}``). What LeRobot writes: the dataset's ``meta/info.json`` has ``names``,
+    but a policy checkpoint does not; ``config.json`` features and the normalizer steps'
+    ``features`` in ``policy_*processor.json`` are ``PolicyFeature`` s (``type`` and ``shape``
+    only) and the statistics safetensors hold only ``<feature>.<stat>`` tensors. So LeRobot
+    (and openpi ``norm_stats.json``) checkpoints, the test fixtures included, give ``None``;
+    a config whose features were given ``names`` (e.g. copied from the data set) gives them.
+
+    :param config: the checkpoint's policy config dict.
+    :param state_dim: expected number of state names (a mismatch gives ``None``).
+    :param action_dim: expected number of action names.
+    :return: ``{'state': [...], 'action': [...]}`` when both are present, else ``None``.
+    """
+    inputs = config.get('input_features') or {}
+    outputs = config.get('output_features') or {}
+    state = _names(inputs.get('observation.state'), state_dim)
+    action = _names(outputs.get('action'), action_dim)
+    if state is None or action is None:
+        return None
+    return {'state': state, 'action': action}
 
 
 class SpecPolicy(Policy):
@@ -206,3 +266,9 @@ class SpecPolicy(Policy):
     @property
     def max_action_dim(self) -> int:
         return int(self.spec.max_action_dim)
+
+    @property
+    def feature_names(self) -> Optional[Dict[str, List[str]]]:
+        """See :func:`feature_names_from_config` (read from ``spec.policy_config``)."""
+        config = getattr(self.spec, 'policy_config', None) or {}
+        return feature_names_from_config(config, self.state_dim, self.action_dim)

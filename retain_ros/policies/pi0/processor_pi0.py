@@ -7,6 +7,13 @@
   model's image size when it differs (aspect kept, centred padding), ``x * 2 - 1``, CHW; LeRobot
   checkpoints pad before the mapping (pads are -3, LeRobot 0.4.4), others after (pads -1); see
   :mod:`retain_ros.policies.images`;
+- empty camera slots (``Observation.empty_cameras``): an all -1 image with image mask False, as
+  LeRobot / openpi; every slot keeps its image tokens in ``input_ids`` (so
+  ``pixel_attention_mask``, which transformers uses only to route the image tokens to the
+  cameras that HAVE tokens, stays all True) and the slot's tokens get ``attention_mask`` 0: hidden
+  from every token (prefix and expert) and skipped by the ``cumsum - 1`` position ids, which is
+  exactly LeRobot's ``pad_masks`` for a False ``img_mask``. ``image_masks`` ``(B, n_cams)`` is
+  returned too;
 - state: normalized with the checkpoint's mode (:mod:`retain_ros.policies.normalize`; LeRobot
   π0: MEAN_STD ``(x - mean) / (std + 1e-8)``), zero-padded to ``max_state_dim``;
 - actions: the model's (normalized, padded) output cut to ``action_dim`` and unnormalized with
@@ -21,7 +28,9 @@ from __future__ import annotations
 import logging
 from typing import Dict
 from typing import List
+from typing import Optional
 from typing import Sequence
+from typing import Tuple
 
 import cv2
 import numpy as np
@@ -29,7 +38,7 @@ import torch
 
 from retain_ros.policies.base import check_observations
 from retain_ros.policies.base import Observation
-from retain_ros.policies.images import pi_images
+from retain_ros.policies.images import pi_camera_inputs
 from retain_ros.policies.normalize import normalized_padded_states
 from retain_ros.policies.normalize import as_norm_stats  # noqa: F401  (re-exported)
 from retain_ros.policies.normalize import load_norm_stats  # noqa: F401
@@ -105,11 +114,25 @@ class Pi0Processor:
         return {'input_ids': ids, 'attention_mask': mask}
 
     # -- images -------------------------------------------------------------------------------
-    def pixel_values(self, batch: Sequence[Dict[str, np.ndarray]]) -> torch.Tensor:
-        """``(B, n_cams, 3, h, w)`` float32 (LeRobot / openpi resize-with-pad, [-1, 1] + pads)."""
+    def camera_inputs(self, batch: Sequence[Dict[str, np.ndarray]],
+                      empty: Optional[Sequence[Sequence[str]]] = None
+                      ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """``(B, n_cams, 3, h, w)`` float32 images and ``(B, n_cams)`` bool image masks.
+
+        :param empty: per observation, its ``empty_cameras`` (all -1, mask False).
+        """
         height, width = self.spec.image_size
-        return pi_images(batch, self.spec.camera_names, height, width,
-                         self.spec.image_pad_order)
+        return pi_camera_inputs(batch, self.spec.camera_names, height, width,
+                                self.spec.image_pad_order, empty)
+
+    def pixel_values(self, batch: Sequence[Dict[str, np.ndarray]],
+                     empty: Optional[Sequence[Sequence[str]]] = None) -> torch.Tensor:
+        """``(B, n_cams, 3, h, w)`` float32 (LeRobot / openpi resize-with-pad, [-1, 1] + pads)."""
+        return self.camera_inputs(batch, empty)[0]
+
+    def image_token_mask(self, image_masks: torch.Tensor) -> torch.Tensor:
+        """``(B, n_cams)`` image masks -> ``(B, n_cams * image_seq_length)`` long token mask."""
+        return image_masks.to(torch.long).repeat_interleave(self.spec.image_seq_length, dim=1)
 
     # -- state / actions ----------------------------------------------------------------------
     def state(self, states: Sequence[np.ndarray]) -> torch.Tensor:
@@ -134,11 +157,20 @@ class Pi0Processor:
 
     # -- all together -------------------------------------------------------------------------
     def __call__(self, observations: Sequence[Observation]) -> Dict[str, torch.Tensor]:
-        """Model inputs for a batch of observations (CPU tensors, float32)."""
+        """Model inputs for a batch of observations (CPU tensors, float32).
+
+        ``input_ids`` / ``attention_mask`` (0 on padding and on empty slots' image tokens),
+        ``pixel_values``, ``pixel_attention_mask`` (all True), ``image_masks``, ``state``.
+        """
         check_observations(observations)
         inputs = self.tokenize([o.instruction for o in observations])
-        inputs['pixel_values'] = self.pixel_values([o.images for o in observations])
+        pixels, masks = self.camera_inputs([o.images for o in observations],
+                                           [o.empty_cameras for o in observations])
+        n_img = self.spec.image_seq_length * len(self.spec.camera_names)
+        inputs['attention_mask'][:, :n_img] = self.image_token_mask(masks)
+        inputs['pixel_values'] = pixels
         inputs['pixel_attention_mask'] = torch.ones(len(observations),
                                                     len(self.spec.camera_names), dtype=torch.bool)
+        inputs['image_masks'] = masks
         inputs['state'] = self.state([o.state for o in observations])
         return inputs

@@ -8,6 +8,8 @@
 3. text: bos + prompt, truncated / right-padded to ``tokenizer_max_length`` (200);
 4. images: as π0 (:mod:`retain_ros.policies.images`, LeRobot pads -3 quirk for LeRobot
    checkpoints); the prefix is image tokens of every camera then the text, no state token;
+   an empty camera slot (``Observation.empty_cameras``) is all -1 with its image tokens masked
+   out of the prefix (``attention_mask`` 0: hidden, not counted in the positions), as LeRobot;
 5. actions: the first ``action_dim`` dims of the sampler output, unnormalized.
 """
 from __future__ import annotations
@@ -49,8 +51,8 @@ class Pi05Processor(Pi0Processor):
 
     def __call__(self, observations: Sequence[Observation]) -> Dict[str, torch.Tensor]:
         """``input_ids`` / ``text_mask`` ``(B, max_len)``, ``attention_mask`` ``(B, n_img +
-        max_len)`` (the prefix), ``pixel_values``, ``state`` (normalized, padded),
-        ``state_bins``."""
+        max_len)`` (the prefix; 0 on empty slots' image tokens), ``pixel_values``,
+        ``image_masks`` ``(B, n_cams)``, ``state`` (normalized, padded), ``state_bins``."""
         check_observations(observations)
         state = self.state([o.state for o in observations])
         bins = discretize_state(state.numpy())
@@ -63,9 +65,9 @@ class Pi05Processor(Pi0Processor):
             text = ([self.tokenizer.bos_token_id] + body)[:max_len]
             ids[row, :len(text)] = torch.as_tensor(text, dtype=torch.long)
             text_mask[row, :len(text)] = 1
-        n_img = self.spec.image_seq_length * len(self.spec.camera_names)
-        prefix_mask = torch.cat([torch.ones(len(observations), n_img, dtype=torch.long),
-                                 text_mask], dim=1)
+        pixels, masks = self.camera_inputs([o.images for o in observations],
+                                           [o.empty_cameras for o in observations])
+        prefix_mask = torch.cat([self.image_token_mask(masks), text_mask], dim=1)
         return {'input_ids': ids, 'text_mask': text_mask, 'attention_mask': prefix_mask,
-                'pixel_values': self.pixel_values([o.images for o in observations]),
+                'pixel_values': pixels, 'image_masks': masks,
                 'state': state, 'state_bins': torch.from_numpy(bins)}

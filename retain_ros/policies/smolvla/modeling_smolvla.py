@@ -291,12 +291,15 @@ class SmolVLAFlowModel(nn.Module):
 
     def embed_prefix(self, images: Sequence[torch.Tensor], img_masks: Sequence[torch.Tensor],
                      lang_tokens: torch.Tensor, lang_masks: torch.Tensor,
-                     state: torch.Tensor, special_ids: Optional[Tuple[int, int]] = None
+                     state: torch.Tensor, special_ids: Optional[Tuple[int, int]] = None,
+                     slot_masks: Optional[Sequence[torch.Tensor]] = None
                      ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(embeddings, pad_masks, att_masks)`` of images, language and the state token.
 
         :param special_ids: ``(fake_image_token_id, global_image_token_id)`` to wrap each image
             (``add_image_special_tokens``), or ``None``.
+        :param slot_masks: per slot ``(B,)`` bool, False for a slot LeRobot's sequence does not
+            have in that row (its special tokens are hidden too); default all True.
         """
         vwe = self.vlm_with_expert
         batch = state.shape[0]
@@ -312,17 +315,19 @@ class SmolVLAFlowModel(nn.Module):
             tokens = torch.as_tensor(list(ids), dtype=torch.long, device=device)
             return vwe.embed_tokens(tokens)[None].expand(batch, -1, -1)
 
-        for img, mask in zip(images, img_masks):
+        for index, (img, mask) in enumerate(zip(images, img_masks)):
+            slot = (torch.ones(batch, dtype=torch.bool, device=device) if slot_masks is None
+                    else slot_masks[index].to(device))
             if special_ids is not None:
                 start = special(special_ids)
-                add(start, torch.ones(start.shape[:2], dtype=torch.bool, device=device), 0)
+                add(start, slot[:, None].expand(batch, start.shape[1]), 0)
             img_emb = vwe.embed_image(img)
             img_emb = img_emb * torch.tensor(img_emb.shape[-1] ** 0.5, dtype=img_emb.dtype,
                                              device=device)
             add(img_emb, mask[:, None].expand(batch, img_emb.shape[1]), 0)
             if special_ids is not None:
                 end = special(special_ids[:1])
-                add(end, torch.ones(end.shape[:2], dtype=torch.bool, device=device), 0)
+                add(end, slot[:, None].expand(batch, end.shape[1]), 0)
         lang = vwe.embed_tokens(lang_tokens)
         add(lang * math.sqrt(lang.shape[-1]), lang_masks, 0)
         state_emb = self.state_proj(state.to(self.state_proj.weight.dtype))[:, None, :]
@@ -351,7 +356,8 @@ class SmolVLAFlowModel(nn.Module):
         """Embed and run the prefix once: ``(cache, prefix_pad_masks)``."""
         emb, pad, att = self.embed_prefix(inputs['images'], inputs['img_masks'],
                                           inputs['lang_tokens'], inputs['lang_masks'],
-                                          inputs['state'], special_ids)
+                                          inputs['state'], special_ids,
+                                          inputs.get('slot_masks'))
         positions = torch.cumsum(pad.to(torch.long), dim=1) - 1
         cache = self.vlm_with_expert.prefix_cache(emb, make_att_2d_masks(pad, att), positions)
         return cache, pad

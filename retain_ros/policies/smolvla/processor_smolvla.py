@@ -10,6 +10,12 @@
   ``int(H / ratio) x int(W / ratio)``, bilinear, ``align_corners=False``, no antialias, no clamp)
   with the padding (value 0) on the LEFT and TOP only -> ``x * 2 - 1`` (so padding is -1);
   ``empty_camera_*`` slots get an all -1 image that the attention mask hides;
+- empty camera slots (``Observation.empty_cameras``, and the ``empty_camera_*`` features), as
+  LeRobot's ``prepare_images``, whose batch then lacks those image features: per observation the
+  present cameras come first (model order), then ``min(missing, config empty_cameras)`` slots of
+  all -1 with image mask False; further missing slots are dropped (``slot_masks`` False: with
+  ``add_image_special_tokens`` their special tokens are hidden too; without, a masked and a
+  dropped slot are the same). Rows with fewer present cameras are padded with dropped slots;
 - state: the checkpoint's normalization (:mod:`retain_ros.policies.normalize`, MEAN_STD for the
   usual SmolVLA), zero-padded to ``max_state_dim``;
 - actions: the model's output cut to ``action_dim`` and unnormalized.
@@ -33,10 +39,12 @@ import torch.nn.functional as F
 from retain_ros.policies.base import check_observations
 from retain_ros.policies.base import Observation
 from retain_ros.policies.images import camera_images
+from retain_ros.policies.images import EMPTY_VALUE
 from retain_ros.policies.images import to_unit_float
 from retain_ros.policies.normalize import normalized_padded_states
 from retain_ros.policies.normalize import NormStats
 from retain_ros.policies.normalize import PREPROCESSOR_JSON
+from retain_ros.policies.smolvla.configuration_smolvla import EMPTY_CAMERA_PREFIX
 from retain_ros.policies.smolvla.configuration_smolvla import SmolVLASpec
 
 LOG = logging.getLogger(__name__)
@@ -179,41 +187,92 @@ class SmolVLAProcessor:
 
     # -- images -------------------------------------------------------------------------------
     def vision_inputs(self, batch: Sequence[Dict[str, np.ndarray]],
-                      device: Optional[torch.device] = None
+                      device: Optional[torch.device] = None,
+                      empty: Optional[Sequence[Sequence[str]]] = None
                       ) -> Tuple[List[torch.Tensor], List[torch.Tensor]]:
         """Per camera slot: ``(B, 3, h, w)`` float32 images in [-1, 1] and ``(B,)`` bool masks.
 
-        Real cameras come first (in :attr:`SmolVLASpec.camera_names` order), then the
-        ``empty_camera_*`` slots (all -1, mask False).
+        Without empty cameras: the real cameras (in :attr:`SmolVLASpec.camera_names` order),
+        then the ``empty_camera_*`` slots (all -1, mask False). See :meth:`camera_slots`.
+        """
+        images, masks, _ = self.camera_slots(batch, device, empty)
+        return images, masks
+
+    def empty_camera_names(self) -> List[str]:
+        """Names of the checkpoint's ``empty_camera_*`` slots (always empty)."""
+        return [f'{EMPTY_CAMERA_PREFIX}{i}' for i in range(self.spec.empty_cameras)]
+
+    def camera_slots(self, batch: Sequence[Dict[str, np.ndarray]],
+                     device: Optional[torch.device] = None,
+                     empty: Optional[Sequence[Sequence[str]]] = None
+                     ) -> Tuple[List[torch.Tensor], List[torch.Tensor], List[torch.Tensor]]:
+        """Images, image masks and slot masks per slot (``len(camera_names) + empty_cameras``).
+
+        Row ``b``: its present cameras in model order (mask True), then
+        ``min(n_missing, config empty_cameras)`` all -1 slots (mask False), then dropped slots
+        (both masks False), where ``n_missing`` counts its empty named slots and the
+        ``empty_camera_*`` features (LeRobot ``prepare_images``).
+
+        :param empty: per observation, its ``empty_cameras``.
+        :raises ValueError: bad images / ``empty_cameras`` (named), or slot sizes that differ
+            with no resize.
         """
         names = self.spec.camera_names
-        per_cam: List[List[torch.Tensor]] = [[] for _ in names]
-        for images in batch:
-            for i, img in enumerate(camera_images(images, names)):
-                per_cam[i].append(to_unit_float(img).permute(2, 0, 1))
-        out, masks = [], []
+        rows = len(batch)
+        also = self.empty_camera_names()
+        present: List[List[int]] = []
+        per_cam: List[List[Tuple[int, torch.Tensor]]] = [[] for _ in names]
+        for b, images in enumerate(batch):
+            imgs = camera_images(images, names, empty[b] if empty is not None else (), also)
+            present.append([i for i, img in enumerate(imgs) if img is not None])
+            for i in present[-1]:
+                per_cam[i].append((b, to_unit_float(imgs[i]).permute(2, 0, 1)))
+        done: List[Dict[int, torch.Tensor]] = [
+            self._camera_tensors(name, cam, device) for name, cam in zip(names, per_cam)]
+        cap = int(self.spec.policy_config.get('empty_cameras', 0) or 0)
+        n_slots = len(names) + self.spec.empty_cameras
+        slots: List[List[torch.Tensor]] = [[] for _ in range(n_slots)]
+        img_masks = torch.zeros(n_slots, rows, dtype=torch.bool)
+        slot_masks = torch.zeros(n_slots, rows, dtype=torch.bool)
+        for b in range(rows):
+            shown = [done[i][b] for i in present[b]]
+            blank = torch.full_like(shown[-1], EMPTY_VALUE)
+            n_missing = len(names) - len(shown) + self.spec.empty_cameras
+            used = len(shown) + min(n_missing, cap)
+            img_masks[:len(shown), b] = True
+            slot_masks[:used, b] = True
+            for s in range(n_slots):
+                slots[s].append(shown[s] if s < len(shown) else blank)
+        out = []
+        for s, images in enumerate(slots):
+            shapes = sorted({tuple(t.shape) for t in images})
+            if len(shapes) > 1:
+                raise ValueError(f'camera slot {s}: image sizes {shapes} differ across the '
+                                 'batch and the model has no resize')
+            out.append(torch.stack(images))
+        dev = out[0].device
+        return (out, [m.to(dev) for m in img_masks], [m.to(dev) for m in slot_masks])
+
+    def _camera_tensors(self, name: str, cam: List[Tuple[int, torch.Tensor]],
+                        device: Optional[torch.device]) -> Dict[int, torch.Tensor]:
+        """Row -> ``(3, h, w)`` image in [-1, 1] of one camera (resize-with-pad, ``x * 2 - 1``)."""
+        if not cam:
+            return {}
         size = self.spec.resize_with_padding
-        for i, name in enumerate(names):
-            shapes = {tuple(t.shape) for t in per_cam[i]}
-            if len(shapes) > 1 and size is None:
-                raise ValueError(f'camera {name!r}: images of one batch differ in size '
-                                 f'{sorted(shapes)} and the model has no resize')
-            if len(shapes) == 1:
-                x = torch.stack(per_cam[i])
-                x = x.to(device) if device is not None else x
-                if size is not None:
-                    x = resize_with_pad_left_top(x, size[0], size[1], 0.0)
-            else:
-                x = torch.cat([resize_with_pad_left_top(
-                    (img.to(device) if device is not None else img)[None], size[0], size[1],
-                    0.0) for img in per_cam[i]])
-            x = x * 2.0 - 1.0
-            out.append(x)
-            masks.append(torch.ones(x.shape[0], dtype=torch.bool, device=x.device))
-        for _ in range(self.spec.empty_cameras):
-            out.append(torch.full_like(out[0], -1.0))
-            masks.append(torch.zeros_like(masks[0]))
-        return out, masks
+        tensors = [t.to(device) if device is not None else t for _, t in cam]
+        shapes = {tuple(t.shape) for t in tensors}
+        if len(shapes) > 1 and size is None:
+            raise ValueError(f'camera {name!r}: images of one batch differ in size '
+                             f'{sorted(shapes)} and the model has no resize')
+        if len(shapes) == 1:
+            x = torch.stack(tensors)
+            if size is not None:
+                x = resize_with_pad_left_top(x, size[0], size[1], 0.0)
+        else:
+            x = torch.cat([resize_with_pad_left_top(t[None], size[0], size[1], 0.0)
+                           for t in tensors])
+        x = x * 2.0 - 1.0
+        return {b: x[j] for j, (b, _) in enumerate(cam)}
 
     # -- state / actions ----------------------------------------------------------------------
     def state(self, states: Sequence[np.ndarray]) -> torch.Tensor:
@@ -238,11 +297,13 @@ class SmolVLAProcessor:
     # -- all together -------------------------------------------------------------------------
     def __call__(self, observations: Sequence[Observation],
                  device: Optional[torch.device] = None) -> Dict[str, Any]:
-        """Model inputs: ``images`` / ``img_masks`` (lists per slot), ``lang_tokens``,
-        ``lang_masks``, ``state`` (on ``device``)."""
+        """Model inputs: ``images`` / ``img_masks`` / ``slot_masks`` (lists per slot),
+        ``lang_tokens``, ``lang_masks``, ``state`` (on ``device``)."""
         check_observations(observations)
-        images, masks = self.vision_inputs([o.images for o in observations], device)
-        inputs: Dict[str, Any] = {'images': images, 'img_masks': masks}
+        images, masks, slot_masks = self.camera_slots(
+            [o.images for o in observations], device, [o.empty_cameras for o in observations])
+        inputs: Dict[str, Any] = {'images': images, 'img_masks': masks,
+                                  'slot_masks': slot_masks}
         inputs.update(self.tokenize([o.instruction for o in observations]))
         inputs['state'] = self.state([o.state for o in observations])
         if device is not None:
