@@ -4,8 +4,10 @@ It stands in for a robot with ros2_control: it consumes the same
 ``trajectory_msgs/JointTrajectory`` chunks a joint_trajectory_controller would, timed and
 sampled exactly as JTC does (:mod:`retain_ros.control.trajectory_follower`: stamp 0 = start now,
 a trajectory that ends in the past is rejected, past points skipped), and the
-``Float64MultiArray`` commands of a forward position controller; it steps the
-:class:`retain_ros.sim.world.SimWorld` physics in real time, and publishes
+``Float64MultiArray`` commands of a forward position controller; also those of a forward
+velocity controller, position targets by joint name, a MoveIt-Servo-like twist and a gripper
+joint (:mod:`retain_ros.ros.sim_commands`; the most recent command wins for the joints it
+names). It steps the :class:`retain_ros.sim.world.SimWorld` physics in real time, and publishes
 ``sensor_msgs/JointState`` and an RGB ``sensor_msgs/Image``. Tasks are named in language; the
 instruction of the current scene is published (transient local) so the policy node picks it up.
 
@@ -38,6 +40,8 @@ from rclpy.qos import DurabilityPolicy
 from rclpy.qos import QoSProfile
 from rclpy.qos import ReliabilityPolicy
 from retain_ros.ros.node_main import run_node
+from retain_ros.ros.sim_commands import COMMAND_PARAMETERS
+from retain_ros.ros.sim_commands import SimCommandInputs
 from retain_ros.control.trajectory_follower import TrajectoryError
 from retain_ros.control.trajectory_follower import TrajectoryFollower
 from retain_ros.sim.tasks import get_task
@@ -90,8 +94,9 @@ PARAMETERS = {
     'command_topic': ('/forward_position_controller/commands', _descriptor(
         'std_msgs/Float64MultiArray direct position targets (forward controller)',
         read_only=True)),
-    'joint_states_topic': ('joint_states', _descriptor('sensor_msgs/JointState output',
-                                                       read_only=True)),
+    **COMMAND_PARAMETERS,
+    'joint_states_topic': ('joint_states', _descriptor(
+        "sensor_msgs/JointState output: the arm's joints only", read_only=True)),
     'camera_topic': ('camera/image_raw', _descriptor('sensor_msgs/Image (rgb8) output',
                                                      read_only=True)),
     'camera_frame_id': ('camera', _descriptor('frame_id of the images', read_only=True)),
@@ -155,6 +160,8 @@ class SimRobotNode(Node):
         self.create_subscription(JointTrajectory, p('trajectory_topic'),
                                  self.trajectory_callback, 10)
         self.create_subscription(Float64MultiArray, p('command_topic'), self.command_callback, 10)
+        self.commands = SimCommandInputs(self, self.joint_names, self.world.lower_limits,
+                                         self.world.upper_limits, self.world.max_velocity)
         self.create_service(Trigger, '~/reset', self.reset_callback)
         policy = p('policy_node').rstrip('/') or '/retain_policy'
         self.end_client = self.create_client(SetBool, f'{policy}/end_episode')
@@ -167,7 +174,9 @@ class SimRobotNode(Node):
         self.get_logger().info(
             f'sim robot up: joints {self.joint_names}, camera {p("image_size")} px at '
             f'{p("camera_rate"):g} Hz on {self.image_pub.topic_name}, trajectories on '
-            f'{p("trajectory_topic")}, commands on {p("command_topic")}')
+            f'{p("trajectory_topic")}, commands on {p("command_topic")}, velocities on '
+            f'{p("velocity_command_topic")}, by name on {p("joint_command_topic")}, twists on '
+            f'{p("twist_topic")}, gripper on {p("gripper_command_topic")}')
 
     # ----------------------------------------------------------------------------- helpers
     def _param(self, name: str):
@@ -208,6 +217,7 @@ class SimRobotNode(Node):
             return False, str(exc)
         q = self.world.joint_positions()
         self.follower.hold(q)
+        self.commands.reset()
         self._last_q = q
         self._velocity[:] = 0.0
         self._last_step = None
@@ -236,6 +246,7 @@ class SimRobotNode(Node):
                   for pt in msg.points]
         try:
             self.follower.set_trajectory(msg.joint_names, points, stamp, self._now())
+            self.commands.follow()  # it cancels velocity, twist and by-name targets
         except TrajectoryError as exc:
             self.rejected += 1
             self.get_logger().warning(f'trajectory rejected: {exc}', throttle_duration_sec=2.0)
@@ -243,6 +254,7 @@ class SimRobotNode(Node):
     def command_callback(self, msg: Float64MultiArray) -> None:
         try:
             self.follower.set_target(list(msg.data))
+            self.commands.follow()
         except TrajectoryError as exc:
             self.rejected += 1
             self.get_logger().warning(f'command rejected: {exc}', throttle_duration_sec=2.0)
@@ -253,9 +265,11 @@ class SimRobotNode(Node):
         # real-time stepping; a stalled process does not teleport the arm
         dt = min(max(dt, 0.0), 5.0 * self._physics_dt)
         self._last_step = now
-        # the controller update: the command is the trajectory one period ahead (Jazzy's JTC)
-        self.world.set_joint_targets(
-            self.follower.update(now, self.world.joint_positions(), self._physics_dt))
+        # the controller update: the command is the trajectory one period ahead (Jazzy's JTC),
+        # unless another interface owns the joint (velocities are integrated over this step)
+        measured = self.world.joint_positions()
+        command = self.follower.update(now, measured, self._physics_dt)
+        self.world.set_joint_targets(self.commands.arm_command(command, measured, now, dt))
         self.follower.settle(now)
         self.world.step(dt)
         q = self.world.joint_positions()
@@ -268,6 +282,7 @@ class SimRobotNode(Node):
         msg.position = q.tolist()
         msg.velocity = self._velocity.tolist()
         self.joint_pub.publish(msg)
+        self.commands.step_gripper(dt, msg.header.stamp)
         self._check_episode()
 
     def camera_callback(self) -> None:
@@ -346,7 +361,8 @@ def _usage() -> str:
     for name, (default, desc) in PARAMETERS.items():
         lines.append(f'  {name} (default {default!r}): {desc.description}')
     lines += ['', 'Services: ~/reset (std_srvs/Trigger). Topics out: joint_states, '
-              'camera/image_raw, instruction (latched), ~/scene, ~/success, ~/episode.']
+              'gripper/joint_states, camera/image_raw, instruction (latched), ~/scene, '
+              '~/success, ~/episode.']
     return '\n'.join(lines)
 
 

@@ -124,6 +124,23 @@ def end_effector(q: np.ndarray) -> np.ndarray:
     return forward_kinematics(q)[-1]
 
 
+def jacobian(q: np.ndarray) -> np.ndarray:
+    """Linear Jacobian of the gripper position: ``d end_effector(q) / dq``.
+
+    With the headings ``h_k = q_0 + ... + q_k`` the gripper is at
+    ``sum_k LINKS[k] * (-sin h_k, cos h_k)``, so joint ``j`` moves it by
+    ``sum_{k >= j} LINKS[k] * (-cos h_k, -sin h_k)`` per radian.
+
+    :param q: joint positions ``(3,)``.
+    :return: ``(2, 3)`` array; column ``j`` is the gripper's ``(dx, dy)`` per radian of joint
+        ``j``.
+    """
+    headings = np.cumsum(np.asarray(q, dtype=np.float64).reshape(-1)[:len(LINKS)])
+    terms = LINKS[None, :] * np.stack([-np.cos(headings), -np.sin(headings)])
+    # column j sums the links from j outwards
+    return np.cumsum(terms[:, ::-1], axis=1)[:, ::-1]
+
+
 def _wrap(angle: float) -> float:
     return (angle + math.pi) % (2.0 * math.pi) - math.pi
 
