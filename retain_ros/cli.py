@@ -28,6 +28,8 @@ COMMANDS = {
                'success rate per alpha with 95% Wilson intervals from an episode log'),
     'export': ('retain_ros.recording.export', 'main',
                'recorded episode bags (record parameter) as a LeRobot v3 dataset'),
+    'embodiment': ('retain_ros.embodiment.cli', 'main',
+                   "robot embodiments: 'embodiment show NAME|FILE' prints the resolved mapping"),
 }
 
 

@@ -10,7 +10,7 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PURE_PACKAGES = ('merging', 'policies', 'control', 'runtime', 'sim', 'evaluation', 'demo',
-                 'recording')
+                 'recording', 'embodiment')
 ROS_MODULES = ('rclpy', 'sensor_msgs', 'std_msgs', 'std_srvs', 'trajectory_msgs',
                'diagnostic_msgs', 'rcl_interfaces', 'builtin_interfaces', 'launch', 'launch_ros')
 

@@ -1,0 +1,146 @@
+"""Unit operators and rotation formats: exact round trips, openpi's ALOHA gripper."""
+import numpy as np
+import pytest
+
+from retain_ros.embodiment.errors import EmbodimentError
+from retain_ros.embodiment.operators import aloha_angular_to_linear
+from retain_ros.embodiment.operators import aloha_linear_to_angular
+from retain_ros.embodiment.operators import parse_ops
+from retain_ros.embodiment.rotations import euler_to_matrix
+from retain_ros.embodiment.rotations import from_quat
+from retain_ros.embodiment.rotations import matrix_to_euler
+from retain_ros.embodiment.rotations import quat_to_matrix
+from retain_ros.embodiment.rotations import quat_to_rotvec
+from retain_ros.embodiment.rotations import ROTATION_SIZES
+from retain_ros.embodiment.rotations import rotvec_to_quat
+from retain_ros.embodiment.rotations import to_quat
+
+RNG = np.random.default_rng(7)
+
+OPS = [
+    [{'rad_to_deg': True}],
+    [{'scale': 100.0}],
+    [{'scale': [1.0, -2.5, 3.0, 0.1]}],
+    [{'offset': [0.1, -0.2, 0.3, 4.0]}],
+    [{'offset': -0.5476}],
+    [{'sign': [1, -1, -1, 1]}],
+    [{'range': {'robot': [0.0, 1.0], 'policy': [0, 100]}}],
+    [{'range': {'robot': [0.04, 0.0], 'policy': [0.0, 1.0]}}],
+    [{'range': {'robot': [[0, 1], [1, 3], [-1, 1], [5, 6]], 'policy': [0, 100]}}],
+    [{'rad_to_deg': True}, {'sign': [1, -1, 1, -1]}, {'offset': 3.0}, {'scale': 0.5}],
+]
+
+
+@pytest.mark.parametrize('ops', OPS)
+def test_every_operator_round_trips_exactly(ops):
+    chain = parse_ops(ops, 4, 't.yaml', 'ops')
+    x = RNG.uniform(-3, 3, size=(50, 4))
+    np.testing.assert_allclose(chain.inverse(chain.forward(x)), x, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(chain.forward(chain.inverse(x)), x, rtol=0, atol=1e-12)
+
+
+def test_operator_values():
+    x = np.array([[np.pi, -np.pi / 2, 0.02, 1.0]])
+    assert np.allclose(parse_ops([{'rad_to_deg': True}], 4, 't', 'o').forward(x)[0, :2],
+                       [180.0, -90.0])
+    gripper = parse_ops([{'range': {'robot': [0.04, 0.0], 'policy': [0.0, 1.0]}}], 1, 't', 'o')
+    assert np.allclose(gripper.forward(np.array([0.04, 0.0, 0.01])), [0.0, 1.0, 0.75])
+    chain = parse_ops([{'rad_to_deg': True}, {'offset': 10.0}], 1, 't', 'o')
+    assert np.allclose(chain.forward(np.array([np.pi])), [190.0])
+    assert np.allclose(chain.inverse(np.array([100.0])), [np.deg2rad(90.0)])
+
+
+def _openpi_to_angular(value):
+    """openpi's rule, written out from its description (the reference for this test)."""
+    lin = value * (0.05800 - 0.01844) + 0.01844
+    arm, horn = 0.036, 0.022
+    angle = np.arcsin(np.clip((horn ** 2 + lin ** 2 - arm ** 2) / (2 * horn * lin), -1, 1))
+    return (angle - 0.5476) / (1.6296 - 0.5476)
+
+
+def test_aloha_gripper_matches_openpi_and_round_trips():
+    x = np.linspace(0.0, 1.0, 101)
+    assert np.allclose(aloha_linear_to_angular(x), _openpi_to_angular(x), atol=1e-15)
+    # inverse exact where arcsin is in range (angle below pi / 2)
+    y = np.linspace(-0.2, 0.94, 200)
+    np.testing.assert_allclose(aloha_linear_to_angular(aloha_angular_to_linear(y)), y,
+                               rtol=0, atol=1e-12)
+    lin = aloha_angular_to_linear(y)
+    np.testing.assert_allclose(aloha_angular_to_linear(aloha_linear_to_angular(lin)), lin,
+                               rtol=0, atol=1e-12)
+    chain = parse_ops([{'range': {'robot': [0.01844, 0.058], 'policy': [0, 1]}},
+                       {'aloha_gripper': True}], 1, 't', 'o')
+    metres = 0.01844 + lin * (0.058 - 0.01844)
+    np.testing.assert_allclose(chain.inverse(chain.forward(metres)), metres, rtol=0, atol=1e-12)
+    mask = parse_ops([{'aloha_gripper': [False, True]}], 2, 't', 'o')
+    out = mask.forward(np.array([[0.3, 0.3]]))
+    assert out[0, 0] == 0.3 and out[0, 1] == pytest.approx(_openpi_to_angular(0.3))
+
+
+@pytest.mark.parametrize('ops, field', [
+    ([{'scale': 0.0}], 'ops[0].scale'),
+    ([{'scale': [1.0, 2.0]}], 'ops[0].scale'),
+    ([{'sign': [1, 2, 1, 1]}], 'ops[0].sign'),
+    ([{'range': {'robot': [1, 1], 'policy': [0, 1]}}], 'ops[0].range.robot'),
+    ([{'range': {'robot': [0, 1]}}], 'ops[0].range'),
+    ([{'deg_to_rad': True}], 'ops[0]'),
+    ([{'scale': 1, 'offset': 2}], 'ops[0]'),
+    ([{'rad_to_deg': 'yes'}], 'ops[0].rad_to_deg'),
+])
+def test_bad_operators_name_the_field(ops, field):
+    with pytest.raises(EmbodimentError, match=r'^t\.yaml: ' + field.replace('[', r'\[')
+                       .replace(']', r'\]').replace('.', r'\.') + ':'):
+        parse_ops(ops, 4, 't.yaml', 'ops')
+
+
+def _random_quats(n):
+    q = RNG.normal(size=(n, 4))
+    q /= np.linalg.norm(q, axis=1, keepdims=True)
+    q[q[:, 3] < 0] *= -1
+    return q
+
+
+def _same_rotation(a, b, atol=1e-10):
+    np.testing.assert_allclose(quat_to_matrix(a), quat_to_matrix(b), rtol=0, atol=atol)
+
+
+@pytest.mark.parametrize('fmt', sorted(ROTATION_SIZES))
+def test_rotation_formats_round_trip(fmt):
+    q = _random_quats(200)
+    back = to_quat(from_quat(q, fmt), fmt)
+    np.testing.assert_allclose(back, q, rtol=0, atol=1e-10)
+    values = from_quat(q, fmt)
+    np.testing.assert_allclose(from_quat(to_quat(values, fmt), fmt), values, rtol=0, atol=1e-9)
+
+
+def test_axis_angle_near_zero_and_pi():
+    axes = RNG.normal(size=(50, 3))
+    axes /= np.linalg.norm(axes, axis=1, keepdims=True)
+    for angle in (0.0, 1e-12, 1e-7, 1.0, np.pi - 1e-6, np.pi - 1e-9):
+        v = axes * angle
+        np.testing.assert_allclose(quat_to_rotvec(rotvec_to_quat(v)), v, rtol=0, atol=1e-9)
+    # exactly pi: v and -v are the same rotation
+    v = axes * np.pi
+    _same_rotation(rotvec_to_quat(quat_to_rotvec(rotvec_to_quat(v))), rotvec_to_quat(v))
+
+
+def test_euler_convention_and_gimbal_lock():
+    roll, pitch, yaw = 0.3, -0.4, 1.2
+    rx = np.array([[1, 0, 0], [0, np.cos(roll), -np.sin(roll)], [0, np.sin(roll), np.cos(roll)]])
+    ry = np.array([[np.cos(pitch), 0, np.sin(pitch)], [0, 1, 0],
+                   [-np.sin(pitch), 0, np.cos(pitch)]])
+    rz = np.array([[np.cos(yaw), -np.sin(yaw), 0], [np.sin(yaw), np.cos(yaw), 0], [0, 0, 1]])
+    np.testing.assert_allclose(euler_to_matrix([roll, pitch, yaw])[0], rz @ ry @ rx, atol=1e-15)
+    for pitch in (np.pi / 2, -np.pi / 2, np.pi / 2 - 1e-7, -np.pi / 2 + 1e-10):
+        e = np.array([[0.7, pitch, -0.4]])
+        m = euler_to_matrix(e)
+        np.testing.assert_allclose(euler_to_matrix(matrix_to_euler(m)), m, rtol=0, atol=1e-8)
+
+
+def test_rot6d_is_first_two_rows():
+    q = _random_quats(5)
+    m = quat_to_matrix(q)
+    np.testing.assert_allclose(from_quat(q, 'rot6d'), m[:, :2, :].reshape(-1, 6), atol=1e-15)
+    # a scaled, slightly skewed 6d still reads back as the nearest rotation (Gram-Schmidt)
+    d = from_quat(q, 'rot6d') * 3.0
+    _same_rotation(to_quat(d, 'rot6d'), q)
