@@ -19,6 +19,8 @@ setup(
         ('share/' + package_name, ['package.xml']),
         (os.path.join('share', package_name, 'launch'), glob('launch/*.launch.py')),
         (os.path.join('share', package_name, 'config'), glob('config/*.yaml')),
+        (os.path.join('share', package_name, 'config', 'embodiments'),
+         glob('config/embodiments/*.yaml')),
     ],
     python_requires='>=3.10',
     install_requires=[
@@ -45,7 +47,7 @@ setup(
         'ros-wheels': [
             'ros-rclpy', 'ros-rmw-fastrtps-cpp', 'ros-sensor-msgs', 'ros-std-msgs',
             'ros-std-srvs', 'ros-trajectory-msgs', 'ros-diagnostic-msgs', 'ros-rcl-interfaces',
-            'ros-lifecycle-msgs',
+            'ros-lifecycle-msgs', 'ros-geometry-msgs',
         ],
         'test': ['pytest<8.4', 'hypothesis', 'flake8', 'rosbags>=0.10', 'datasets'],
         # the same for ROS 2 Jazzy (LTS; rclpy 7.x), in a virtual environment of its own
@@ -54,6 +56,7 @@ setup(
             'ros-jazzy-rclpy[fastrtps]', 'ros-jazzy-sensor-msgs', 'ros-jazzy-std-msgs',
             'ros-jazzy-std-srvs', 'ros-jazzy-trajectory-msgs', 'ros-jazzy-diagnostic-msgs',
             'ros-jazzy-rcl-interfaces', 'ros-jazzy-lifecycle-msgs',
+            'ros-jazzy-geometry-msgs',
         ],
     },
     zip_safe=False,

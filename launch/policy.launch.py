@@ -2,13 +2,13 @@
 
     ros2 launch retain_ros policy.launch.py pretrained:=/ckpt/pi0_base finetuned:=/ckpt/pi0_task \\
         alpha:=0.75 device:=cuda [tokenizer_path:=/ckpt/tokenizer] [keep_sources:=host] \\
-        [params_file:=my_robot.yaml] [namespace:=arm]
+        [embodiment:=droid] [params_file:=my_robot.yaml] [namespace:=arm]
 
 ``params_file`` defaults to the installed ``share/retain_ros/config/policy.yaml``. Each of
-``pretrained``, ``finetuned``, ``alpha``, ``device``, ``tokenizer_path`` and ``keep_sources``
-overrides the parameter file only when it is given (non-empty); ``finetuned`` takes several
-checkpoints separated by commas. Alpha is the weight on the FINETUNED model:
-theta = (1 - alpha)*theta_pre + alpha*theta_ft.
+``pretrained``, ``finetuned``, ``alpha``, ``device``, ``tokenizer_path``, ``keep_sources`` and
+``embodiment`` (a preset name or an embodiment YAML file) overrides the parameter file only
+when it is given (non-empty); ``finetuned`` takes several checkpoints separated by commas.
+Alpha is the weight on the FINETUNED model: theta = (1 - alpha)*theta_pre + alpha*theta_ft.
 
 When the node exits with a non-zero status (it failed at startup: missing checkpoint, bad
 parameter; the reason is in its log), the whole launch is shut down with that reason instead of
@@ -40,7 +40,7 @@ def default_params_file():
 
 
 def parameter_overrides(pretrained, finetuned, alpha, device, tokenizer_path='',
-                        keep_sources=''):
+                        keep_sources='', embodiment=''):
     """Parameters given on the command line; empty arguments override nothing.
 
     :raises ValueError: when ``alpha`` is not a number.
@@ -59,6 +59,8 @@ def parameter_overrides(pretrained, finetuned, alpha, device, tokenizer_path='',
         overrides['tokenizer_path'] = tokenizer_path.strip()
     if keep_sources.strip():
         overrides['keep_sources'] = keep_sources.strip()
+    if embodiment.strip():
+        overrides['embodiment'] = embodiment.strip()
     return overrides
 
 
@@ -94,7 +96,8 @@ def _policy_node(context, *args, **kwargs):
     if params_file:
         parameters.append(params_file)
     overrides = parameter_overrides(arg('pretrained'), arg('finetuned'), arg('alpha'),
-                                    arg('device'), arg('tokenizer_path'), arg('keep_sources'))
+                                    arg('device'), arg('tokenizer_path'), arg('keep_sources'),
+                                    arg('embodiment'))
     if overrides:
         parameters.append(overrides)
     node = Node(
@@ -131,6 +134,10 @@ def generate_launch_description():
             'keep_sources', default_value='',
             description='auto | device | host | disk: where the two checkpoints stay for live '
                         'alpha changes (auto: the fastest that fits); empty = params_file'),
+        DeclareLaunchArgument(
+            'embodiment', default_value='',
+            description='what the state and actions mean on this robot: joints | droid | aloha '
+                        '| so101 | servo_ee | a YAML file; empty = params_file'),
         DeclareLaunchArgument(
             'params_file', default_value=default_params_file(),
             description='ROS parameter file of the node'),

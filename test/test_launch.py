@@ -10,7 +10,7 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LAUNCH_FILE = os.path.join(ROOT, 'launch', 'policy.launch.py')
 ARGUMENTS = {'pretrained', 'finetuned', 'alpha', 'device', 'tokenizer_path', 'keep_sources',
-             'params_file', 'namespace'}
+             'embodiment', 'params_file', 'namespace'}
 LAUNCH_SKIP = ('launch_ros is not installed (no ROS 2 install: it is on no package registry '
                'here); the static checks above still ran. Run it after colcon build on a '
                'machine with ROS 2')
@@ -77,6 +77,8 @@ def test_overrides_only_for_given_arguments():
     assert module.parameter_overrides('/p', '/a, /b', '0.75', 'cuda', '/tok', 'host') == {
         'pretrained_path': '/p', 'finetuned_paths': ['/a', '/b'], 'alpha': 0.75,
         'device': 'cuda', 'tokenizer_path': '/tok', 'keep_sources': 'host'}
+    assert module.parameter_overrides('', '', '', '', embodiment=' droid ') == {
+        'embodiment': 'droid'}
 
 
 def _installed_or_skip():

@@ -7,6 +7,7 @@ which the node counts as a dropped message.
 """
 from __future__ import annotations
 
+from typing import Dict
 from typing import List
 from typing import Optional
 from typing import Sequence
@@ -236,6 +237,41 @@ def joint_state_to_vector(msg, joint_names: Sequence[str]) -> np.ndarray:
     if not np.all(np.isfinite(out)):
         raise ConversionError('JointState holds non-finite positions')
     return out.astype(np.float64, copy=True)
+
+
+def joint_state_reading(msg, joint_names: Sequence[str]) -> Dict[str, List[float]]:
+    """A ``sensor_msgs/JointState`` as the embodiment reads it: names, positions, velocities.
+
+    :param msg: the message; names may come in any order and hold extra joints.
+    :param joint_names: the joints the embodiment reads from it (checked: present, finite); an
+        unnamed message must hold exactly these, in this order; empty: the message's own.
+    :return: ``{'name': [...], 'position': [...], 'velocity': [...]}`` (velocity may be empty).
+    :raises ConversionError: as :func:`joint_state_to_vector`.
+    """
+    positions = joint_state_to_vector(msg, joint_names)
+    names = list(msg.name) or list(joint_names)
+    if not msg.name:
+        return {'name': names, 'position': positions.tolist(),
+                'velocity': [float(v) for v in msg.velocity]}
+    return {'name': names, 'position': [float(v) for v in msg.position],
+            'velocity': [float(v) for v in msg.velocity]}
+
+
+def pose_reading(msg) -> Dict[str, Tuple[float, ...]]:
+    """A ``geometry_msgs/PoseStamped`` as the embodiment reads it (position, quaternion xyzw).
+
+    :raises ConversionError: a non-finite value or a quaternion far from unit length.
+    """
+    p, q = msg.pose.position, msg.pose.orientation
+    position = (float(p.x), float(p.y), float(p.z))
+    orientation = (float(q.x), float(q.y), float(q.z), float(q.w))
+    values = np.asarray(position + orientation, dtype=np.float64)
+    if not np.all(np.isfinite(values)):
+        raise ConversionError('PoseStamped holds non-finite values')
+    norm = float(np.linalg.norm(values[3:]))
+    if abs(norm - 1.0) > 1e-3:
+        raise ConversionError(f'PoseStamped orientation is not a unit quaternion (norm {norm:g})')
+    return {'position': position, 'orientation': orientation}
 
 
 def stamp_to_sec(stamp) -> float:

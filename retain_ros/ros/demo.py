@@ -274,6 +274,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument('--pretrained', default='', help='pretrained checkpoint (default: demo)')
     p.add_argument('--finetuned', default='', help='finetuned checkpoint (default: demo)')
     p.add_argument('--device', default='auto', help='policy device (default: %(default)s)')
+    p.add_argument('--embodiment', default='joints',
+                   help="the policy node's embodiment: how its actions reach the sim's "
+                        'controllers; joints = JointTrajectory to the trajectory controller, '
+                        'sim_velocity = velocities to the forward velocity controller, '
+                        'sim_joint_command = JointState position commands, or a YAML file '
+                        '(default: %(default)s)')
     p.add_argument('--episode-timeout', type=float, default=EPISODE_TIMEOUT,
                    help='seconds before an episode fails (default: %(default)s)')
     p.add_argument('--startup-timeout', type=float, default=300.0,
@@ -314,6 +320,7 @@ def run_demo(args) -> int:
         os.replace(log_path, log_path + '.previous')
     policy_params = _write_params(os.path.join(out, 'policy_params.yaml'), POLICY, {
         'pretrained_path': pretrained, 'finetuned_paths': [finetuned], 'device': args.device,
+        'embodiment': args.embodiment,
         'camera_topics': ['camera/image_raw'], 'joint_names': list(JOINT_NAMES),
         'joint_lower_limits': [float(v) for v in LOWER_LIMITS],
         'joint_upper_limits': [float(v) for v in UPPER_LIMITS],

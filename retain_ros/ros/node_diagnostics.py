@@ -1,4 +1,4 @@
-"""``/diagnostics`` of the ``retain_policy`` node, and the counters behind it.
+"""``/diagnostics`` of the ``retain_policy`` node (counters: :mod:`retain_ros.runtime.stats`).
 
 Levels: ERROR when the node cannot act until someone intervenes (weights inconsistent after a
 failed restore, joint limits that do not fit the robot); WARN while it holds (inputs missing or
@@ -6,11 +6,7 @@ stale, not active); OK while it acts.
 """
 from __future__ import annotations
 
-from collections import deque
 import math
-import threading
-from typing import Deque
-from typing import Dict
 from typing import Optional
 from typing import Sequence
 
@@ -18,36 +14,12 @@ from diagnostic_msgs.msg import DiagnosticStatus
 from diagnostic_msgs.msg import KeyValue
 import numpy as np
 
-#: latency samples kept for p50 / p99
-LATENCY_WINDOW = 500
+from retain_ros.runtime.stats import NodeStats
 
 
 def percentile(values: Sequence[float], q: float) -> float:
     """``q``-th percentile, NaN when empty."""
     return float(np.percentile(np.asarray(values, dtype=np.float64), q)) if values else math.nan
-
-
-class NodeStats:
-    """Thread-safe counters: drops, latencies, chunks, underruns."""
-
-    def __init__(self, logger):
-        self._logger = logger
-        self.lock = threading.Lock()
-        self.dropped: Dict[str, int] = {}
-        self.model_ms: Deque[float] = deque(maxlen=LATENCY_WINDOW)
-        self.step_ms: Deque[float] = deque(maxlen=LATENCY_WINDOW)
-        self.chunks_published = 0
-        self.stream_underruns = 0
-        self.last_error = ''
-
-    def drop(self, key: str, reason: str) -> None:
-        """Count one dropped message / chunk and log it (first time, then every 100th)."""
-        with self.lock:
-            self.dropped[key] = self.dropped.get(key, 0) + 1
-            count = self.dropped[key]
-            self.last_error = f'{key}: {reason}'
-        if count == 1 or count % 100 == 0:
-            self._logger.warning(f'dropped {key} ({count} so far): {reason}')
 
 
 def diagnostics_status(node) -> DiagnosticStatus:
@@ -100,8 +72,11 @@ def diagnostics_status(node) -> DiagnosticStatus:
             values[f'qos_incompatible.{topic}'] = str(count)
     values['max_observation_age'] = f'{float(cfg.max_observation_age):g}'
     values['chunks_published'] = str(chunks)
-    if cfg.output_mode == 'stream':
+    plan = node.plan
+    if plan is not None and plan.streams:
         values['stream_underruns'] = str(underruns)
+    if node.embodiment is not None:
+        values['embodiment'] = str(node.embodiment.name)
     values['dropped_total'] = str(sum(dropped.values()))
     for key, count in sorted(dropped.items()):
         values[f'dropped.{key}'] = str(count)

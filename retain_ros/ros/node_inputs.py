@@ -1,6 +1,9 @@
-"""Inputs of the ``retain_policy`` node: cameras, instruction, joint state; ages from stamps.
+"""Inputs of the ``retain_policy`` node: cameras, instruction, robot state; ages from stamps.
 
 - each input keeps only its latest message (a one-slot buffer), converted;
+- the robot state comes from the embodiment's sources (``sensor_msgs/JointState`` topics read by
+  joint name, ``geometry_msgs/PoseStamped`` end-effector poses); the embodiment assembles the
+  policy's state vector from them. The observation's time is that of the first source;
 - camera messages are only checked in the executor callback (declared sizes, the PNG / JPEG
   header's dimensions); converting and decoding run on the node's decode thread, so a huge or
   slow image never stalls subscriptions, services or parameter sets;
@@ -28,6 +31,7 @@ from typing import List
 from typing import Optional
 from typing import Tuple
 
+import numpy as np
 from rclpy.qos import DurabilityPolicy
 from rclpy.qos import HistoryPolicy
 from rclpy.qos import QoSPolicyKind
@@ -42,8 +46,9 @@ from retain_ros.policies.base import Observation
 from retain_ros.ros.conversions import check_compressed
 from retain_ros.ros.conversions import ConversionError
 from retain_ros.ros.conversions import is_compressed_topic
-from retain_ros.ros.conversions import joint_state_to_vector
+from retain_ros.ros.conversions import joint_state_reading
 from retain_ros.ros.conversions import MAX_SIDE
+from retain_ros.ros.conversions import pose_reading
 from retain_ros.ros.conversions import stamp_to_sec
 from retain_ros.ros.conversions import to_rgb
 
@@ -92,12 +97,15 @@ class ObservationInfo:
     :param image_stamps: header stamps of the images used.
     :param obs_ready: monotonic time the newest input arrived.
     :param convert_ms: conversion time of the images used.
+    :param robot: the measured :class:`~retain_ros.embodiment.RobotState` of the observation
+        (what relative, velocity and hold commands are anchored at).
     """
 
     time: float
     image_stamps: Tuple[float, ...]
     obs_ready: float
     convert_ms: float
+    robot: Any = None
 
 
 class _Decoder:
@@ -140,26 +148,32 @@ class InputHub:
 
     :param node: the node (subscriptions, logger, clock).
     :param camera_slots: camera topic -> the policy's camera slot, in slot order.
+    :param empty_cameras: slots with no camera (masked by the policy).
     :param config: callable returning the node's current
         :class:`~retain_ros.ros.params.NodeConfig`.
+    :param embodiment: callable returning the current :class:`~retain_ros.embodiment.Embodiment`
+        (its state sources are subscribed; it assembles the state vector).
     :param drop: ``drop(key, reason)`` counts and logs a dropped message.
-    :param on_joint_names: called with the joint names taken from the first JointState when
-        ``joint_names`` is empty; returns an error string to refuse them (limits do not fit).
+    :param on_joint_names: called with the joint names taken from the first JointState when the
+        embodiment reads "the message's joints" (``joint_names`` empty); returns an error string
+        to refuse them.
     """
 
     def __init__(self, node, camera_slots: Dict[str, str], config: Callable[[], Any],
-                 drop: Callable[[str, str], None],
-                 on_joint_names: Optional[Callable[[List[str]], Optional[str]]] = None):
+                 embodiment: Callable[[], Any], drop: Callable[[str, str], None],
+                 on_joint_names: Optional[Callable[[List[str]], Optional[str]]] = None,
+                 empty_cameras: Tuple[str, ...] = ()):
         self._node = node
         self.camera_slots = dict(camera_slots)
+        self.empty_cameras = tuple(empty_cameras)
         self._config = config
+        self._embodiment = embodiment
         self._drop = drop
         self._on_joint_names = on_joint_names
         self._lock = threading.Lock()
         self._images: Dict[str, Slot] = {}
-        self._joints: Optional[Slot] = None
+        self._states: Dict[str, Slot] = {}
         self._instruction: Optional[str] = None
-        self._joint_names: List[str] = list(config().joint_names)
         self._subscriptions: List[Any] = []
         self._decoder: Optional[_Decoder] = None
         self.qos_incompatible: Dict[str, int] = {}
@@ -173,8 +187,16 @@ class InputHub:
             msg_type = CompressedImage if is_compressed_topic(topic) else Image
             self._subscribe(msg_type, topic, functools.partial(self._camera_callback, topic,
                                                                slot), SENSOR_QOS)
-        self._subscribe(JointState, cfg.joint_states_topic, self._joint_state_callback,
-                        SENSOR_QOS)
+        for source in self._sources():
+            if source.type == 'pose':
+                from geometry_msgs.msg import PoseStamped
+
+                self._subscribe(PoseStamped, source.topic,
+                                functools.partial(self._pose_callback, source.topic), SENSOR_QOS)
+            else:
+                self._subscribe(JointState, source.topic,
+                                functools.partial(self._joint_state_callback, source.topic),
+                                SENSOR_QOS)
         self._subscribe(String, cfg.instruction_topic, self._instruction_callback,
                         INSTRUCTION_QOS)
         self._subscribe(String, cfg.instruction_topic, self._instruction_callback, LATCHED_QOS,
@@ -190,7 +212,14 @@ class InputHub:
             self._decoder = None
         with self._lock:
             self._images.clear()
-            self._joints = None
+            self._states.clear()
+
+    def _sources(self) -> List[Any]:
+        """The embodiment's state sources, one per topic (first occurrence)."""
+        seen: Dict[str, Any] = {}
+        for source in self._embodiment().state_sources:
+            seen.setdefault(source.topic, source)
+        return list(seen.values())
 
     def _subscribe(self, msg_type, topic: str, callback, qos, warn: bool = True) -> None:
         if warn:
@@ -251,31 +280,45 @@ class InputHub:
         with self._lock:
             self._images[slot] = entry
 
-    def _joint_state_callback(self, msg: JointState) -> None:
-        with self._lock:
-            names = list(self._joint_names)
-        if not names:
+    def _joints_of(self, topic: str) -> List[str]:
+        joints: List[str] = []
+        for source in self._embodiment().state_sources:
+            if source.topic == topic and source.type != 'pose':
+                joints += [j for j in (source.joints or ()) if j not in joints]
+        return joints
+
+    def _joint_state_callback(self, topic: str, msg: JointState) -> None:
+        names = self._joints_of(topic)
+        if not names and getattr(self._embodiment(), 'needs_joint_names', False):
             names = list(msg.name)
             if not names:
-                self._drop('joint_states', 'joint_names is empty and the JointState has no names')
+                self._drop(topic, 'joint_names is empty and the JointState has no names')
                 return
-            if self._on_joint_names is not None:
-                refused = self._on_joint_names(names)
-                if refused:
-                    self._drop('joint_states', refused)
-                    return
-            with self._lock:
-                self._joint_names = names
+            refused = self._on_joint_names(names) if self._on_joint_names else None
+            if refused:
+                self._drop(topic, refused)
+                return
             self._node.get_logger().info(f'joint order from the first JointState: {names}')
         try:
-            positions = joint_state_to_vector(msg, names)
+            reading = joint_state_reading(msg, names)
         except ConversionError as exc:
-            self._drop('joint_states', str(exc))
+            self._drop(topic, str(exc))
             return
         stamp = stamp_to_sec(msg.header.stamp)
         with self._lock:
-            self._joints = Slot(positions, time.monotonic(), stamp,
-                                self._time_of(stamp, self._now()))
+            self._states[topic] = Slot(reading, time.monotonic(), stamp,
+                                       self._time_of(stamp, self._now()))
+
+    def _pose_callback(self, topic: str, msg) -> None:
+        try:
+            reading = pose_reading(msg)
+        except ConversionError as exc:
+            self._drop(topic, str(exc))
+            return
+        stamp = stamp_to_sec(msg.header.stamp)
+        with self._lock:
+            self._states[topic] = Slot(reading, time.monotonic(), stamp,
+                                       self._time_of(stamp, self._now()))
 
     def _instruction_callback(self, msg: String) -> None:
         text = str(msg.data)
@@ -293,12 +336,6 @@ class InputHub:
 
     # ------------------------------------------------------------------ reading
     @property
-    def joint_names(self) -> List[str]:
-        """The joint order (``joint_names``, or the first JointState's)."""
-        with self._lock:
-            return list(self._joint_names)
-
-    @property
     def instruction(self) -> Optional[str]:
         """The last instruction received (None before the first one)."""
         with self._lock:
@@ -309,33 +346,46 @@ class InputHub:
         now = self._now() if now is None else now
         with self._lock:
             images = dict(self._images)
-            joints = self._joints
+            states = dict(self._states)
         out: Dict[str, Optional[float]] = {}
         for topic, slot in self.camera_slots.items():
             entry = images.get(slot)
             out[topic] = None if entry is None else now - entry.time
-        out[self._config().joint_states_topic] = None if joints is None else now - joints.time
+        for source in self._sources():
+            entry = states.get(source.topic)
+            out[source.topic] = None if entry is None else now - entry.time
         return out
+
+    def robot_state(self):
+        """The latest measured :class:`~retain_ros.embodiment.RobotState` (None: incomplete)."""
+        with self._lock:
+            readings = {t: s.value for t, s in self._states.items()}
+        try:
+            return self._embodiment().robot_state(readings)
+        except ValueError:
+            return None
 
     def observation(self) -> Tuple[Optional[Observation], Optional[str],
                                    Optional[ObservationInfo]]:
-        """The latest observation, or the reason to hold: ``(obs, None, info)`` / ``(None, why,
+        """The latest observation ``(obs, None, info)``, or the reason to hold ``(None, why,
         None)``."""
         cfg = self._config()
+        emb = self._embodiment()
         now = self._now()
         max_age = float(cfg.max_observation_age)
         with self._lock:
             images = dict(self._images)
-            joints = self._joints
+            states = dict(self._states)
             instruction = self._instruction
-            names = list(self._joint_names)
         missing = [t for t, s in self.camera_slots.items() if s not in images]
         if missing:
             return None, f'no image yet on {", ".join(missing)}', None
-        if joints is None:
-            return None, 'no joint_states yet', None
+        sources = self._sources()
+        waiting = [s.topic for s in sources if s.topic not in states]
+        if waiting:
+            return None, f'no {", ".join(waiting)} yet', None
         inputs = [(t, images[s]) for t, s in self.camera_slots.items()]
-        inputs.append((cfg.joint_states_topic, joints))
+        inputs += [(s.topic, states[s.topic]) for s in sources]
         for topic, entry in inputs:
             age = now - entry.time
             what = 'header stamp' if entry.stamp > 0 else 'arrival'
@@ -351,13 +401,19 @@ class InputHub:
         if not instruction:
             return None, ('no instruction: publish one on '
                           f'{cfg.instruction_topic} or set default_instruction'), None
-        if joints.value.shape[0] != len(names):
-            return None, 'joint state does not match joint_names', None
+        readings = {t: s.value for t, s in states.items()}
+        try:
+            state = emb.state_vector(readings)
+            robot = emb.robot_state(readings)
+        except ValueError as exc:
+            return None, f'state does not fit the embodiment: {exc}', None
         used = [images[s] for s in self.camera_slots.values()]
+        primary = states[sources[0].topic]
         info = ObservationInfo(
-            time=joints.time, image_stamps=tuple(s.stamp for s in used),
-            obs_ready=max([s.recv for s in used] + [joints.recv]),
-            convert_ms=sum(s.convert_ms for s in used))
+            time=primary.time, image_stamps=tuple(s.stamp for s in used),
+            obs_ready=max([s.recv for s in used] + [s.recv for s in states.values()]),
+            convert_ms=sum(s.convert_ms for s in used), robot=robot)
         obs = Observation(images={s: images[s].value for s in self.camera_slots.values()},
-                          instruction=instruction, state=joints.value.copy())
+                          instruction=instruction, state=np.asarray(state, dtype=np.float64),
+                          empty_cameras=self.empty_cameras)
         return obs, None, info

@@ -1,47 +1,52 @@
-"""Outputs of the ``retain_policy`` node: chunk timing, JointTrajectory messages, the stream queue.
+"""Outputs of the ``retain_policy`` node: a publisher (or action client) per embodiment output.
 
-One stamp policy for both output modes, the way ros2_control's joint_trajectory_controller
-executes a trajectory:
+Chunk timing, the way ros2_control's joint_trajectory_controller executes a trajectory: a chunk
+computed from an observation taken at ``t_obs`` (the state's header stamp corrected by
+``clock_offset``; its arrival time when unstamped) holds the actions for ``t_obs + (i + 1)·dt``.
+A ``joint_trajectory`` output publishes ``header.stamp = t_obs`` and ``time_from_start =
+(i + 1)·dt`` (the controller skips the points whose time passed); stream outputs get one row
+per control period, the elapsed ones already dropped (:mod:`retain_ros.runtime.acting`).
 
-- a chunk computed from an observation taken at time ``t_obs`` (the joint state's header stamp,
-  corrected by ``clock_offset``; its arrival time when unstamped) holds the actions for
-  ``t_obs + (i + 1) * dt``, ``i = 0 .. H - 1``: the first action is the one for the first control
-  period after the observation;
-- trajectory mode publishes ``header.stamp = t_obs`` and ``time_from_start = (i + 1) * dt``. The
-  controller samples the trajectory at "now", so the points whose time passed during inference
-  are skipped by the controller itself (JTC: ``Trajectory::sample`` from the stamp);
-- stream mode drops the same elapsed actions itself: ``floor((now - t_obs) / dt)`` of them;
-- a chunk whose every point is already in the past is not published (counted as dropped).
+Message per output type:
+
+- ``joint_trajectory``: ``trajectory_msgs/JointTrajectory`` (a hold is one point, stamp 0);
+- ``position_stream`` / ``velocity_stream``: ``std_msgs/Float64MultiArray`` (forward
+  position / velocity controllers);
+- ``joint_state``: ``sensor_msgs/JointState`` with names and positions (Piper / Isaac Sim style);
+- ``twist``: ``geometry_msgs/TwistStamped`` (MoveIt Servo), republished at the output's ``rate``
+  (at least 30 Hz) until the next row, so Servo's command timeout never stops a moving arm;
+- ``pose``: ``geometry_msgs/PoseStamped`` (a Cartesian controller's target);
+- ``gripper_action``: the ``control_msgs`` ``GripperCommand`` / ``ParallelGripperCommand``
+  action, a goal sent only when the (binarized) command changes. ``control_msgs`` is imported
+  when such an output is configured; without it configure fails with the reason.
+
+With ``dry_run`` every output goes to a preview topic of the same type instead: ``~/preview`` for
+the first output, ``~/preview/<output name>`` for the others.
 """
 from __future__ import annotations
 
-from collections import deque
-import math
 import threading
-from typing import Deque
+from typing import Callable
+from typing import Dict
+from typing import List
 from typing import Optional
-from typing import Sequence
-from typing import Tuple
 
 import numpy as np
+from sensor_msgs.msg import JointState
+from std_msgs.msg import Float64MultiArray
 from trajectory_msgs.msg import JointTrajectory
 from trajectory_msgs.msg import JointTrajectoryPoint
 
+from retain_ros.control.control_loop import ControlLoop
 from retain_ros.ros.conversions import sec_to_duration
 from retain_ros.ros.conversions import sec_to_time
 
-
-def elapsed_steps(obs_time: float, now: float, dt: float) -> int:
-    """Actions of a chunk stamped ``obs_time`` whose time has passed at ``now``.
-
-    Action ``i`` is for ``obs_time + (i + 1) * dt``; it has passed when that is ``<= now``.
-    """
-    if not dt > 0:
-        raise ValueError(f'dt must be > 0, got {dt}')
-    return max(0, int(math.floor((now - obs_time) / dt + 1e-9)))
+#: control_msgs action type per ``action_type`` of a gripper_action output
+GRIPPER_ACTIONS = {'gripper_command': 'GripperCommand',
+                   'parallel_gripper': 'ParallelGripperCommand'}
 
 
-def build_trajectory(actions: np.ndarray, joint_names: Sequence[str], obs_time: float,
+def build_trajectory(actions: np.ndarray, joint_names, obs_time: float,
                      dt: float) -> JointTrajectory:
     """A ``JointTrajectory`` stamped at the observation time, points at ``(i + 1) * dt``."""
     msg = JointTrajectory(joint_names=list(joint_names), points=[
@@ -51,38 +56,209 @@ def build_trajectory(actions: np.ndarray, joint_names: Sequence[str], obs_time: 
     return msg
 
 
-class ActionQueue:
-    """Stream mode's action queue: actions tagged with the merge generation they came from."""
+def message_type(output_type: str):
+    """The ROS message class an output of ``output_type`` publishes."""
+    if output_type == 'joint_trajectory':
+        return JointTrajectory
+    if output_type in ('position_stream', 'velocity_stream'):
+        return Float64MultiArray
+    if output_type == 'joint_state':
+        return JointState
+    if output_type == 'twist':
+        from geometry_msgs.msg import TwistStamped
+        return TwistStamped
+    if output_type == 'pose':
+        from geometry_msgs.msg import PoseStamped
+        return PoseStamped
+    raise ValueError(f'output type {output_type!r} has no message type')
 
-    def __init__(self):
+
+class OutputPublisher:
+    """One output: builds its message from command values and publishes it.
+
+    :param node: the node (publishers, clock).
+    :param spec: the embodiment's output (``name``, ``type``, ``topic``, ``names``, ``frame``,
+        ``rate``, ``action_type``, ``max_effort``).
+    :param topic: where to publish (the output's topic, or its preview topic in dry_run).
+    :param dt: the control period.
+    """
+
+    def __init__(self, node, spec, topic: str, dt: float):
+        self.spec = spec
+        self.topic = topic
+        self._node = node
+        self._dt = dt
+        self._type = message_type(spec.type)
+        self._pub = node.create_publisher(self._type, topic, 10)
+        self._repeat: Optional[ControlLoop] = None
+        self._last = None
         self._lock = threading.Lock()
-        self._queue: Deque[Tuple[np.ndarray, int]] = deque()
-        self._last: Optional[np.ndarray] = None
+        if spec.type == 'twist':
+            rate = max(float(getattr(spec, 'rate', 0.0) or 0.0), 30.0)
+            self._repeat = ControlLoop(f'retain_policy.{spec.name}', 1.0 / rate, self._again,
+                                       lambda exc: node.context.ok())
+            self._repeat.start()
 
-    def __len__(self) -> int:
+    def publish(self, values: np.ndarray, stamp: Optional[float]) -> None:
+        """Publish ``values``: a chunk ``(H, n)`` with its stamp, or one row (stamp None)."""
+        msg = self._message(np.asarray(values, dtype=np.float64), stamp)
         with self._lock:
-            return len(self._queue)
+            self._last = msg
+        self._pub.publish(msg)
 
-    def replace(self, actions: np.ndarray, generation: int) -> None:
-        """Replace the queue by ``actions`` (rows), all of ``generation``."""
+    def _again(self) -> None:
         with self._lock:
-            self._queue = deque((np.array(row), generation) for row in actions)
+            msg = self._last
+        if msg is not None:
+            msg.header.stamp = self._node.get_clock().now().to_msg()
+            self._pub.publish(msg)
 
-    def pop(self) -> Tuple[Optional[np.ndarray], int, Optional[np.ndarray]]:
-        """``(action, generation, last_command)``; action None when empty."""
-        with self._lock:
-            if not self._queue:
-                return None, 0, self._last
-            action, generation = self._queue.popleft()
-            return action, generation, self._last
+    def _message(self, values: np.ndarray, stamp: Optional[float]):
+        kind = self.spec.type
+        if kind == 'joint_trajectory':
+            return build_trajectory(values.reshape(-1, len(self.spec.names)), self.spec.names,
+                                    stamp or 0.0, self._dt)
+        row = values.reshape(-1)
+        if kind in ('position_stream', 'velocity_stream'):
+            msg = Float64MultiArray()
+            msg.data = [float(v) for v in row]
+            return msg
+        msg = self._type()
+        msg.header.stamp = self._node.get_clock().now().to_msg()
+        if kind == 'joint_state':
+            msg.name = list(self.spec.names)
+            msg.position = [float(v) for v in row]
+            return msg
+        msg.header.frame_id = str(getattr(self.spec, 'frame', '') or '')
+        if kind == 'twist':
+            lin, ang = msg.twist.linear, msg.twist.angular
+            lin.x, lin.y, lin.z, ang.x, ang.y, ang.z = (float(v) for v in row[:6])
+            return msg
+        pos, ori = msg.pose.position, msg.pose.orientation
+        pos.x, pos.y, pos.z, ori.x, ori.y, ori.z, ori.w = (float(v) for v in row[:7])
+        return msg
 
-    def sent(self, action: np.ndarray) -> None:
-        """Remember the last command sent (the step limit chains from it)."""
-        with self._lock:
-            self._last = action
+    def close(self) -> None:
+        """Stop the repeat loop and destroy the publisher."""
+        if self._repeat is not None:
+            self._repeat.stop()
+            self._repeat = None
+        self._node.destroy_publisher(self._pub)
 
-    def flush(self) -> None:
-        """Drop every queued action and forget the last command."""
-        with self._lock:
-            self._queue.clear()
-            self._last = None
+
+class GripperActionOutput:
+    """A ``gripper_action`` output: one goal per change of the commanded gripper position.
+
+    :param node: the node (action client).
+    :param spec: the embodiment's output (``topic`` = the action's name, ``action_type``,
+        ``max_effort``).
+    :raises RuntimeError: ``control_msgs`` is not installed (the message says so).
+    """
+
+    def __init__(self, node, spec, topic: str, dt: float):
+        try:
+            from control_msgs import action as control_actions
+            from rclpy.action import ActionClient
+        except ImportError as exc:
+            raise RuntimeError(
+                f'output {spec.name!r} is a gripper_action, which needs the control_msgs '
+                f'package (ros-<distro>-control-msgs): {exc}') from exc
+        action_type = getattr(spec, 'action_type', 'gripper_command') or 'gripper_command'
+        self._action = getattr(control_actions, GRIPPER_ACTIONS[action_type])
+        self.spec = spec
+        self.topic = topic
+        self._client = ActionClient(node, self._action, topic)
+        self._max_effort = float(getattr(spec, 'max_effort', 0.0) or 0.0)
+        self._last: Optional[float] = None
+
+    def publish(self, values: np.ndarray, stamp: Optional[float]) -> None:
+        """Send a goal when the commanded position differs from the last goal sent."""
+        position = float(np.asarray(values, dtype=np.float64).reshape(-1)[0])
+        if self._last is not None and abs(position - self._last) < 1e-9:
+            return
+        if not self._client.server_is_ready():
+            return
+        goal = self._action.Goal()
+        if hasattr(goal.command, 'max_effort'):     # control_msgs/GripperCommand
+            goal.command.position = position
+            goal.command.max_effort = self._max_effort
+        else:                                       # ParallelGripperCommand: a JointState
+            goal.command.name = list(self.spec.names)
+            goal.command.position = [position]
+            goal.command.effort = [self._max_effort]
+        self._client.send_goal_async(goal)
+        self._last = position
+
+    def close(self) -> None:
+        """Destroy the action client."""
+        self._client.destroy()
+
+
+class Outputs:
+    """Every output of the embodiment, and the ``publish(name, values, stamp)`` function.
+
+    :param node: the node.
+    :param outputs: the embodiment's outputs, in order.
+    :param dt: the control period.
+    :param dry_run: callable returning the ``dry_run`` parameter (read at every publish).
+    :param active: callable: whether publishing is allowed now (the node is active).
+    """
+
+    def __init__(self, node, outputs: List, dt: float, dry_run: Callable[[], bool],
+                 active: Callable[[], bool]):
+        self._real: Dict[str, object] = {}
+        self._preview: Dict[str, object] = {}
+        self._dry_run = dry_run
+        self._active = active
+        try:
+            for i, spec in enumerate(outputs):
+                preview = '~/preview' if i == 0 else f'~/preview/{spec.name}'
+                if spec.type == 'gripper_action':
+                    self._real[spec.name] = GripperActionOutput(node, spec, spec.topic, dt)
+                    preview_spec = _PreviewOf(spec)
+                    self._preview[spec.name] = OutputPublisher(node, preview_spec, preview, dt)
+                else:
+                    self._real[spec.name] = OutputPublisher(node, spec, spec.topic, dt)
+                    self._preview[spec.name] = OutputPublisher(node, spec, preview, dt)
+        except Exception:
+            self.close()
+            raise
+
+    def publish(self, name: str, values: np.ndarray, stamp: Optional[float],
+                force: bool = False) -> None:
+        """Publish one output's command (to its preview topic in dry_run)."""
+        if not (force or self._active()):
+            return
+        target = (self._preview if self._dry_run() else self._real).get(name)
+        if target is not None:
+            target.publish(values, stamp)
+
+    def update_specs(self, outputs: List) -> None:
+        """Take the outputs of a re-loaded embodiment (same names and types; joint names bound)."""
+        for spec in outputs:
+            for group in (self._real, self._preview):
+                out = group.get(spec.name)
+                if out is not None and not isinstance(out.spec, _PreviewOf):
+                    out.spec = spec
+                elif out is not None:
+                    out.spec = _PreviewOf(spec)
+
+    def topics(self) -> List[str]:
+        """The topics (or action names) commanded now."""
+        return [p.topic for p in (self._preview if self._dry_run() else self._real).values()]
+
+    def close(self) -> None:
+        """Destroy every publisher and client."""
+        for group in (self._real, self._preview):
+            for out in group.values():
+                out.close()
+            group.clear()
+
+
+class _PreviewOf:
+    """A gripper_action output previewed as a one-value ``position_stream``."""
+
+    def __init__(self, spec):
+        self.name = spec.name
+        self.names = list(spec.names)
+        self.type = 'position_stream'

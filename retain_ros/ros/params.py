@@ -135,6 +135,12 @@ PARAMS: Tuple[ParamSpec, ...] = (
     ParamSpec('joint_names', _SA, [],
               "joint order of the policy's state and actions; empty = the order of the first "
               'JointState message', read_only=True),
+    # the robot's side of the policy
+    ParamSpec('embodiment', _S, 'joints',
+              'what the state and action vectors mean on this robot: a preset (joints, droid, '
+              'aloha, so101, servo_ee) or an embodiment YAML file; joints = absolute joint '
+              'positions of joint_names to one controller (output_mode, output_topic)',
+              read_only=True),
     # outputs
     ParamSpec('output_mode', _S, 'trajectory',
               'trajectory: one JointTrajectory chunk per replan; stream: fixed-rate '
@@ -289,6 +295,7 @@ class NodeConfig:
     default_instruction: str
     joint_states_topic: str
     joint_names: Tuple[str, ...]
+    embodiment: str
     output_mode: str
     output_topic: str
     control_period: float
@@ -363,7 +370,7 @@ class NodeConfig:
             raise ConfigError(f'camera_topics {list(self.camera_topics)} names a topic twice')
         if len(set(self.joint_names)) != len(self.joint_names):
             raise ConfigError(f'joint_names {list(self.joint_names)} names a joint twice')
-        for name in ('instruction_topic', 'joint_states_topic', 'output_topic'):
+        for name in ('instruction_topic', 'joint_states_topic', 'output_topic', 'embodiment'):
             if not getattr(self, name).strip():
                 raise ConfigError(f'{name} is empty')
         if self.control_period < 0 or not math.isfinite(self.control_period):
