@@ -423,3 +423,13 @@ def test_limit_parameters_reload_the_embodiment_live(harness, tmp_path):
     values = np.vstack([_values(m, 'joint_trajectory') for _, m in traj.items[:]
                         if len(m.points) > 1])
     assert values.min() >= 0.0 and values.max() <= 0.001
+
+
+def test_preset_defaults_are_the_node_parameter_defaults():
+    """The embodiment loader fills parameters the node did not pass with the node's defaults."""
+    from retain_ros.embodiment.presets import NODE_DEFAULTS
+    from retain_ros.ros.params import SPECS
+
+    for name, value in NODE_DEFAULTS.items():
+        assert SPECS[name].default == value, name
+    assert SPECS['embodiment'].default == 'joints'

@@ -299,19 +299,15 @@ class InputHub:
                 self._drop(topic, refused)
                 return
             self._node.get_logger().info(f'joint order from the first JointState: {names}')
-        try:
-            reading = joint_state_reading(msg, names)
-        except ConversionError as exc:
-            self._drop(topic, str(exc))
-            return
-        stamp = stamp_to_sec(msg.header.stamp)
-        with self._lock:
-            self._states[topic] = Slot(reading, time.monotonic(), stamp,
-                                       self._time_of(stamp, self._now()))
+        self._store_state(topic, msg, lambda: joint_state_reading(msg, names))
 
     def _pose_callback(self, topic: str, msg) -> None:
+        self._store_state(topic, msg, lambda: pose_reading(msg))
+
+    def _store_state(self, topic: str, msg, read: Callable[[], Any]) -> None:
+        """Keep the reading of a state message (dropped, with the reason, when malformed)."""
         try:
-            reading = pose_reading(msg)
+            reading = read()
         except ConversionError as exc:
             self._drop(topic, str(exc))
             return

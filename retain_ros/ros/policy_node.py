@@ -42,10 +42,9 @@ from std_srvs.srv import SetBool
 from std_srvs.srv import Trigger
 
 from retain_ros.control.control_loop import ControlLoop
-from retain_ros.control.safety import LimitsError
-from retain_ros.control.safety import validate_limits
 from retain_ros.ros import params as P
 from retain_ros.ros.live_merge import LiveMergeMixin
+from retain_ros.ros.node_embodiment import EmbodimentMixin
 from retain_ros.ros.node_diagnostics import diagnostics_status
 from retain_ros.ros.node_episodes import EpisodeServices
 from retain_ros.ros.node_inputs import InputHub
@@ -69,12 +68,11 @@ LOG = logging.getLogger(__name__)
 NODE_NAME = 'retain_policy'
 #: the alpha convention, as logged at startup (one source: the merging engine's string)
 CONVENTION = f'{ALPHA_CONVENTION}: 0 = pretrained, 1 = finetuned'
-_LIMIT_PARAMS = ('joint_lower_limits', 'joint_upper_limits', 'max_joint_step')
 
 __all__ = ['PolicyNode', 'StartupError', 'LATCHED_QOS', 'NODE_NAME', 'main']
 
 
-class PolicyNode(LiveMergeMixin, LifecycleNode):
+class PolicyNode(LiveMergeMixin, EmbodimentMixin, LifecycleNode):
     """The ``retain_policy`` node (see the module docstring).
 
     :param policy: an already built policy (tests, benchmarks); None loads it at configure.
@@ -208,13 +206,13 @@ class PolicyNode(LiveMergeMixin, LifecycleNode):
     def _configure(self) -> None:
         cfg = self._cfg = P.NodeConfig.from_values(P.read_all(self))
         log = self.get_logger()
+        self._bound_names = None
         embodiment = self._load_embodiment(cfg)
         policy, merger = self._given
         if policy is None:
             policy, merger = load_pair(cfg, log)
         self._runtime = MergedPolicy(policy, merger)
         self._embodiment = embodiment
-        self._bound_names = None
         self._plan = plan_acting(cfg, policy, embodiment, log)
         log.info(f'embodiment {embodiment.name!r}: '
                  + ', '.join(f'{o.name} -> {o.type} {o.topic}' for o in embodiment.outputs))
@@ -229,21 +227,6 @@ class PolicyNode(LiveMergeMixin, LifecycleNode):
 
             self._rtc = RealTimeChunker(policy, execution_horizon=self._plan.horizon)
         self._publish_merge_state()
-
-    def _load_embodiment(self, cfg: P.NodeConfig):
-        """The embodiment of ``cfg`` (joint names bound when known). :raises StartupError:."""
-        from retain_ros.embodiment import EmbodimentError
-        from retain_ros.embodiment import load_embodiment
-
-        try:
-            validate_limits(cfg.joint_lower_limits, cfg.joint_upper_limits,
-                            list(cfg.joint_names) or None)
-            embodiment = load_embodiment(cfg.embodiment, cfg.to_values())
-            if self._bound_names and embodiment.needs_joint_names:
-                embodiment = embodiment.bind_joint_names(self._bound_names)
-        except (EmbodimentError, LimitsError) as exc:
-            raise StartupError(f'embodiment {cfg.embodiment!r}: {exc}') from exc
-        return embodiment
 
     # ------------------------------------------------------------------ activate / deactivate
     def _activate(self) -> None:
@@ -346,68 +329,6 @@ class PolicyNode(LiveMergeMixin, LifecycleNode):
         self._worker.stop()
         self._release()
         super().destroy_node()
-
-    # ------------------------------------------------------------------ embodiment
-    def _on_joint_names(self, names: List[str]) -> Optional[str]:
-        """First JointState with ``joint_names`` empty: bind them, the limits must fit."""
-        from retain_ros.embodiment import EmbodimentError
-
-        cfg = self._cfg
-        reason = None
-        state_dim = int(self._runtime.policy.state_dim) if self._runtime else len(names)
-        if len(names) != state_dim:
-            reason = (f'the JointState names {len(names)} joint(s) {names} but the policy state '
-                      f'has {state_dim} values: set joint_names')
-        else:
-            try:
-                validate_limits(cfg.joint_lower_limits, cfg.joint_upper_limits, names)
-                bound = self._embodiment.bind_joint_names(names)
-            except (LimitsError, EmbodimentError) as exc:
-                reason = f'{exc}; not acting until the limits are fixed'
-            else:
-                self._bound_names = list(names)
-                self._use_embodiment(bound)
-        if reason and reason != self._limits_fault:
-            self.get_logger().error(reason)
-        self._set_limits_fault(reason)
-        return reason
-
-    def _use_embodiment(self, embodiment) -> None:
-        """Make ``embodiment`` (re-loaded or with bound joint names) the live one."""
-        self._embodiment = embodiment
-        if self._outputs is not None:
-            self._outputs.update_specs(embodiment.outputs)
-        if self._actor is not None:
-            self._actor.embodiment = embodiment
-
-    def _set_limits_fault(self, reason: Optional[str]) -> None:
-        self._limits_fault = reason
-        if self._actor is not None:
-            self._actor.limits_fault = reason
-
-    def _check_embodiment(self, new: P.NodeConfig, changes: Dict[str, Any]) -> None:
-        """A live set of parameters the embodiment reads: the new one must load (kept pending).
-
-        :raises ValueError: the reason (the set is refused).
-        """
-        self._pending_embodiment = None
-        if self._embodiment is None or set(changes) <= set(P.MERGE_PARAMS):
-            return
-        names = self._bound_names or list(new.joint_names) or None
-        if set(_LIMIT_PARAMS) & set(changes):
-            validate_limits(new.joint_lower_limits, new.joint_upper_limits, names)
-        try:
-            self._pending_embodiment = self._load_embodiment(new)
-        except StartupError as exc:
-            raise ValueError(str(exc)) from exc
-
-    def _apply_embodiment(self, changes: Dict[str, Any]) -> None:
-        pending, self._pending_embodiment = self._pending_embodiment, None
-        if pending is None:
-            return
-        self._use_embodiment(pending)
-        if set(_LIMIT_PARAMS) & set(changes) and self._limits_fault:
-            self._set_limits_fault(None)    # the limits were re-validated with the set
 
     # ------------------------------------------------------------------ acting
     def _now(self) -> float:

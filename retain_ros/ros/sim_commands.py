@@ -47,6 +47,7 @@ from typing import List
 from geometry_msgs.msg import TwistStamped
 import numpy as np
 from rcl_interfaces.msg import FloatingPointRange
+from rcl_interfaces.msg import IntegerRange
 from rcl_interfaces.msg import ParameterDescriptor
 from retain_ros.sim.commands import CommandArbiter
 from retain_ros.sim.gripper import SimGripper
@@ -54,36 +55,40 @@ from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray
 
 
-def _descriptor(description: str, read_only: bool = False,
-                float_range=None) -> ParameterDescriptor:
+def descriptor(description: str, read_only: bool = False, float_range=None,
+               int_range=None) -> ParameterDescriptor:
+    """A ``ParameterDescriptor`` of the sim's parameters (ranges inclusive, any step)."""
     desc = ParameterDescriptor(description=description, read_only=read_only)
     if float_range is not None:
         desc.floating_point_range = [FloatingPointRange(
             from_value=float(float_range[0]), to_value=float(float_range[1]), step=0.0)]
+    if int_range is not None:
+        desc.integer_range = [IntegerRange(
+            from_value=int(int_range[0]), to_value=int(int_range[1]), step=0)]
     return desc
 
 
 # name -> (default, descriptor), merged into the sim_robot node's parameters
 COMMAND_PARAMETERS = {
-    'velocity_command_topic': ('/forward_velocity_controller/commands', _descriptor(
+    'velocity_command_topic': ('/forward_velocity_controller/commands', descriptor(
         'std_msgs/Float64MultiArray joint velocities, rad/s, one per arm joint (forward '
         'velocity controller)', read_only=True)),
-    'velocity_timeout': (0.5, _descriptor(
+    'velocity_timeout': (0.5, descriptor(
         'seconds after the last velocity command before the velocities go to zero; 0 = never '
         "(ros2_control's forward_command_controller has no timeout)", float_range=(0.0, 3600.0))),
-    'joint_command_topic': ('joint_command', _descriptor(
+    'joint_command_topic': ('joint_command', descriptor(
         'sensor_msgs/JointState position targets by joint name (arm joints and the gripper)',
         read_only=True)),
-    'twist_topic': ('/servo_node/delta_twist_cmds', _descriptor(
+    'twist_topic': ('/servo_node/delta_twist_cmds', descriptor(
         'geometry_msgs/TwistStamped gripper velocity (linear x, y in m/s, base frame; z and '
         'angular ignored), MoveIt Servo style', read_only=True)),
-    'twist_timeout': (0.1, _descriptor(
+    'twist_timeout': (0.1, descriptor(
         "seconds without a twist before the arm stops (MoveIt Servo's "
         'incoming_command_timeout)', float_range=(0.001, 60.0))),
-    'gripper_command_topic': ('/gripper_controller/commands', _descriptor(
+    'gripper_command_topic': ('/gripper_controller/commands', descriptor(
         'std_msgs/Float64MultiArray gripper position target, one value in m (0 = open, '
         '0.04 = closed)', read_only=True)),
-    'gripper_states_topic': ('gripper/joint_states', _descriptor(
+    'gripper_states_topic': ('gripper/joint_states', descriptor(
         'sensor_msgs/JointState output of the gripper joint (not in joint_states)',
         read_only=True)),
 }

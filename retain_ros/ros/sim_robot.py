@@ -31,9 +31,6 @@ from typing import Optional
 
 import cv2
 import numpy as np
-from rcl_interfaces.msg import FloatingPointRange
-from rcl_interfaces.msg import IntegerRange
-from rcl_interfaces.msg import ParameterDescriptor
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy
@@ -41,6 +38,7 @@ from rclpy.qos import QoSProfile
 from rclpy.qos import ReliabilityPolicy
 from retain_ros.ros.node_main import run_node
 from retain_ros.ros.sim_commands import COMMAND_PARAMETERS
+from retain_ros.ros.sim_commands import descriptor as _descriptor
 from retain_ros.ros.sim_commands import SimCommandInputs
 from retain_ros.control.trajectory_follower import TrajectoryError
 from retain_ros.control.trajectory_follower import TrajectoryFollower
@@ -61,18 +59,6 @@ from trajectory_msgs.msg import JointTrajectory
 NODE_NAME = 'sim_robot'
 #: how long a pending end_episode call waits for the policy node's service to appear (s)
 END_EPISODE_WAIT = 10.0
-
-
-def _descriptor(description: str, read_only: bool = False, float_range=None,
-                int_range=None) -> ParameterDescriptor:
-    desc = ParameterDescriptor(description=description, read_only=read_only)
-    if float_range is not None:
-        desc.floating_point_range = [FloatingPointRange(
-            from_value=float(float_range[0]), to_value=float(float_range[1]), step=0.0)]
-    if int_range is not None:
-        desc.integer_range = [IntegerRange(
-            from_value=int(int_range[0]), to_value=int(int_range[1]), step=0)]
-    return desc
 
 
 # name -> (default, descriptor); read-only ones need a restart
