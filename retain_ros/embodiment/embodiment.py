@@ -26,6 +26,7 @@ from retain_ros.embodiment.spec import JOINT_KINDS
 from retain_ros.embodiment.spec import OutputCommand
 from retain_ros.embodiment.spec import OutputSpec
 from retain_ros.embodiment.spec import POSITION_OUTPUTS
+from retain_ros.embodiment.spec import VELOCITY_OUTPUTS
 from retain_ros.embodiment.spec import RobotState
 from retain_ros.embodiment.spec import StateSource
 
@@ -311,7 +312,7 @@ class Embodiment:
         pose: the measured pose. None when a measured value is missing (send nothing).
         """
         o = self.output(name)
-        if o.type == 'velocity_stream' or o.type == 'twist':
+        if o.type in VELOCITY_OUTPUTS:
             return np.zeros((1, len(o.names)))
         if o.type == 'pose':
             if at.ee_pose is None:

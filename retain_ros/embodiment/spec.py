@@ -19,7 +19,9 @@ JOINT_FIELDS = ('position', 'velocity')
 KINDS = ('joint_position', 'joint_delta', 'joint_velocity', 'gripper', 'ee_delta', 'ee_pose')
 JOINT_KINDS = ('joint_position', 'joint_delta', 'joint_velocity')
 POSITION_OUTPUTS = ('joint_trajectory', 'position_stream', 'joint_state')
-OUTPUT_TYPES = POSITION_OUTPUTS + ('velocity_stream', 'twist', 'gripper_action', 'pose')
+#: outputs commanded with velocities: holding sends them zeros, never the last command
+VELOCITY_OUTPUTS = ('velocity_stream', 'twist')
+OUTPUT_TYPES = POSITION_OUTPUTS + VELOCITY_OUTPUTS + ('gripper_action', 'pose')
 #: legacy values of the node's ``output_mode`` parameter
 OUTPUT_ALIASES = {'trajectory': 'joint_trajectory', 'stream': 'position_stream'}
 #: which slice kinds may feed which output type

@@ -42,12 +42,10 @@ import numpy as np
 from retain_ros.control.output_safety import safe_command
 from retain_ros.control.safety import UnsafeChunkError
 from retain_ros.embodiment import OutputCommand
+from retain_ros.embodiment.spec import POSITION_OUTPUTS
+from retain_ros.embodiment.spec import VELOCITY_OUTPUTS
 from retain_ros.runtime.merged_policy import RuntimeInvalidError
 
-#: outputs commanded with positions (hold = the measured position)
-POSITION_OUTPUTS = ('joint_trajectory', 'position_stream', 'joint_state')
-#: outputs commanded with velocities (hold = zeros)
-VELOCITY_OUTPUTS = ('velocity_stream', 'twist')
 #: ``publish(output_name, values, stamp)``: stamp = observation time (s) for a chunk, 0.0 for a
 #: hold trajectory ("start now"), None for a stream row
 Publish = Callable[[str, np.ndarray, Optional[float]], None]
@@ -165,13 +163,10 @@ class Actor:
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ outputs by kind
-    def _outputs(self, types) -> list:
-        return [o for o in self.embodiment.outputs if o.type in types]
-
     @property
     def chunk_outputs(self) -> list:
         """Outputs that take the whole chunk (``joint_trajectory``)."""
-        return self._outputs(('joint_trajectory',))
+        return [o for o in self.embodiment.outputs if o.type == 'joint_trajectory']
 
     @property
     def stream_outputs(self) -> list:
