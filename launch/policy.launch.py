@@ -11,10 +11,11 @@ when it is given (non-empty); ``finetuned`` takes several checkpoints separated 
 Alpha is the weight on the FINETUNED model: theta = (1 - alpha)*theta_pre + alpha*theta_ft.
 
 When the node exits with a non-zero status (it failed at startup: missing checkpoint, bad
-parameter; the reason is in its log), the whole launch is shut down with that reason instead of
-running on without a policy.
+parameter; the reason is in its log) or is killed by a crash signal, the whole launch is shut
+down with that reason instead of running on without a policy; a stop signal (Ctrl-C) is none.
 """
 import os
+import signal
 
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument
@@ -68,17 +69,67 @@ class NodeFailed(RuntimeError):
     """The policy node exited with a non-zero status."""
 
 
-def on_node_exit(event, context):
-    """End the launch, with the reason, when the node exits with a non-zero status.
+#: signals that stop a process on request (Ctrl-C, ``ros2 launch``'s SIGINT / SIGTERM / SIGKILL
+#: escalation, a closed terminal): the node was told to end, nothing failed
+STOP_SIGNALS = ('SIGINT', 'SIGTERM', 'SIGKILL', 'SIGHUP', 'SIGQUIT')
 
-    The launch service turns an exception raised by an action into its own exit status 1
-    ("Caught exception in launch: <reason>"), so ``ros2 launch`` ends non-zero; a Shutdown event
+
+def exit_signal(returncode):
+    """Name of the signal that ended a process with ``returncode``, or None.
+
+    A process killed by signal N has the returncode -N (Python's ``subprocess``, which ``launch``
+    uses); a shell reports it as 128 + N (130 for SIGINT, 143 for SIGTERM).
+    """
+    if returncode is None or returncode == 0:
+        return None
+    number = -returncode if returncode < 0 else returncode - 128
+    if not 0 < number < 65:
+        return None
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f'signal {number}'
+
+
+def exit_kind(returncode):
+    """What an exit status of the node means.
+
+    :return: ``'ok'`` (0, or still running), ``'stopped'`` (ended by a stop signal, see
+        :data:`STOP_SIGNALS`), ``'crashed'`` (ended by another signal, e.g. SIGSEGV) or
+        ``'failed'`` (a positive status that is no signal: the node could not start, e.g. a
+        missing checkpoint or an invalid parameter).
+    """
+    if returncode in (0, None):
+        return 'ok'
+    name = exit_signal(returncode)
+    if name is None:
+        return 'failed'
+    return 'stopped' if name in STOP_SIGNALS else 'crashed'
+
+
+def is_startup_failure(returncode):
+    """Whether ``returncode`` is the node's report of a startup failure (not a signal exit)."""
+    return exit_kind(returncode) == 'failed'
+
+
+def on_node_exit(event, context):
+    """End the launch, with the reason, when the node failed at startup or crashed.
+
+    A stop signal (Ctrl-C, the launch's own shutdown) is no failure: the launch goes on ending
+    as it was. The launch service turns an exception raised by an action into its own exit status
+    1 ("Caught exception in launch: <reason>"), so ``ros2 launch`` ends non-zero; a Shutdown event
     alone would end it with status 0.
     """
-    if event.returncode in (0, None):
+    kind = exit_kind(event.returncode)
+    if kind in ('ok', 'stopped'):
         return None
-    reason = (f'{event.action.name} exited with status {event.returncode} (see its log above '
-              'for why: a startup failure, e.g. a missing checkpoint or an invalid parameter)')
+    if kind == 'crashed':
+        reason = (f'{event.action.name} was killed by {exit_signal(event.returncode)} '
+                  f'(status {event.returncode}; a crash, see its log above)')
+    else:
+        reason = (f'{event.action.name} exited with status {event.returncode} (see its log '
+                  'above for why: a startup failure, e.g. a missing checkpoint or an invalid '
+                  'parameter)')
 
     def fail(context):
         raise NodeFailed(reason)

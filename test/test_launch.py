@@ -158,3 +158,65 @@ def test_launch_ends_non_zero_when_the_node_fails(tmp_path):
     code = service.run()                # main thread; the node exits 1 at startup
     assert code != 0, 'ros2 launch would exit 0 although the node failed at startup'
     assert time.monotonic() - t0 < 120
+
+
+# --------------------------------------------------------------------------- node exit statuses
+EXIT_HELPERS = ('STOP_SIGNALS', 'exit_signal', 'exit_kind', 'is_startup_failure')
+
+
+def _exit_helpers():
+    """The launch file's exit-status helpers, run without ``launch``: only they and the plain
+    ``import`` statements of the file are compiled (the helpers use the standard library only).
+    """
+    body = []
+    for node in _tree().body:
+        if isinstance(node, ast.Import):
+            body.append(node)
+        elif isinstance(node, ast.FunctionDef) and node.name in EXIT_HELPERS:
+            body.append(node)
+        elif isinstance(node, ast.Assign) and any(
+                getattr(t, 'id', None) in EXIT_HELPERS for t in node.targets):
+            body.append(node)
+    namespace = {}
+    exec(compile(ast.Module(body=body, type_ignores=[]), LAUNCH_FILE, 'exec'), namespace)
+    missing = [name for name in EXIT_HELPERS if name not in namespace]
+    assert not missing, f'{missing} not defined at the top level of the launch file'
+    return namespace
+
+
+@pytest.mark.parametrize('returncode, kind', [
+    (0, 'ok'), (None, 'ok'),
+    (1, 'failed'), (2, 'failed'), (128, 'failed'), (255, 'failed'),
+    (-2, 'stopped'), (130, 'stopped'), (-15, 'stopped'), (143, 'stopped'), (-9, 'stopped'),
+    (137, 'stopped'), (-1, 'stopped'),
+    (-11, 'crashed'), (139, 'crashed'), (-6, 'crashed'), (134, 'crashed'),
+])
+def test_node_exit_classification(returncode, kind):
+    """Only a positive non-signal status is a startup failure; Ctrl-C (-2, 130) and the launch's
+    SIGTERM (-15, 143) are stops, a SIGSEGV a crash."""
+    helpers = _exit_helpers()
+    assert helpers['exit_kind'](returncode) == kind
+    assert helpers['is_startup_failure'](returncode) is (kind == 'failed')
+
+
+def test_on_node_exit_ends_the_launch_only_on_failures():
+    # (not importorskip('launch'): the repository's launch/ folder imports as a namespace package)
+    pytest.importorskip('launch_ros', reason=LAUNCH_SKIP)
+    module = _load_module()
+
+    class Action:
+        name = 'retain_policy-1'
+
+    class Event:
+        action = Action()
+
+        def __init__(self, returncode):
+            self.returncode = returncode
+
+    for code in (0, -2, 130, -15, 143):
+        assert module.on_node_exit(Event(code), None) is None, code
+    for code, words in ((1, 'startup failure'), (-11, 'SIGSEGV')):
+        actions = module.on_node_exit(Event(code), None)
+        assert actions, code
+        text = ''.join(getattr(part, 'text', str(part)) for part in actions[0].msg)
+        assert words in text, text

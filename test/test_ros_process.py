@@ -4,6 +4,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import cv2
@@ -96,3 +97,205 @@ def test_cli_help_and_clear_startup_error(tmp_path):
                          capture_output=True, text=True, timeout=60, cwd=str(tmp_path))
     assert bad.returncode == 1
     assert 'cannot start' in bad.stderr and 'finetuned_paths is empty' in bad.stderr
+
+
+# --------------------------------------------------------------------------- clean exits
+class NodeProcess:
+    """``retain-ros node`` as a subprocess, its output in a log file read while it runs."""
+
+    def __init__(self, tmp_path, *ros_args, name='node'):
+        self.path = tmp_path / f'{name}.log'
+        self._log = open(self.path, 'w')
+        self.proc = subprocess.Popen(_cli('--ros-args', *ros_args), cwd=str(tmp_path),
+                                     env=_env(), stdout=self._log, stderr=subprocess.STDOUT)
+
+    def output(self):
+        return self.path.read_text(errors='replace')
+
+    def wait_for(self, text, timeout=60.0, poll=0.005):
+        """Wait until ``text`` is in the output (poll every ``poll`` s); fail if it exits."""
+        deadline = time.monotonic() + timeout
+        while text not in self.output():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f'no {text!r} in the node output:\n{self.output()}')
+            time.sleep(poll)
+
+    def signal(self, *signals, gap=0.0):
+        """Send ``signals`` with ``gap`` seconds between two."""
+        for i, signum in enumerate(signals):
+            if i and gap:
+                time.sleep(gap)
+            self.proc.send_signal(signum)
+
+    def finish(self, timeout=30.0):
+        """Wait for the exit; return ``(status, output)`` (killed after ``timeout``: None)."""
+        try:
+            code = self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            code = None
+        self._log.close()
+        return code, self.output()
+
+
+def _policy_args(checkpoints, tmp_path, *extra):
+    pre, ft = checkpoints
+    return ('-p', f'pretrained_path:={pre}', '-p', f'finetuned_paths:=[{ft}]',
+            '-p', f'camera_topics:=[{CAMERA}]', '-p', f'joint_names:=[{",".join(TEST_JOINTS)}]',
+            '-p', 'device:=cpu', '-p', 'control_period:=0.05', '-p', 'replan_steps:=2',
+            '-p', 'max_observation_age:=2.0', '-p', f'episode_log:={tmp_path / "ep.jsonl"}',
+            '-p', 'default_instruction:=put the gripper on the red block', *extra)
+
+
+def _assert_clean_exit(code, output):
+    assert code == 0, f'exit status {code}:\n{output}'
+    assert 'Traceback' not in output and 'KeyboardInterrupt' not in output, output
+    assert 'cannot start' not in output, output
+
+
+def _feed(harness, stop, period=0.05):
+    image = np.zeros((48, 64, 3), np.uint8)
+    image[:, :32] = (0, 0, 255)
+    msg = CompressedImage(format='jpeg')
+    msg.data = cv2.imencode('.jpg', image)[1].tobytes()
+    pub = harness.publisher(CompressedImage, CAMERA)
+    while not stop.is_set():
+        msg.header.stamp = harness.probe.get_clock().now().to_msg()
+        pub.publish(msg)
+        harness.publish_joints((0.0, 0.0, 0.0, 0.0))
+        time.sleep(period)
+
+
+#: time between the two SIGINTs: a terminal's and the one ``ros2 launch`` forwards
+GAPS = (0.0, 0.03)
+
+
+@pytest.mark.parametrize('gap', GAPS)
+def test_double_sigint_while_configuring_exits_0(tiny_pi0_checkpoints, tmp_path, gap):
+    node = NodeProcess(tmp_path, *_policy_args(tiny_pi0_checkpoints, tmp_path))
+    try:
+        node.wait_for('loading pretrained=')        # configure: load + merge + warm-up
+        node.signal(signal.SIGINT, signal.SIGINT, gap=gap)
+    finally:
+        code, output = node.finish()
+    _assert_clean_exit(code, output)
+    # the start was abandoned (not finished and then shut down)
+    assert 'interrupted while starting' in output and 'acting:' not in output, output
+
+
+def _start_acting(checkpoints, tmp_path, harness, stop, *extra):
+    traj = harness.subscribe(JointTrajectory, '/arm_controller/joint_trajectory')
+    node = NodeProcess(tmp_path, *_policy_args(checkpoints, tmp_path, *extra))
+    node.wait_for('acting:')
+    feeder = threading.Thread(target=_feed, args=(harness, stop), daemon=True)
+    feeder.start()
+    traj.wait(1, timeout=30)
+    return node, feeder
+
+
+@pytest.mark.parametrize('gap', GAPS)
+def test_double_sigint_while_acting_exits_0(tiny_pi0_checkpoints, tmp_path, gap):
+    harness = RosHarness()
+    stop = threading.Event()
+    node = None
+    try:
+        node, _ = _start_acting(tiny_pi0_checkpoints, tmp_path, harness, stop)
+        node.signal(signal.SIGINT, signal.SIGINT, gap=gap)
+        code, output = node.finish()
+    finally:
+        stop.set()
+        harness.shutdown()
+        if node is not None and node.proc.poll() is None:
+            node.finish(timeout=1)
+    _assert_clean_exit(code, output)
+
+
+@pytest.mark.parametrize('gap', GAPS)
+def test_double_sigint_during_live_alpha_change_exits_0(tiny_pi0_checkpoints, tmp_path, gap):
+    from rcl_interfaces.srv import SetParameters
+    from rclpy.parameter import Parameter
+
+    harness = RosHarness()
+    stop = threading.Event()
+    node = None
+    try:
+        # keep_sources=disk: the re-merge re-reads both checkpoints, so it is still running
+        node, _ = _start_acting(tiny_pi0_checkpoints, tmp_path, harness, stop,
+                                '-p', 'keep_sources:=disk')
+        client = harness.probe.create_client(SetParameters, '/retain_policy/set_parameters')
+        assert client.wait_for_service(timeout_sec=30)
+        request = SetParameters.Request()
+        request.parameters = [Parameter('alpha', value=0.9).to_parameter_msg()]
+        client.call_async(request)                  # the re-merge takes milliseconds
+        time.sleep(0.002)
+        node.signal(signal.SIGINT, signal.SIGINT, gap=gap)
+        code, output = node.finish()
+    finally:
+        stop.set()
+        harness.shutdown()
+        if node is not None and node.proc.poll() is None:
+            node.finish(timeout=1)
+    _assert_clean_exit(code, output)
+
+
+@pytest.mark.parametrize('gap', GAPS)
+def test_double_sigint_while_deactivating_exits_0(tiny_pi0_checkpoints, tmp_path, gap):
+    from lifecycle_msgs.msg import Transition
+    from lifecycle_msgs.srv import ChangeState
+
+    harness = RosHarness()
+    stop = threading.Event()
+    node = None
+    try:
+        node, _ = _start_acting(tiny_pi0_checkpoints, tmp_path, harness, stop)
+        client = harness.probe.create_client(ChangeState, '/retain_policy/change_state')
+        assert client.wait_for_service(timeout_sec=30)
+        request = ChangeState.Request()
+        request.transition.id = Transition.TRANSITION_DEACTIVATE
+        client.call_async(request)                  # like `ros2 lifecycle set ... deactivate`
+        time.sleep(0.005)
+        node.signal(signal.SIGINT, signal.SIGINT, gap=gap)
+        code, output = node.finish()
+    finally:
+        stop.set()
+        harness.shutdown()
+        if node is not None and node.proc.poll() is None:
+            node.finish(timeout=1)
+    _assert_clean_exit(code, output)
+
+
+@pytest.mark.parametrize('signals', [(signal.SIGTERM,), (signal.SIGINT, signal.SIGTERM)],
+                         ids=['sigterm', 'sigint-then-sigterm'])
+def test_sigterm_exits_0(tiny_pi0_checkpoints, tmp_path, signals):
+    """SIGTERM (what ``ros2 launch`` sends when SIGINT did not end the node in time)."""
+    node = NodeProcess(tmp_path, *_policy_args(tiny_pi0_checkpoints, tmp_path))
+    try:
+        node.wait_for('acting:')
+        node.signal(*signals, gap=0.01)
+    finally:
+        code, output = node.finish()
+    _assert_clean_exit(code, output)
+
+
+@pytest.mark.parametrize('args, name, expected', [
+    (('-p', 'alpha:=1.7'), 'alpha=1.7', 'out of range, expected a double in [0, 1]'),
+    (('-p', 'alpha:=abc'), "alpha='abc'", 'a string, expected a double in [0, 1]'),
+    (('-p', 'replan_steps:=0'), 'replan_steps=0', 'expected an integer in [1, 10000]'),
+    (('-p', 'replan_steps:=1.5'), 'replan_steps=1.5',
+     'a double, expected an integer in [1, 10000]'),
+    ('params_file', 'max_observation_age=0.0', 'expected a double in [0.001, 3600]'),
+], ids=['alpha-range', 'alpha-type', 'replan-range', 'replan-type', 'params-file'])
+def test_bad_startup_parameter_is_one_line(tmp_path, args, name, expected):
+    if args == 'params_file':
+        path = tmp_path / 'params.yaml'
+        path.write_text('retain_policy:\n  ros__parameters:\n    max_observation_age: 0.0\n')
+        args = ('--params-file', str(path))
+    out = subprocess.run(_cli('--ros-args', *args), env=_env(), capture_output=True, text=True,
+                         timeout=120, cwd=str(tmp_path))
+    assert out.returncode == 1, out.stdout + out.stderr
+    lines = [line for line in out.stderr.splitlines() if 'cannot start:' in line]
+    assert len(lines) == 1, out.stderr
+    assert lines[0].startswith(f'retain_policy: cannot start: {name}: '), lines[0]
+    assert lines[0].endswith(expected), lines[0]
+    assert 'Traceback' not in out.stderr + out.stdout, out.stderr

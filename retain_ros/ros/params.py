@@ -19,6 +19,7 @@ from typing import Tuple
 from rcl_interfaces.msg import FloatingPointRange
 from rcl_interfaces.msg import IntegerRange
 from rcl_interfaces.msg import ParameterDescriptor
+from rclpy.exceptions import ParameterException
 from rclpy.parameter import Parameter
 
 from retain_ros.merging.live import KEEP_SOURCES
@@ -73,6 +74,24 @@ class ParamSpec:
                 from_value=int(self.int_range[0]), to_value=int(self.int_range[1]), step=1)]
         return desc
 
+    def allowed(self) -> str:
+        """What a value must be, in words: ``'a double in [0, 1]'``, ``'an integer in [1, 9]'``."""
+        text = TYPE_WORDS.get(self.type, self.type.name.lower())
+        if self.float_range is not None:
+            text += f' in [{self.float_range[0]:g}, {self.float_range[1]:g}]'
+        if self.int_range is not None:
+            text += f' in [{self.int_range[0]}, {self.int_range[1]}]'
+        if self.constraints:
+            text += f' ({self.constraints})'
+        return text
+
+    def in_range(self, value: Any) -> bool:
+        """Whether a value of this parameter's type lies in its range (True without one)."""
+        for bounds in (self.float_range, self.int_range):
+            if bounds is not None and not min(bounds) <= value <= max(bounds):
+                return False
+        return True
+
 
 _S = Parameter.Type.STRING
 _SA = Parameter.Type.STRING_ARRAY
@@ -80,6 +99,12 @@ _D = Parameter.Type.DOUBLE
 _DA = Parameter.Type.DOUBLE_ARRAY
 _I = Parameter.Type.INTEGER
 _B = Parameter.Type.BOOL
+#: parameter types in words, for error messages
+TYPE_WORDS = {_S: 'a string', _SA: 'a list of strings', _D: 'a double', _DA: 'a list of doubles',
+              _I: 'an integer', _B: 'a bool (true or false)',
+              Parameter.Type.INTEGER_ARRAY: 'a list of integers',
+              Parameter.Type.BOOL_ARRAY: 'a list of bools',
+              Parameter.Type.BYTE_ARRAY: 'a list of bytes'}
 _GROUP_ALPHA = ('alpha for the {} group (weight on the FINETUNED model); -1 = follow alpha. '
                 'Setting it re-merges in place; the set fails (old weights stay live) when the '
                 'merge does.')
@@ -219,18 +244,70 @@ def declare_all(node) -> None:
     Empty array defaults cannot be typed by rclpy from the value itself, so those parameters are
     declared by type and, when no override was given, set to the empty array before the
     descriptor (possibly read-only) is installed.
+
+    :raises ConfigError: when a value given on the command line or in a parameter file does not
+        fit its descriptor (wrong type, out of range), naming the parameter, the value and what
+        is allowed (rclpy raises ``ParameterException`` subclasses, ``TypeError`` or
+        ``ValueError`` for those, depending on its version).
     """
     for spec in PARAMS:
-        empty_array = isinstance(spec.default, list) and not spec.default
-        if not empty_array:
-            node.declare_parameter(spec.name, spec.default, spec.descriptor())
-            continue
-        writable = spec.descriptor()
-        writable.read_only = False
-        node.declare_parameter(spec.name, spec.type, writable)
-        if node.get_parameter_or(spec.name).type_ == Parameter.Type.NOT_SET:
-            node.set_parameters([Parameter(spec.name, spec.type, [])])
-        node.set_descriptor(spec.name, spec.descriptor())
+        try:
+            _declare(node, spec)
+        except (ParameterException, TypeError, ValueError) as exc:
+            raise ConfigError(declare_error(spec, _override(node, spec), exc)) from None
+
+
+def _declare(node, spec: ParamSpec) -> None:
+    empty_array = isinstance(spec.default, list) and not spec.default
+    if not empty_array:
+        node.declare_parameter(spec.name, spec.default, spec.descriptor())
+        return
+    writable = spec.descriptor()
+    writable.read_only = False
+    node.declare_parameter(spec.name, spec.type, writable)
+    if node.get_parameter_or(spec.name).type_ == Parameter.Type.NOT_SET:
+        node.set_parameters([Parameter(spec.name, spec.type, [])])
+    node.set_descriptor(spec.name, spec.descriptor())
+
+
+_NO_VALUE = object()
+
+
+def _override(node, spec: ParamSpec) -> Any:
+    """The value given for ``spec`` at startup (``-p``, ``--params-file``), or ``_NO_VALUE``.
+
+    rclpy keeps the startup values in ``Node._parameter_overrides`` (rclpy 7 and 9 alike); there
+    is no public accessor before the parameter is declared.
+    """
+    given = getattr(node, '_parameter_overrides', {}).get(spec.name)
+    return _NO_VALUE if given is None else given.value
+
+
+def declare_error(spec: ParamSpec, value: Any, exc: BaseException) -> str:
+    """One line on why ``value`` cannot be the startup value of ``spec``.
+
+    ``'<name>=<value>: <problem>, expected <type and range>'``, e.g. ``alpha=1.7: out of range,
+    expected a double in [0, 1]`` or ``alpha='abc': a string, expected a double in [0, 1]``.
+
+    :param spec: the parameter.
+    :param value: the value given at startup (``_NO_VALUE`` when unknown).
+    :param exc: what rclpy raised; its message is the problem when neither type nor range is.
+    """
+    if value is _NO_VALUE:
+        value = spec.default
+    shown = repr(value) if isinstance(value, str) else str(
+        list(value) if isinstance(value, (list, tuple)) else value)
+    try:
+        given_type = Parameter.Type.from_parameter_value(value)
+    except TypeError:
+        given_type = None
+    if given_type is not None and given_type != spec.type:
+        problem = TYPE_WORDS.get(given_type, given_type.name.lower())
+    elif given_type is not None and not spec.in_range(value):
+        problem = 'out of range'
+    else:
+        problem = ' '.join(str(exc).split()) or type(exc).__name__
+    return f'{spec.name}={shown}: {problem}, expected {spec.allowed()}'
 
 
 def read_all(node) -> Dict[str, Any]:

@@ -111,8 +111,8 @@ class PolicyNode(LiveMergeMixin, EmbodimentMixin, LifecycleNode):
         self._slow_services = None
         if parameter_services:
             self._slow_services = WorkerParameterService(self, self._worker)
-        P.declare_all(self)
         try:
+            P.declare_all(self)
             self._cfg = P.NodeConfig.from_values(P.read_all(self))
         except P.ConfigError as exc:
             super().destroy_node()
@@ -353,7 +353,7 @@ class PolicyNode(LiveMergeMixin, EmbodimentMixin, LifecycleNode):
 
     def _publish_merge_state(self) -> None:
         data = self.merge_state_dict()
-        if data:
+        if data and self.context.ok():      # a signal may have shut the context down
             self._merge_state_pub.publish(String(data=json.dumps(data)))
 
     # ------------------------------------------------------------------ evaluation
