@@ -73,8 +73,12 @@ def _chunk(c, dt=0.1, horizon=4):
 
 
 def write_bag(path, success=True, instruction='touch the red block', frames=10,
-              line=True, jpeg_wrist=True):
-    """A 1 s episode: camera at 10 Hz, joints at 10 Hz, a 4-point chunk (dt 0.1 s) every 0.2 s."""
+              line=True, jpeg_wrist=True, wrist=None, camera=None):
+    """A 1 s episode: camera at 10 Hz, joints at 10 Hz, a 4-point chunk (dt 0.1 s) every 0.2 s.
+
+    :param wrist: ``k -> CompressedImage`` for the wrist camera (default: a JPEG).
+    :param camera: ``k -> Image`` for the main camera (default: :func:`_image`).
+    """
     bag = B.BagWriter(str(path), custom_data={'retain_ros.start': json.dumps(
         {'episode_id': os.path.basename(str(path)), 'instruction': instruction})})
     bag.add_topic('/camera/image_raw', 'sensor_msgs/msg/Image')
@@ -86,9 +90,10 @@ def write_bag(path, success=True, instruction='touch the red block', frames=10,
     bag.write('/instruction', _cdr(M['std_msgs/msg/String'](data=instruction)), T0)
     for k in range(frames):
         t = T0 + k * 100 * MS
-        bag.write('/camera/image_raw', _cdr(_image(10 * k)), t)
+        bag.write('/camera/image_raw', _cdr((camera or (lambda i: _image(10 * i)))(k)), t)
         if jpeg_wrist:
-            bag.write('/wrist/image_raw/compressed', _cdr(_jpeg(20 * k)), t)
+            bag.write('/wrist/image_raw/compressed',
+                      _cdr((wrist or (lambda i: _jpeg(20 * i)))(k)), t)
         bag.write('/joint_states', _cdr(_joints(k)), t)
         if k % 2 == 0:
             bag.write('/arm_controller/joint_trajectory', _cdr(_chunk(k // 2)), t + MS)
@@ -206,3 +211,85 @@ def test_export_filters_and_errors(tmp_path, capsys):
     empty.close(episode={'episode_id': 'e', 'success': True})
     assert cli.main(['export', str(tmp_path / 'empty'), '--out', str(tmp_path / 'x')]) == 1
     assert 'missing a camera topic' in capsys.readouterr().err
+
+
+def _png(value, side=8):
+    bgr = np.full((side, side, 3), (0, 0, value), np.uint8)
+    return M['sensor_msgs/msg/CompressedImage'](
+        header=_header(), format='png',
+        data=np.frombuffer(cv2.imencode('.png', bgr)[1].tobytes(), np.uint8))
+
+
+def _bad_png(kind):
+    """``huge``: a small PNG whose header claims 100000x100000; ``malformed``: no image data."""
+    data = bytearray(cv2.imencode('.png', np.zeros((8, 8, 3), np.uint8))[1].tobytes())
+    if kind == 'huge':
+        data[16:20] = (100000).to_bytes(4, 'big')
+        data[20:24] = (100000).to_bytes(4, 'big')
+    else:
+        data = data[:33]
+    return M['sensor_msgs/msg/CompressedImage'](
+        header=_header(), format='png', data=np.frombuffer(bytes(data), np.uint8))
+
+
+def _wrist_with(bad):
+    return lambda k: _bad_png(bad[k]) if k in bad else _png(20 * k)
+
+
+def test_undecodable_frames_are_skipped_and_named(tmp_path, capsys):
+    bags = tmp_path / 'bags'
+    path = write_bag(bags / 'ep', wrist=_wrist_with({3: 'huge', 6: 'malformed'}))
+    episode = read_episode(path)
+    # same timeline as a clean bag; a bad frame takes the latest good image before it
+    assert episode.length == 9
+    assert [int(f[4, 4, 0]) for f in episode.images['wrist']] == \
+        [0, 20, 40, 40, 80, 100, 100, 140, 160]
+    assert [int(f[1, 1, 0]) for f in episode.images['camera']] == [10 * k for k in range(9)]
+    assert episode.action[:, 0].tolist() == [0, 1, 100, 101, 200, 201, 300, 301, 400]
+    bad = episode.meta['bad_frames']
+    assert len(bad) == 2
+    assert path in bad[0] and '/wrist/image_raw/compressed message 3' in bad[0]
+    assert f'log time {T0 + 300 * MS} ns' in bad[0] and '0.300 s' in bad[0]
+    assert '100000x100000: sides above 16384' in bad[0]
+    assert 'message 6' in bad[1] and 'cannot decode 33 bytes as png' in bad[1]
+
+    out = tmp_path / 'dataset'
+    assert cli.main(['export', str(bags), '--out', str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert printed.count('skipped image: ') == 2 and '100000x100000' in printed
+    info = json.loads((out / 'meta' / 'info.json').read_text())
+    assert info['total_episodes'] == 1 and info['total_frames'] == 9
+    table = pq.read_table(str(out / 'data' / 'chunk-000' / 'file-000.parquet')).to_pydict()
+    wrist = [cv2.imdecode(np.frombuffer(c['bytes'], np.uint8), cv2.IMREAD_COLOR)[4, 4, 2]
+             for c in table['observation.images.wrist']]
+    assert [int(v) for v in wrist] == [0, 20, 40, 40, 80, 100, 100, 140, 160]
+    assert table['frame_index'] == list(range(9))
+    episodes = pd.read_parquet(out / 'meta' / 'episodes' / 'chunk-000' / 'file-000.parquet')
+    assert episodes['skipped_images'].tolist() == [2]
+
+
+def test_leading_bad_frames_drop_those_timesteps_for_every_feature(tmp_path):
+    path = write_bag(tmp_path / 'ep', wrist=_wrist_with({0: 'malformed'}),
+                     camera=lambda k: (_image(10 * k) if k != 4 else
+                                       M['sensor_msgs/msg/Image'](
+                                           header=_header(), height=8, width=8,
+                                           encoding='16UC1', is_bigendian=0, step=16,
+                                           data=np.zeros(128, np.uint8))))
+    episode = read_episode(path)
+    # no wrist image at the first timestep: the episode starts one frame later, all features
+    assert episode.length == 8
+    assert [int(f[4, 4, 0]) for f in episode.images['wrist']] == [20 * k for k in range(1, 9)]
+    assert [int(f[1, 1, 0]) for f in episode.images['camera']] == [10, 20, 30, 30, 50, 60, 70,
+                                                                   80]
+    assert episode.state[0].tolist() == [1.0, -1.0]
+    assert episode.action[:, 0].tolist() == [1, 100, 101, 200, 201, 300, 301, 400]
+    assert len(episode.meta['bad_frames']) == 2
+    assert any('/camera/image_raw message 4' in b and "'16UC1'" in b
+               for b in episode.meta['bad_frames'])
+
+
+def test_a_camera_without_any_good_frame_is_an_error(tmp_path):
+    path = write_bag(tmp_path / 'ep', wrist=lambda k: _bad_png('huge'))
+    with pytest.raises(ExportError, match=r'no frame where every camera has a decodable image '
+                                          r'\(9 message\(s\) skipped'):
+        read_episode(path)

@@ -241,6 +241,7 @@ def test_digest_cache_is_keyed_by_file_identity(pair, tmp_path, monkeypatch):
         raise AssertionError('hashed again although size, mtime and inode are unchanged')
 
     monkeypatch.setattr(digests, 'hash_file', no_hashing)
+    monkeypatch.setattr(digests, 'hash_fd', no_hashing)
     assert digests.file_digest(path) == first
     monkeypatch.undo()
     monkeypatch.setenv('ROS_HOME', str(tmp_path / 'home'))

@@ -51,6 +51,19 @@ def file_hash(path: str) -> str:
         raise CheckpointError(f'{path}: cannot hash: {exc}') from exc
 
 
+def weight_file_hash(f: SafetensorsFile) -> str:
+    """Content digest of an opened weight file, hashed from the descriptor its tensors are read
+    from, and only while that descriptor's ``fstat`` matches the identity recorded at open.
+
+    :raises FileChangedError: the file is not the one opened any more (naming it).
+    :raises CheckpointError: it cannot be read.
+    """
+    try:
+        return file_digest(f.path, fd=f.descriptor(), identity=f.identity)
+    except OSError as exc:
+        raise CheckpointError(f'{f.path}: cannot hash: {exc}') from exc
+
+
 def is_float(dtype: torch.dtype) -> bool:
     return dtype.is_floating_point or dtype.is_complex
 
@@ -193,12 +206,13 @@ class CheckpointSource:
             f.check_unchanged()
 
     def digest(self) -> str:
-        """Content digest: BLAKE3 over the weight files' bytes (cached per file identity)."""
+        """Content digest: BLAKE3 over the weight files' bytes (cached per file identity), read
+        from the descriptors opened with the files (see :func:`weight_file_hash`)."""
         if self._digest is None:
             h = hashlib.sha256()
             for f in self.files:
                 h.update(os.path.basename(f.path).encode())
-                h.update(file_hash(f.path).encode())
+                h.update(weight_file_hash(f).encode())
             self._digest = h.hexdigest()
         return self._digest
 
@@ -398,7 +412,7 @@ class LoraSource(CheckpointSource):
         if self._digest is None:
             h = hashlib.sha256()
             h.update(b'lora')
-            h.update(file_hash(self.adapter.path).encode())
+            h.update(weight_file_hash(self.adapter).encode())
             h.update(json.dumps(self.adapter_config, sort_keys=True).encode())
             h.update(self.base.digest().encode())
             self._digest = h.hexdigest()

@@ -9,6 +9,11 @@ start would cost a full extra read, so each file's digest is kept:
   ``mtime_ns``, inode and device (a rewritten file gets a new digest). When that directory is not
   writable the cache lives in memory only.
 
+The identity is read with ``fstat`` from the descriptor that is hashed (for a checkpoint, the
+descriptor its tensors are read from, checked against the identity recorded when it was opened),
+never from the path: a file renamed over the path in between cannot take the cached digest of the
+file that was opened, nor lend it its own.
+
 Files are hashed with BLAKE3 (the ``blake3`` package, the Rust implementation, several threads on
 large inputs) in 16 MiB blocks.
 """
@@ -25,7 +30,9 @@ from typing import Tuple
 
 import blake3
 
+from retain_ros.merging.safetensors_io import describe_change
 from retain_ros.merging.safetensors_io import file_identity
+from retain_ros.merging.safetensors_io import FileChangedError
 
 LOG = logging.getLogger(__name__)
 
@@ -72,28 +79,70 @@ def _store(path: str, ident: Tuple[int, int, int, int], digest: str) -> None:
         LOG.debug('digest cache not written (%s): %s', dest, exc)
 
 
-def hash_file(path: str) -> str:
-    """BLAKE3 hex digest of a file's bytes (no cache)."""
+def hash_fd(fd: int) -> str:
+    """BLAKE3 hex digest of the bytes of an open file (read with ``pread``, no cache)."""
     h = blake3.blake3(max_threads=blake3.blake3.AUTO)
     buf = bytearray(_BLOCK)
     view = memoryview(buf)
-    with open(path, 'rb', buffering=0) as fh:
-        while True:
-            n = fh.readinto(buf)
-            if not n:
-                break
-            h.update(view[:n])
+    offset = 0
+    while True:
+        n = os.preadv(fd, [buf], offset)
+        if not n:
+            break
+        h.update(view[:n])
+        offset += n
     return h.hexdigest()
 
 
-def file_digest(path: str, use_disk_cache: bool = True) -> str:
-    """Content digest of ``path``, from the cache when size, mtime_ns and inode are unchanged.
+def hash_file(path: str) -> str:
+    """BLAKE3 hex digest of a file's bytes (no cache)."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, 'O_CLOEXEC', 0))
+    try:
+        return hash_fd(fd)
+    finally:
+        os.close(fd)
 
-    :param path: file to hash.
+
+def file_digest(path: str, use_disk_cache: bool = True, fd: Optional[int] = None,
+                identity: Optional[Tuple[int, int, int, int]] = None) -> str:
+    """Content digest of a file, from the cache when its identity is unchanged.
+
+    The identity (size, ``mtime_ns``, inode, device) is taken with ``fstat`` from the descriptor
+    that is hashed, never from the path, so a file renamed over ``path`` between the check and
+    the read cannot lend its digest (or its bytes) to another.
+
+    :param path: the file (names the cache entry and the errors).
     :param use_disk_cache: read and write the on-disk cache (in-memory cache always).
+    :param fd: an open descriptor of the file to hash (e.g. the one its data is read from);
+        None: ``path`` is opened here.
+    :param identity: the :func:`~retain_ros.merging.safetensors_io.file_identity` recorded when
+        the file was opened; the descriptor must still match it.
+    :raises FileChangedError: the descriptor does not match ``identity``, or the file changed
+        while it was being hashed (both name the file).
+    :raises OSError: the file cannot be opened or read.
     """
     path = os.path.abspath(path)
-    ident = file_identity(os.stat(path))
+    if fd is None:
+        own = os.open(path, os.O_RDONLY | getattr(os, 'O_CLOEXEC', 0))
+        try:
+            return _digest_of(path, own, use_disk_cache, identity)
+        finally:
+            os.close(own)
+    return _digest_of(path, fd, use_disk_cache, identity)
+
+
+def _check(path: str, fd: int, expected: Tuple[int, int, int, int], what: str) -> None:
+    now = file_identity(os.fstat(fd))
+    if now != expected:
+        raise FileChangedError(f'{path}: {what} ({describe_change(expected, now)}); its digest '
+                               'is refused (re-open it to fingerprint the new contents)')
+
+
+def _digest_of(path: str, fd: int, use_disk_cache: bool,
+               identity: Optional[Tuple[int, int, int, int]]) -> str:
+    ident = file_identity(os.fstat(fd))
+    if identity is not None and tuple(identity) != ident:
+        _check(path, fd, tuple(identity), 'not the file that was opened any more')
     key = (path, ident)
     with _LOCK:
         cached = _MEMORY.get(key)
@@ -102,9 +151,8 @@ def file_digest(path: str, use_disk_cache: bool = True) -> str:
     if use_disk_cache:
         cached = _load(path, ident)
     if cached is None:
-        cached = hash_file(path)
-        if file_identity(os.stat(path)) != ident:
-            raise OSError(f'{path} changed while it was being hashed')
+        cached = hash_fd(fd)
+        _check(path, fd, ident, 'changed while it was being hashed')
         if use_disk_cache:
             _store(path, ident, cached)
     else:

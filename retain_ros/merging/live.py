@@ -195,31 +195,39 @@ class LiveMerger:
         return max(set(dts), key=dts.count) if dts else None
 
     def _start_digests(self, sources: Sequence[CheckpointSource]) -> None:
-        """Hash the inputs (for the fingerprint) on a thread while the merge reads them."""
-        self._digest_error: Optional[BaseException] = None
+        """Hash the inputs (for the fingerprint) on a thread while the merge reads them.
+
+        The thread and its error belong to these sources: a reload that fails leaves them
+        behind, and the next merge of the previous sources neither waits for them nor inherits
+        their error.
+        """
+        errors: List[BaseException] = []
+        owner = sources[0] if sources else None
 
         def work():
             try:
                 for src in sources:
                     src.digest()
             except BaseException as exc:  # noqa: B902 - reported when the fingerprint is made
-                self._digest_error = exc
+                errors.append(exc)
 
-        self._digester = threading.Thread(target=work, name='retain-ros-digest', daemon=True)
-        self._digester.start()
+        thread = threading.Thread(target=work, name='retain-ros-digest', daemon=True)
+        self._digester = (thread, errors, owner)
+        thread.start()
 
     def _fingerprint(self, merger: TensorMerger, src: _Inputs, spec: MergeSpec,
                      alphas: Dict[str, object]) -> str:
-        if self._digester is not None:
+        if self._digester is not None and self._digester[2] is src.pre:
+            thread, errors, _ = self._digester
             t0 = time.perf_counter()
-            self._digester.join()
+            thread.join()
             self._digester = None
             waited = time.perf_counter() - t0
             if waited > 0.05:
                 LOG.info('waited %.2f s for the input digests (cached for the next start)',
                          waited)
-            if self._digest_error is not None:
-                exc, self._digest_error = self._digest_error, None
+            if errors:
+                exc = errors[0]
                 raise CheckpointError(f'hashing the inputs failed: {exc}') from exc
         return fingerprint(src.pre, src.fts, spec, alphas)
 
@@ -518,6 +526,7 @@ class LiveMerger:
         with self._lock:
             old = self._src
             spec = self._state.spec
+            digester = self._digester
             try:
                 pre, fts = open_sources(old.pre.path, [f.path for f in old.fts], self.family)
                 validate_sources(pre, fts)
@@ -528,6 +537,7 @@ class LiveMerger:
                 self._start_digests([pre] + fts)
                 new = _Inputs(pre, list(fts), self._load_cache(pre, fts))
             except Exception as exc:  # noqa: B902
+                self._digester = digester   # the new sources' hashing is left behind
                 if isinstance(exc, MergeError):
                     raise
                 raise MergeError(f'reload failed: {type(exc).__name__}: {exc}; the previous '
@@ -539,4 +549,6 @@ class LiveMerger:
                 return self._apply(spec, new, previous)
             except MergeError:
                 self._groups = old_groups
+                if self._src is old:
+                    self._digester = digester
                 raise

@@ -16,6 +16,8 @@ import logging
 import mmap
 import os
 import struct
+import threading
+import weakref
 from typing import Dict
 from typing import Iterator
 from typing import Iterable
@@ -53,6 +55,24 @@ def file_identity(st: os.stat_result) -> Tuple[int, int, int, int]:
     return (st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev)
 
 
+def describe_change(before: Tuple[int, int, int, int], now: Tuple[int, int, int, int]) -> str:
+    """What differs between two :func:`file_identity` values, in words."""
+    return (f'size {before[0]} -> {now[0]} bytes, mtime_ns {before[1]} -> {now[1]}, inode '
+            f'{before[2]} -> {now[2]}, device {before[3]} -> {now[3]}')
+
+
+def _pread_all(fd: int, count: int, offset: int) -> bytes:
+    parts = []
+    while count > 0:
+        chunk = os.pread(fd, min(count, _READ_BLOCK), offset)
+        if not chunk:
+            break
+        parts.append(chunk)
+        count -= len(chunk)
+        offset += len(chunk)
+    return b''.join(parts)
+
+
 class TensorInfo:
     """Where one tensor lives in a safetensors file."""
 
@@ -72,7 +92,13 @@ class TensorInfo:
 
 
 class SafetensorsFile:
-    """A safetensors file opened lazily: header parsed and checked, data mapped on demand.
+    """A safetensors file opened lazily: header parsed and checked, data read on demand.
+
+    The file's identity (:attr:`identity`: size, ``mtime_ns``, inode, device) is recorded from
+    the descriptor opened here, which stays open until :meth:`close`: reads, the mapping and the
+    content digest all use it, and data read from it is used only after its ``fstat`` still
+    matches the identity (:meth:`check_descriptor`). A file renamed over the path later does not
+    change what is read (and :meth:`check_unchanged` reports it); a rewrite in place is refused.
 
     :param path: the ``.safetensors`` file.
     :raises CheckpointError: missing, truncated or corrupted file (naming file and tensor).
@@ -83,22 +109,48 @@ class SafetensorsFile:
         self._mm: Optional[mmap.mmap] = None
         self._fh = None
         self._fd: Optional[int] = None
+        self._closer: Optional[weakref.finalize] = None
+        self._reopen_lock = threading.Lock()
         try:
-            with open(self.path, 'rb') as fh:
-                st = os.fstat(fh.fileno())
-                size = st.st_size
-                raw = fh.read(8)
-                if len(raw) < 8:
-                    raise CheckpointError(
-                        f'{self.path}: truncated safetensors file ({size} bytes, no header)')
-                (n,) = struct.unpack('<Q', raw)
-                if n > min(size - 8, _MAX_HEADER):
-                    raise CheckpointError(
-                        f'{self.path}: corrupted or truncated safetensors file (header claims '
-                        f'{n} bytes, file has {size})')
-                header_bytes = fh.read(n)
+            fd = os.open(self.path, os.O_RDONLY | getattr(os, 'O_CLOEXEC', 0))
         except OSError as exc:
             raise CheckpointError(f'{self.path}: cannot read checkpoint: {exc}') from exc
+        try:
+            self._parse_header(fd)
+        except BaseException as exc:
+            os.close(fd)
+            if isinstance(exc, OSError):
+                raise CheckpointError(f'{self.path}: cannot read checkpoint: {exc}') from exc
+            raise
+        # the descriptor stays open: every later read, mapping and the content digest go through
+        # it, so their data is the file whose identity was recorded here (an open file's inode
+        # is never reused), whatever the path points at later
+        self._attach(fd)
+
+    def _attach(self, fd: int) -> None:
+        self._fd = fd
+        self._closer = weakref.finalize(self, os.close, fd)
+
+    def _detach(self) -> Optional[int]:
+        fd, closer = self._fd, self._closer
+        self._fd = self._closer = None
+        if closer is not None:
+            closer.detach()
+        return fd
+
+    def _parse_header(self, fd: int) -> None:
+        st = os.fstat(fd)
+        size = st.st_size
+        raw = os.pread(fd, 8, 0)
+        if len(raw) < 8:
+            raise CheckpointError(
+                f'{self.path}: truncated safetensors file ({size} bytes, no header)')
+        (n,) = struct.unpack('<Q', raw)
+        if n > min(size - 8, _MAX_HEADER):
+            raise CheckpointError(
+                f'{self.path}: corrupted or truncated safetensors file (header claims '
+                f'{n} bytes, file has {size})')
+        header_bytes = _pread_all(fd, n, 8)
         try:
             header = json.loads(header_bytes.decode('utf-8'))
         except (UnicodeDecodeError, ValueError) as exc:
@@ -108,6 +160,7 @@ class SafetensorsFile:
             raise CheckpointError(f'{self.path}: corrupted safetensors header (not an object)')
         meta = header.pop('__metadata__', None) or {}
         self.metadata: Dict[str, str] = {str(k): str(v) for k, v in meta.items()}
+        #: ``(size, mtime_ns, inode, device)`` of the descriptor opened here
         self.identity = file_identity(st)
         self.size = size
         self.data_start = 8 + n
@@ -164,10 +217,24 @@ class SafetensorsFile:
             return f'cannot stat it any more ({exc})'
         for what, ident in (('rewritten in place', now), ('replaced on disk', at_path)):
             if ident is not None and ident != self.identity:
-                size0, mtime0, _, _ = self.identity
-                return (f'{what} since it was opened (size {size0} -> {ident[0]} bytes, mtime_ns '
-                        f'{mtime0} -> {ident[1]}, inode {self.identity[2]} -> {ident[2]})')
+                return f'{what} since it was opened ({describe_change(self.identity, ident)})'
         return None
+
+    def check_descriptor(self, fd: int) -> None:
+        """Check that descriptor ``fd`` is the file opened, unchanged (``fstat``, not the path).
+
+        :raises FileChangedError: its size, ``mtime_ns``, inode or device differ from
+            :attr:`identity`, naming the file.
+        """
+        try:
+            now = file_identity(os.fstat(fd))
+        except OSError as exc:
+            raise CheckpointError(f'{self.path}: cannot fstat it: {exc}') from exc
+        if now != self.identity:
+            raise FileChangedError(
+                f'{self.path}: not the file that was opened any more '
+                f'({describe_change(self.identity, now)}); refusing data read from it (call '
+                'reload() to re-open it and re-fingerprint the new contents)')
 
     def check_unchanged(self) -> None:
         """:raises FileChangedError: the file was rewritten, truncated or replaced."""
@@ -184,18 +251,30 @@ class SafetensorsFile:
             raise CheckpointError(f'{self.path}: no tensor named {name!r}')
         return info
 
-    def _descriptor(self) -> int:
-        if self._fd is None:
-            try:
-                self._fd = os.open(self.path, os.O_RDONLY)
-            except OSError as exc:
-                raise CheckpointError(f'{self.path}: cannot open: {exc}') from exc
-            if file_identity(os.fstat(self._fd)) != self.identity:
-                os.close(self._fd)
-                self._fd = None
-                raise FileChangedError(f'{self.path}: changed between parsing its header and '
-                                       'reading it; open it again')
-        return self._fd
+    def descriptor(self) -> int:
+        """The open descriptor of the file (re-opened by path after :meth:`close`, then checked
+        against :attr:`identity` with ``fstat``).
+
+        :raises FileChangedError: the path now names another file, or the file changed.
+        """
+        fd = self._fd
+        if fd is not None:
+            return fd
+        with self._reopen_lock:
+            if self._fd is None:
+                try:
+                    fd = os.open(self.path, os.O_RDONLY | getattr(os, 'O_CLOEXEC', 0))
+                except OSError as exc:
+                    raise CheckpointError(f'{self.path}: cannot open: {exc}') from exc
+                try:
+                    self.check_descriptor(fd)
+                except BaseException:
+                    os.close(fd)
+                    raise
+                self._attach(fd)
+            return self._fd
+
+    _descriptor = descriptor
 
     def _pread_into(self, buf: memoryview, offset: int, name: str) -> None:
         fd = self._descriptor()
@@ -214,6 +293,7 @@ class SafetensorsFile:
                     f'{offset + total} but the file ends at {offset + done} (now '
                     f'{os.fstat(fd).st_size} bytes)')
             done += got
+        self.check_descriptor(fd)  # the bytes are the opened file's, unchanged while read
 
     def read(self, name: str, out: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Tensor ``name`` read into ``out`` (a new CPU tensor by default) with ``pread``.
@@ -263,9 +343,9 @@ class SafetensorsFile:
 
     def _map(self) -> mmap.mmap:
         if self._mm is None:
+            fd = self.descriptor()  # the opened file, not whatever the path names now
             try:
-                self._fh = open(self.path, 'rb')
-                self._mm = mmap.mmap(self._fh.fileno(), 0, access=mmap.ACCESS_COPY)
+                self._mm = mmap.mmap(fd, 0, access=mmap.ACCESS_COPY)
             except (OSError, ValueError) as exc:
                 raise CheckpointError(f'{self.path}: cannot map file: {exc}') from exc
         return self._mm
@@ -303,9 +383,14 @@ class SafetensorsFile:
                 pass
 
     def close(self) -> None:
-        """Drop the mapping (it stays alive while tensors still reference it)."""
-        mm, fh, fd = self._mm, self._fh, self._fd
-        self._mm = self._fh = self._fd = None
+        """Drop the mapping (it stays alive while tensors still reference it) and the descriptor.
+
+        A later read re-opens the file by path and refuses it unless it is still the file
+        opened (:meth:`descriptor`).
+        """
+        mm, fh = self._mm, self._fh
+        self._mm = self._fh = None
+        fd = self._detach()
         if fd is not None:
             os.close(fd)
         if mm is not None:

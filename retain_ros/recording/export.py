@@ -25,6 +25,16 @@ last moment all are still covered. Its images and state are the latest received 
 of the latest ``JointTrajectory`` chunk (its points are ``1 / fps`` apart), or the latest
 ``Float64MultiArray`` command in stream mode. ``fps`` defaults to the node's control rate, read
 from the chunks' ``time_from_start``.
+
+Images are decoded by :mod:`retain_ros.recording.images`, with the node's guards (encodings,
+``MAX_SIDE``, the PNG / JPEG header size check before decoding, the payload cap). A camera message
+that is refused is skipped with a warning naming the bag, topic, message index, log time and
+reason (also returned as ``bad_frames`` and counted in the episode's ``skipped_images``), and the
+rest of the episode is exported. The dataset stays consistent, one row per timestep with every
+feature: a frame whose latest message is bad takes the latest good message before it (the image
+the node would have kept, as it drops such a message), and timesteps before a camera's first good
+message are dropped for every feature (the episode then starts at the first timestep where every
+camera has a good image). An episode with no such timestep is an :class:`ExportError`.
 """
 from __future__ import annotations
 
@@ -47,6 +57,8 @@ import cv2
 import numpy as np
 
 from retain_ros.recording import bag as B
+from retain_ros.recording.images import ImageDecodeError
+from retain_ros.recording.images import message_to_rgb
 
 LOG = logging.getLogger(__name__)
 
@@ -75,21 +87,51 @@ def camera_key(topic: str) -> str:
 
 
 def decode_image(msg, msgtype: str) -> np.ndarray:
-    """A decoded ``Image`` / ``CompressedImage`` (mcap_ros2 object) as an RGB ``uint8`` array."""
-    if msgtype.endswith('CompressedImage'):
-        bgr = cv2.imdecode(np.frombuffer(bytes(msg.data), np.uint8), cv2.IMREAD_COLOR)
-        if bgr is None:
-            raise ExportError(f'undecodable {msg.format!r} CompressedImage')
-        return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-    channels = {'rgb8': 3, 'bgr8': 3, 'rgba8': 4, 'bgra8': 4, 'mono8': 1}.get(msg.encoding)
-    if channels is None:
-        raise ExportError(f'image encoding {msg.encoding!r}: use rgb8, bgr8, rgba8, bgra8, mono8')
-    rows = np.frombuffer(bytes(msg.data), np.uint8)[:msg.height * msg.step]
-    pixels = rows.reshape(msg.height, msg.step)[:, :msg.width * channels]
-    pixels = pixels.reshape(msg.height, msg.width, channels)
-    convert = {'bgr8': cv2.COLOR_BGR2RGB, 'rgba8': cv2.COLOR_RGBA2RGB,
-               'bgra8': cv2.COLOR_BGRA2RGB, 'mono8': cv2.COLOR_GRAY2RGB}.get(msg.encoding)
-    return np.ascontiguousarray(pixels if convert is None else cv2.cvtColor(pixels, convert))
+    """A decoded ``Image`` / ``CompressedImage`` (mcap_ros2 object) as an RGB ``uint8`` array.
+
+    Decoded by :mod:`retain_ros.recording.images`, with the node's limits.
+
+    :raises ImageDecodeError: the reason the image is refused.
+    """
+    return message_to_rgb(msg, compressed=msgtype.endswith('CompressedImage'))
+
+
+class _CameraFrames:
+    """One camera topic's messages, decoded on demand (each at most once).
+
+    A message that does not decode is reported once (bag, topic, message index, log time,
+    reason) and stands for nothing: the frame that would use it takes the latest *decodable*
+    message before it instead, as the node keeps its previous image when it drops one.
+    """
+
+    def __init__(self, path: str, topic: str, msgtype: str, msgs: List[Tuple[int, Any]],
+                 bad: List[str]):
+        self.path, self.topic, self.msgtype, self.msgs = path, topic, msgtype, msgs
+        self._decoded: Dict[int, Optional[np.ndarray]] = {}
+        self._bad = bad
+
+    def _decode(self, i: int) -> Optional[np.ndarray]:
+        if i not in self._decoded:
+            stamp, msg = self.msgs[i]
+            try:
+                self._decoded[i] = decode_image(msg, self.msgtype)
+            except (ImageDecodeError, AttributeError, TypeError) as exc:
+                self._decoded[i] = None
+                note = (f'{self.path}: {self.topic} message {i} (log time {stamp} ns, '
+                        f'{(stamp - self.msgs[0][0]) * 1e-9:.3f} s after the topic\'s first): '
+                        f'skipped, {exc}')
+                LOG.warning('%s', note)
+                self._bad.append(note)
+        return self._decoded[i]
+
+    def latest_good(self, i: int) -> Optional[np.ndarray]:
+        """The image of message ``i``, or of the latest decodable one before it (None: none)."""
+        while i >= 0:
+            image = self._decode(i)
+            if image is not None:
+                return image
+            i -= 1
+        return None
 
 
 def _duration(d) -> float:
@@ -197,15 +239,29 @@ def read_episode(path: str, fps: Optional[int] = None,
         raise ExportError(f'{path}: the cameras, joint state and commands never overlap')
     t = first + (np.arange(int((last - first) * 1e-9 * rate) + 1) * (1e9 / rate)).astype(
         np.int64)
+    bad: List[str] = []
+    frames: Dict[str, List[Optional[np.ndarray]]] = {}
+    for topic in cams:
+        camera = _CameraFrames(path, topic, streams[topic][0], streams[topic][1], bad)
+        frames[topic] = [camera.latest_good(i) for i in _latest(cam_times[topic], t)]
+    # an undecodable message leaves its frames to the latest good one; only frames before a
+    # camera's first good message have no image: the episode starts after them, for every feature
+    skip = max(next((k for k, f in enumerate(fs) if f is not None), len(fs))
+               for fs in frames.values())
+    if skip >= len(t):
+        raise ExportError(f'{path}: no frame where every camera has a decodable image '
+                          f'({len(bad)} message(s) skipped, e.g. {bad[0] if bad else "-"})')
+    if skip:
+        LOG.warning('%s: the first %d frame(s) have no decodable image on some camera; the '
+                    'episode starts %.3f s later', path, skip, skip / rate)
+        t = t[skip:]
     images = {}
     for topic, key in cams.items():
-        msgs = streams[topic][1]
-        ty = streams[topic][0]
-        frames = [decode_image(msgs[i][1], ty) for i in _latest(cam_times[topic], t)]
-        shapes = {f.shape for f in frames}
+        kept = frames[topic][skip:]
+        shapes = {f.shape for f in kept}
         if len(shapes) > 1:
             raise ExportError(f'{path}: {topic} changes image size within the episode {shapes}')
-        images[key] = np.stack(frames)
+        images[key] = np.stack(kept)
     state = np.stack([state_of(joint_msgs[i][1]) for i in _latest(joint_times, t)])
     actions = []
     for k, i in zip(t, _latest(cmd_times, t)):
@@ -221,7 +277,7 @@ def read_episode(path: str, fps: Optional[int] = None,
     return Episode(bag=os.path.abspath(path), line=line, task=str(task), fps=rate,
                    joint_names=names, images=images, state=state.astype(np.float32),
                    action=action.astype(np.float32), status=status,
-                   meta={'start': start})
+                   meta={'start': start, 'bad_frames': bad})
 
 
 # ------------------------------------------------------------------------- stats
@@ -376,6 +432,7 @@ class LeRobotWriter:
             'fingerprint': str(line.get('fingerprint') or
                                episode.meta['start'].get('fingerprint') or ''),
             'recording_status': episode.status, 'bag': episode.bag,
+            'skipped_images': len(episode.meta.get('bad_frames') or ()),
         }
         for key, st in stats.items():
             for name, value in st.items():
@@ -435,7 +492,9 @@ def export(bags: Sequence[str], out: str, fps: Optional[int] = None,
 
     :param only_success: keep only episodes whose line says ``success: true``.
     :param include_interrupted: also keep episodes that never ended (no outcome).
-    :return: ``meta/info.json``'s content plus ``skipped`` (``{bag: reason}``).
+    :return: ``meta/info.json``'s content plus ``skipped`` (``{bag: reason}``) and
+        ``bad_frames`` (``{bag: [message, ...]}`` for the exported episodes: camera messages left
+        out because they do not decode, see the module docstring).
     :raises ExportError: when no bag is found or none is left to export.
     """
     from tqdm import tqdm
@@ -445,6 +504,7 @@ def export(bags: Sequence[str], out: str, fps: Optional[int] = None,
         raise ExportError(f'no bag folder (with {B.METADATA_FILE}) in {list(bags)}')
     writer = LeRobotWriter(out, robot_type=robot_type)
     skipped: Dict[str, str] = {}
+    bad_frames: Dict[str, List[str]] = {}
     for path in tqdm(paths, desc='export', unit='episode', disable=not progress):
         if only_success and _known_failure(path):
             skipped[path] = 'not a success'     # decided from metadata.yaml, nothing decoded
@@ -456,10 +516,12 @@ def export(bags: Sequence[str], out: str, fps: Optional[int] = None,
             skipped[path] = 'not a success'
         else:
             writer.add(episode)
+            if episode.meta.get('bad_frames'):
+                bad_frames[path] = list(episode.meta['bad_frames'])
     if not writer.episodes:
         raise ExportError(f'nothing to export: {skipped}')
     info = writer.finish()
-    return dict(info, skipped=skipped)
+    return dict(info, skipped=skipped, bad_frames=bad_frames)
 
 
 def _known_failure(path: str) -> bool:
@@ -507,6 +569,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 1
     for path, reason in info['skipped'].items():
         print(f'skipped {path}: {reason}')
+    for path, notes in info['bad_frames'].items():
+        for note in notes:
+            print(f'skipped image: {note}')
     print(f'wrote {args.out}: {info["total_episodes"]} episode(s), {info["total_frames"]} '
           f'frames at {info["fps"]} fps, {info["total_tasks"]} task(s) (LeRobot '
           f'{info["codebase_version"]})')
