@@ -19,8 +19,6 @@ Helpers (publisher process, CPU hog, node set-up, measurement) are ``benchmarks/
 """
 import os
 import sys
-import tempfile
-import time
 
 import pytest
 
@@ -46,31 +44,10 @@ LOADED_SECONDS = 8.0
 
 
 def _run(hog: bool) -> dict:
-    with tempfile.TemporaryDirectory() as tmp:
-        node = IL.NodeUnderLoad(tmp)
-        publisher = IL.LoadPublisher()
-        hog_process = None
-        try:
-            publisher.set_rates(20, 50)
-            deadline = time.monotonic() + 30.0  # discovery, first observations: acting
-            while node.node.hold_reason is not None and time.monotonic() < deadline:
-                time.sleep(0.1)
-            assert node.node.hold_reason is None, node.node.hold_reason
-            idle = IL.measure(node, publisher, 4.0)
-            publisher.set_rates(100, 200)
-            if hog:
-                hog_process = IL.cpu_hog(LOADED_SECONDS + 5.0)
-            loaded = IL.measure(node, publisher, LOADED_SECONDS)
-            max_age = float(node.node.config.max_observation_age)
-        finally:
-            publisher.close()
-            if hog_process is not None:
-                hog_process.terminate()
-                hog_process.join(5.0)
-            node.close()
-    print(IL.describe('light load', idle))
-    print(IL.describe('high load' + (' + CPU hog' if hog else ''), loaded))
-    return {'idle': idle, 'loaded': loaded, 'max_age': max_age}
+    result = IL.run(LOADED_SECONDS, image_hz=100.0, joint_hz=200.0, hog=hog, qos='reliable')
+    for label, measured in result.items():
+        print(IL.describe(label + (' + CPU hog' if hog and label == 'loaded' else ''), measured))
+    return dict(result, max_age=float(IL.NODE_PARAMS['max_observation_age']))
 
 
 def _check(result: dict, min_share: float) -> None:
