@@ -1,4 +1,5 @@
 """The node as a separate process (`python -m retain_ros.cli node --ros-args ...`)."""
+from contextlib import contextmanager
 import json
 import os
 import signal
@@ -184,30 +185,31 @@ def test_double_sigint_while_configuring_exits_0(tiny_pi0_checkpoints, tmp_path,
     assert 'interrupted while starting' in output and 'acting:' not in output, output
 
 
-def _start_acting(checkpoints, tmp_path, harness, stop, *extra):
-    traj = harness.subscribe(JointTrajectory, '/arm_controller/joint_trajectory')
-    node = NodeProcess(tmp_path, *_policy_args(checkpoints, tmp_path, *extra))
-    node.wait_for('acting:')
-    feeder = threading.Thread(target=_feed, args=(harness, stop), daemon=True)
-    feeder.start()
-    traj.wait(1, timeout=30)
-    return node, feeder
-
-
-@pytest.mark.parametrize('gap', GAPS)
-def test_double_sigint_while_acting_exits_0(tiny_pi0_checkpoints, tmp_path, gap):
+@contextmanager
+def _acting_process(checkpoints, tmp_path, *extra):
+    """A node process acting on fed inputs: ``(harness, node)``; stopped and cleaned up after."""
     harness = RosHarness()
     stop = threading.Event()
     node = None
     try:
-        node, _ = _start_acting(tiny_pi0_checkpoints, tmp_path, harness, stop)
-        node.signal(signal.SIGINT, signal.SIGINT, gap=gap)
-        code, output = node.finish()
+        traj = harness.subscribe(JointTrajectory, '/arm_controller/joint_trajectory')
+        node = NodeProcess(tmp_path, *_policy_args(checkpoints, tmp_path, *extra))
+        node.wait_for('acting:')
+        threading.Thread(target=_feed, args=(harness, stop), daemon=True).start()
+        traj.wait(1, timeout=30)
+        yield harness, node
     finally:
         stop.set()
         harness.shutdown()
         if node is not None and node.proc.poll() is None:
             node.finish(timeout=1)
+
+
+@pytest.mark.parametrize('gap', GAPS)
+def test_double_sigint_while_acting_exits_0(tiny_pi0_checkpoints, tmp_path, gap):
+    with _acting_process(tiny_pi0_checkpoints, tmp_path) as (harness, node):
+        node.signal(signal.SIGINT, signal.SIGINT, gap=gap)
+        code, output = node.finish()
     _assert_clean_exit(code, output)
 
 
@@ -216,13 +218,9 @@ def test_double_sigint_during_live_alpha_change_exits_0(tiny_pi0_checkpoints, tm
     from rcl_interfaces.srv import SetParameters
     from rclpy.parameter import Parameter
 
-    harness = RosHarness()
-    stop = threading.Event()
-    node = None
-    try:
-        # keep_sources=disk: the re-merge re-reads both checkpoints, so it is still running
-        node, _ = _start_acting(tiny_pi0_checkpoints, tmp_path, harness, stop,
-                                '-p', 'keep_sources:=disk')
+    # keep_sources=disk: the re-merge re-reads both checkpoints, so it is still running
+    with _acting_process(tiny_pi0_checkpoints, tmp_path, '-p', 'keep_sources:=disk') as (
+            harness, node):
         client = harness.probe.create_client(SetParameters, '/retain_policy/set_parameters')
         assert client.wait_for_service(timeout_sec=30)
         request = SetParameters.Request()
@@ -231,11 +229,6 @@ def test_double_sigint_during_live_alpha_change_exits_0(tiny_pi0_checkpoints, tm
         time.sleep(0.002)
         node.signal(signal.SIGINT, signal.SIGINT, gap=gap)
         code, output = node.finish()
-    finally:
-        stop.set()
-        harness.shutdown()
-        if node is not None and node.proc.poll() is None:
-            node.finish(timeout=1)
     _assert_clean_exit(code, output)
 
 
@@ -244,11 +237,7 @@ def test_double_sigint_while_deactivating_exits_0(tiny_pi0_checkpoints, tmp_path
     from lifecycle_msgs.msg import Transition
     from lifecycle_msgs.srv import ChangeState
 
-    harness = RosHarness()
-    stop = threading.Event()
-    node = None
-    try:
-        node, _ = _start_acting(tiny_pi0_checkpoints, tmp_path, harness, stop)
+    with _acting_process(tiny_pi0_checkpoints, tmp_path) as (harness, node):
         client = harness.probe.create_client(ChangeState, '/retain_policy/change_state')
         assert client.wait_for_service(timeout_sec=30)
         request = ChangeState.Request()
@@ -257,11 +246,6 @@ def test_double_sigint_while_deactivating_exits_0(tiny_pi0_checkpoints, tmp_path
         time.sleep(0.005)
         node.signal(signal.SIGINT, signal.SIGINT, gap=gap)
         code, output = node.finish()
-    finally:
-        stop.set()
-        harness.shutdown()
-        if node is not None and node.proc.poll() is None:
-            node.finish(timeout=1)
     _assert_clean_exit(code, output)
 
 
