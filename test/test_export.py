@@ -48,11 +48,17 @@ def _image(value, side=8):
         step=side * 3, data=pixels.reshape(-1))
 
 
-def _jpeg(value, side=8):
+def _compressed(value, fmt, side=8):
+    """A ``CompressedImage`` of one red level, encoded as ``fmt`` (``jpeg`` or ``png``)."""
     bgr = np.full((side, side, 3), (0, 0, value), np.uint8)
+    ext = {'jpeg': '.jpg', 'png': '.png'}[fmt]
     return M['sensor_msgs/msg/CompressedImage'](
-        header=_header(), format='jpeg',
-        data=np.frombuffer(cv2.imencode('.jpg', bgr)[1].tobytes(), np.uint8))
+        header=_header(), format=fmt,
+        data=np.frombuffer(cv2.imencode(ext, bgr)[1].tobytes(), np.uint8))
+
+
+def _jpeg(value, side=8):
+    return _compressed(value, 'jpeg', side)
 
 
 def _joints(k):
@@ -214,10 +220,7 @@ def test_export_filters_and_errors(tmp_path, capsys):
 
 
 def _png(value, side=8):
-    bgr = np.full((side, side, 3), (0, 0, value), np.uint8)
-    return M['sensor_msgs/msg/CompressedImage'](
-        header=_header(), format='png',
-        data=np.frombuffer(cv2.imencode('.png', bgr)[1].tobytes(), np.uint8))
+    return _compressed(value, 'png', side)
 
 
 def _bad_png(kind):

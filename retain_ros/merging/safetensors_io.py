@@ -111,10 +111,7 @@ class SafetensorsFile:
         self._fd: Optional[int] = None
         self._closer: Optional[weakref.finalize] = None
         self._reopen_lock = threading.Lock()
-        try:
-            fd = os.open(self.path, os.O_RDONLY | getattr(os, 'O_CLOEXEC', 0))
-        except OSError as exc:
-            raise CheckpointError(f'{self.path}: cannot read checkpoint: {exc}') from exc
+        fd = self._open_path('cannot read checkpoint')
         try:
             self._parse_header(fd)
         except BaseException as exc:
@@ -126,6 +123,13 @@ class SafetensorsFile:
         # it, so their data is the file whose identity was recorded here (an open file's inode
         # is never reused), whatever the path points at later
         self._attach(fd)
+
+    def _open_path(self, what: str) -> int:
+        """A read-only descriptor of ``self.path``; :raises CheckpointError: ``what`` failed."""
+        try:
+            return os.open(self.path, os.O_RDONLY | getattr(os, 'O_CLOEXEC', 0))
+        except OSError as exc:
+            raise CheckpointError(f'{self.path}: {what}: {exc}') from exc
 
     def _attach(self, fd: int) -> None:
         self._fd = fd
@@ -262,10 +266,7 @@ class SafetensorsFile:
             return fd
         with self._reopen_lock:
             if self._fd is None:
-                try:
-                    fd = os.open(self.path, os.O_RDONLY | getattr(os, 'O_CLOEXEC', 0))
-                except OSError as exc:
-                    raise CheckpointError(f'{self.path}: cannot open: {exc}') from exc
+                fd = self._open_path('cannot open')
                 try:
                     self.check_descriptor(fd)
                 except BaseException:
