@@ -49,7 +49,7 @@ setup(
             'ros-std-srvs', 'ros-trajectory-msgs', 'ros-diagnostic-msgs', 'ros-rcl-interfaces',
             'ros-lifecycle-msgs', 'ros-geometry-msgs',
         ],
-        'test': ['pytest<8.4', 'hypothesis', 'flake8', 'rosbags>=0.10', 'datasets'],
+        'test': ['pytest<8.4', 'hypothesis', 'flake8', 'pydocstyle', 'rosbags>=0.10', 'datasets'],
         # the same for ROS 2 Jazzy (LTS; rclpy 7.x), in a virtual environment of its own
         # (.ci/setup jazzy -> .venv-jazzy): the two distributions' wheels cannot share one
         'ros-jazzy-wheels': [
@@ -68,8 +68,8 @@ setup(
     entry_points={
         'console_scripts': [
             'retain-ros = retain_ros.cli:main',
-            'policy_node = retain_ros.ros.policy_node:main',
-            'sim_robot = retain_ros.ros.sim_robot:main',
+            'policy_node = retain_ros.ros.policy_node.main:main',
+            'sim_robot = retain_ros.ros.sim_robot.main:main',
         ],
     },
 )

@@ -40,7 +40,7 @@ RTC_DELAYS = (0.1, 0.2, 0.3)
 
 
 def cells():
-    """The (group, TimingConfig) pairs measured, without duplicates."""
+    """Return the (group, TimingConfig) pairs measured, without duplicates."""
     from retain_ros.demo.timing import TimingConfig
     out = []
     for delay in STAMP_DELAYS:

@@ -82,8 +82,10 @@ def policy_config(size: str, camera_names=('base',)) -> dict:
 
 
 def assert_default_pi0(spec) -> None:
-    """The model of ``spec`` has exactly the tensor shapes of transformers' default
-    ``PI0Config`` (built on the meta device: no memory)."""
+    """Check that the model of ``spec`` has the tensor shapes of transformers' ``PI0Config``.
+
+    Both are built on the meta device (no memory).
+    """
     import torch
     from transformers import PI0Config
     from transformers import PI0ForConditionalGeneration
@@ -98,7 +100,7 @@ def assert_default_pi0(spec) -> None:
 
 
 def _proc_bytes(path: str, field: str) -> int:
-    """A ``field: N kB`` line of a /proc file, in bytes (0 when absent)."""
+    """Return a ``field: N kB`` line of a /proc file, in bytes (0 when absent)."""
     with open(path) as fh:
         for line in fh:
             if line.startswith(field + ':'):
@@ -111,7 +113,7 @@ def mem_available() -> int:
 
 
 def vm_hwm() -> int:
-    """This process's peak resident memory."""
+    """Return this process's peak resident memory (bytes)."""
     return _proc_bytes('/proc/self/status', 'VmHWM')
 
 
@@ -122,12 +124,12 @@ def make_checkpoint(out_dir: str, size: str, dtype_name: str, seed: int) -> dict
     from tqdm import tqdm
     from transformers import PI0ForConditionalGeneration
 
-    from retain_ros.merging.safetensors_io import StreamingWriter
+    from retain_ros.merging.dialects import lerobot_pi0_key
+    from retain_ros.merging.dialects import LEROBOT_TIED_ALIAS
+    from retain_ros.merging.safetensors_writer import StreamingWriter
     from retain_ros.policies.pi0 import NormStats
     from retain_ros.policies.pi0 import save_pi0_checkpoint
     from retain_ros.policies.pi0.configuration_pi0 import pi0_config_from_dict
-    from retain_ros.policies.pi0.modeling_pi0 import LEROBOT_TIED_ALIAS
-    from retain_ros.policies.pi0.modeling_pi0 import lerobot_pi0_key
     from retain_ros.policies.pi0.tokenizer_pi0 import save_byte_tokenizer
 
     dtype = getattr(torch, dtype_name)
@@ -200,8 +202,8 @@ def child_startup(pre: str, ft: str, mode: str, dtype: str, changes: int) -> dic
     from retain_ros.merging.memory import MemoryPlanError
     from retain_ros.merging.memory import plan_memory
     from retain_ros.merging.spec import MergeSpec
-    from retain_ros.policies.pi0.configuration_pi0 import load_pi0_config
-    from retain_ros.policies.pi0.modeling_pi0 import build_pi0_module
+    from retain_ros.policies.pi0.backbone_pi0 import build_pi0_module
+    from retain_ros.policies.pi0.checkpoint_config_pi0 import load_pi0_config
 
     logging.basicConfig(level=logging.INFO, format='%(asctime)s %(name)s: %(message)s',
                         stream=sys.stderr)
@@ -285,7 +287,7 @@ def child_node(pre: str, ft: str, changes: int, extra: str = '{}') -> dict:
     from retain_ros.ros.conversions import rgb_to_image
     from retain_ros.ros.node_main import make_executor
     from retain_ros.ros.node_main import spin_in_background
-    from retain_ros.ros.policy_node import PolicyNode
+    from retain_ros.ros.policy_node.node import PolicyNode
 
     logging.basicConfig(level=logging.INFO, format='%(asctime)s %(name)s: %(message)s',
                         stream=sys.stderr)

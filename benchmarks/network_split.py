@@ -1,16 +1,10 @@
 """Policy on one host, robot on another: the retain_policy node across a network link.
 
-Two Linux network namespaces stand for the two computers (the robot's and the GPU box), joined
-by a veth pair (``10.213.0.1/30`` robot, ``10.213.0.2/30`` policy; only addresses this script
-creates, inside its own namespaces). DDS discovers across the link with
-``ROS_AUTOMATIC_DISCOVERY_RANGE=SUBNET`` (multicast) or ``ROS_STATIC_PEERS`` (unicast), over UDP
-only (``FASTDDS_BUILTIN_TRANSPORTS=UDPv4``: both namespaces share ``/dev/shm``, and Fast DDS'
-shared-memory transport would otherwise carry the data around the link).
-
-Link delay: ``tc netem`` on both veth ends when the kernel has it (one-way delay D, round trip
-2 D). Kernels without ``sch_netem`` (this machine's) get the same one-way delay from a small
-user-space relay instead: the veth pair is cut in two by a third namespace whose process copies
-every Ethernet frame from one side to the other after D (AF_PACKET sockets, no IP there).
+The two hosts are two Linux network namespaces joined by a veth pair
+(:class:`retain_ros.ros.tools.split_hosts.SplitHosts`): DDS over UDP only, discovery with
+``ROS_AUTOMATIC_DISCOVERY_RANGE=SUBNET`` (multicast) or ``ROS_STATIC_PEERS``, a one-way link
+delay from ``tc netem`` or, on kernels without ``sch_netem`` (this machine's), from the
+user-space relay of :mod:`retain_ros.ros.tools.delay_relay`.
 
 Measured, for raw ``sensor_msgs/Image`` (rgb8) and JPEG ``CompressedImage`` camera streams at
 one-way delays of 0 / 20 / 50 ms, with the node (tiny pi0, CPU) in the policy namespace and a
@@ -28,21 +22,16 @@ Needs root and iproute2 (``ip netns``); run from the repository root:
     .venv/bin/python benchmarks/network_split.py [--samples 30] [--results]
 
 ``--results`` writes the table into the ``## Policy and robot on two hosts`` section of
-benchmarks/RESULTS.md. ``test/test_netns.py`` uses :class:`SplitHosts` for its closed-loop
-episode across the link.
+benchmarks/RESULTS.md. ``test/ros/tools/test_split_hosts.py`` runs a closed-loop episode across
+the same link.
 """
 from __future__ import annotations
 
 import argparse
-import heapq
 import json
 import os
 import platform
 import random
-import select
-import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -57,16 +46,18 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 from benchmarks.results import write_section  # noqa: E402
+from retain_ros.ros.closed_loop_demo.processes import write_params  # noqa: E402
+from retain_ros.ros.tools.checkpoints import JOINTS  # noqa: E402
+from retain_ros.ros.tools.checkpoints import write_random_pair  # noqa: E402
+from retain_ros.ros.tools.split_hosts import netns_unavailable_reason  # noqa: E402
+from retain_ros.ros.tools.split_hosts import POLICY  # noqa: E402
+from retain_ros.ros.tools.split_hosts import ROBOT  # noqa: E402
+from retain_ros.ros.tools.split_hosts import ROBOT_IF  # noqa: E402
+from retain_ros.ros.tools.split_hosts import SplitHosts  # noqa: E402
 from retain_ros.sim.tasks import NEW_TASK  # noqa: E402
 from retain_ros.sim.tasks import TASKS  # noqa: E402
 
 SECTION = '## Policy and robot on two hosts'
-ROBOT, POLICY, LINK = 'robot', 'policy', 'link'
-ROBOT_ADDR, POLICY_ADDR = '10.213.0.1', '10.213.0.2'
-#: veth names inside the namespaces (robot side, policy side; link-namespace ends for the relay)
-ROBOT_IF, POLICY_IF = 'rr-robot', 'rr-policy'
-LINK_ROBOT_IF, LINK_POLICY_IF = 'rr-lr', 'rr-lp'
-JOINTS = ('j0', 'j1', 'j2', 'j3')
 CAMERA_TOPIC = 'camera/image_raw'
 IMAGE_SIDE = 224
 DELAYS_MS = (0, 20, 50)
@@ -74,326 +65,12 @@ DELAYS_MS = (0, 20, 50)
 NOISE = 4.0
 
 
-class NetnsUnavailable(RuntimeError):
-    """Network namespaces cannot be made here (not root, no iproute2, no permission)."""
-
-
-def _run(argv: List[str], check: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run(argv, capture_output=True, text=True, timeout=30)
-    if check and result.returncode != 0:
-        raise RuntimeError(f'{" ".join(argv)} failed ({result.returncode}): '
-                           f'{(result.stderr or result.stdout).strip()}')
-    return result
-
-
-def netns_unavailable_reason() -> Optional[str]:
-    """Why network namespaces cannot be made here, or None when they can."""
-    if not hasattr(os, 'geteuid') or os.geteuid() != 0:
-        return 'network namespaces need root (CI runs as root)'
-    if shutil.which('ip') is None:
-        return 'iproute2 (the ip command) is not installed'
-    name = f'rrprobe{os.getpid()}'
-    result = subprocess.run(['ip', 'netns', 'add', name], capture_output=True, text=True)
-    if result.returncode != 0:
-        return f'ip netns add failed: {result.stderr.strip()}'
-    subprocess.run(['ip', 'netns', 'del', name], capture_output=True)
-    return None
-
-
-class SplitHosts:
-    """Two network namespaces joined by a veth pair: the robot's host and the policy's host.
-
-    Use as a context manager: everything made (namespaces, links, processes started in them)
-    is removed on exit, whatever happened.
-
-    :param relay: put a user-space delay relay between the two (a third namespace), for kernels
-        without ``tc netem``; None = only when netem is missing and a delay is asked for.
-    :param delay_ms: initial one-way delay of the link.
-    :param drop_multicast: the relay drops multicast frames (broadcast still passes, for ARP),
-        as Wi-Fi access points often do: DDS multicast discovery then fails. Implies a relay.
-    """
-
-    def __init__(self, relay: Optional[bool] = False, delay_ms: float = 0.0,
-                 drop_multicast: bool = False):
-        reason = netns_unavailable_reason()
-        if reason:
-            raise NetnsUnavailable(reason)
-        tag = f'{os.getpid() % 100000}{random.randrange(16 ** 3):03x}'
-        self.ns = {ROBOT: f'rr{tag}-robot', POLICY: f'rr{tag}-policy', LINK: f'rr{tag}-link'}
-        self._relay_wanted = True if drop_multicast else relay
-        self.drop_multicast = drop_multicast
-        self.relay = None               # the relay process, when one runs
-        self.delay_mode = 'none'        # 'none' | 'netem' | 'relay'
-        self.delay_ms = 0.0
-        self._procs: List[subprocess.Popen] = []
-        self._made: List[str] = []
-        try:
-            self._build()
-            self.set_delay(delay_ms)
-        except BaseException:
-            self.close()
-            raise
-
-    # ------------------------------------------------------------------------ plumbing
-    def _ip(self, *args: str) -> None:
-        _run(['ip', *args])
-
-    def _add_ns(self, host: str) -> None:
-        self._ip('netns', 'add', self.ns[host])
-        self._made.append(self.ns[host])
-        self._ip('-n', self.ns[host], 'link', 'set', 'lo', 'up')
-
-    def _address(self, host: str, ifname: str, addr: str) -> None:
-        ns = self.ns[host]
-        self._ip('-n', ns, 'addr', 'add', f'{addr}/30', 'dev', ifname)
-        self._ip('-n', ns, 'link', 'set', ifname, 'up')
-        # multicast (DDS discovery with ROS_AUTOMATIC_DISCOVERY_RANGE=SUBNET) leaves by the link
-        self._ip('-n', ns, 'route', 'add', '224.0.0.0/4', 'dev', ifname)
-
-    def _build(self) -> None:
-        self._add_ns(ROBOT)
-        self._add_ns(POLICY)
-        self.netem = self._relay_wanted is not True and self._netem_available()
-        use_relay = self._relay_wanted is True or (self._relay_wanted is None and not self.netem)
-        if use_relay:
-            self._add_ns(LINK)
-            link = self.ns[LINK]
-            self._ip('link', 'add', ROBOT_IF, 'netns', self.ns[ROBOT], 'type', 'veth',
-                     'peer', 'name', LINK_ROBOT_IF, 'netns', link)
-            self._ip('link', 'add', POLICY_IF, 'netns', self.ns[POLICY], 'type', 'veth',
-                     'peer', 'name', LINK_POLICY_IF, 'netns', link)
-            for ifname in (LINK_ROBOT_IF, LINK_POLICY_IF):
-                self._ip('-n', link, 'link', 'set', ifname, 'up')
-            self.delay_mode = 'relay'
-        else:
-            self._ip('link', 'add', ROBOT_IF, 'netns', self.ns[ROBOT], 'type', 'veth',
-                     'peer', 'name', POLICY_IF, 'netns', self.ns[POLICY])
-            self.delay_mode = 'netem' if self.netem else 'none'
-        self._address(ROBOT, ROBOT_IF, ROBOT_ADDR)
-        self._address(POLICY, POLICY_IF, POLICY_ADDR)
-
-    def _netem_available(self) -> bool:
-        """Whether this kernel has the netem qdisc (tried on the robot namespace's loopback)."""
-        ns = self.ns[ROBOT]
-        ok = _run(['ip', 'netns', 'exec', ns, 'tc', 'qdisc', 'add', 'dev', 'lo', 'root',
-                   'netem', 'delay', '1ms'], check=False).returncode == 0
-        if ok:
-            _run(['ip', 'netns', 'exec', ns, 'tc', 'qdisc', 'del', 'dev', 'lo', 'root'],
-                 check=False)
-        return ok and shutil.which('tc') is not None
-
-    def set_delay(self, delay_ms: float) -> None:
-        """One-way delay of the link in both directions (round trip ``2 * delay_ms``)."""
-        delay_ms = float(delay_ms)
-        if self.delay_mode == 'relay':
-            self._stop(self.relay)
-            self.relay = self.popen(LINK, [sys.executable, os.path.abspath(__file__), 'relay',
-                                           LINK_ROBOT_IF, LINK_POLICY_IF,
-                                           '--delay-ms', f'{delay_ms:g}']
-                                    + (['--drop-multicast'] if self.drop_multicast else []),
-                                    env=dict(os.environ), stdout=subprocess.DEVNULL)
-            time.sleep(0.3)
-            if self.relay.poll() is not None:
-                raise RuntimeError(f'the delay relay exited with status {self.relay.returncode}')
-        elif self.delay_mode == 'netem':
-            for host, ifname in ((ROBOT, ROBOT_IF), (POLICY, POLICY_IF)):
-                _run(['ip', 'netns', 'exec', self.ns[host], 'tc', 'qdisc', 'replace', 'dev',
-                      ifname, 'root', 'netem', 'delay', f'{delay_ms:g}ms'])
-        elif delay_ms > 0:
-            raise RuntimeError('this kernel has no netem: make SplitHosts(relay=None) to get '
-                               'a delay from the user-space relay')
-        self.delay_ms = delay_ms
-
-    def link_bytes(self) -> Dict[str, int]:
-        """Bytes the robot's veth has sent (``robot_tx``, to the policy) and received."""
-        out = _run(['ip', '-n', self.ns[ROBOT], '-j', '-s', 'link', 'show', 'dev', ROBOT_IF])
-        stats = json.loads(out.stdout)[0]['stats64']
-        return {'robot_tx': int(stats['tx']['bytes']), 'robot_rx': int(stats['rx']['bytes'])}
-
-    # ------------------------------------------------------------------------ processes
-    def argv(self, host: str, argv: List[str]) -> List[str]:
-        """``argv`` run inside ``host``'s namespace."""
-        return ['ip', 'netns', 'exec', self.ns[host], *argv]
-
-    def popen(self, host: str, argv: List[str], env: Dict[str, str], **kwargs):
-        """Start ``argv`` in ``host``'s namespace (stopped on :meth:`close`)."""
-        proc = subprocess.Popen(self.argv(host, argv), env=env, **kwargs)
-        self._procs.append(proc)
-        return proc
-
-    def ros_env(self, discovery: str = 'SUBNET', domain_id: Optional[int] = None,
-                ros_home: Optional[str] = None) -> Dict[str, str]:
-        """Environment of a ROS process on either host.
-
-        :param discovery: ``SUBNET`` (multicast discovery) or ``STATIC`` (no multicast needed:
-            ``ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST`` plus the other host in
-            ``ROS_STATIC_PEERS``; ROS 2 Jazzy and later).
-        """
-        env = dict(os.environ)
-        for key in ('ROS_LOCALHOST_ONLY', 'ROS_STATIC_PEERS', 'FASTRTPS_DEFAULT_PROFILES_FILE',
-                    'FASTDDS_DEFAULT_PROFILES_FILE', 'ROS_DISCOVERY_SERVER'):
-            env.pop(key, None)
-        venv = os.path.dirname(os.path.dirname(sys.executable))
-        env.update(RMW_IMPLEMENTATION=env.get('RMW_IMPLEMENTATION', 'rmw_fastrtps_cpp'),
-                   FASTDDS_BUILTIN_TRANSPORTS='UDPv4', PYTHONUNBUFFERED='1',
-                   ROS_DOMAIN_ID=str(domain_id if domain_id is not None
-                                     else env.get('ROS_DOMAIN_ID', '0')))
-        if os.path.isdir(os.path.join(venv, 'share', 'ament_index')):
-            env['AMENT_PREFIX_PATH'] = venv
-        if ros_home:
-            env['ROS_HOME'] = ros_home
-        if discovery == 'SUBNET':
-            env['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'SUBNET'
-        elif discovery == 'STATIC':
-            env['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
-            env['ROS_STATIC_PEERS'] = f'{ROBOT_ADDR};{POLICY_ADDR}'
-        else:
-            raise ValueError(f'discovery must be SUBNET or STATIC, not {discovery!r}')
-        return env
-
-    @staticmethod
-    def _stop(proc: Optional[subprocess.Popen], sig=signal.SIGINT) -> None:
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(sig)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-    def stop(self, proc: subprocess.Popen) -> None:
-        """Stop one process started with :meth:`popen` (SIGINT, then SIGKILL after 10 s)."""
-        self._stop(proc)
-
-    def close(self) -> None:
-        """Stop every process started here and delete the namespaces (idempotent)."""
-        for proc in reversed(self._procs):
-            self._stop(proc, signal.SIGTERM if proc is self.relay else signal.SIGINT)
-        self._procs.clear()
-        for ns in reversed(self._made):
-            # anything still inside (a child of a child) goes with the namespace: by pid
-            pids = _run(['ip', 'netns', 'pids', ns], check=False).stdout.split()
-            for pid in pids:
-                try:
-                    os.kill(int(pid), signal.SIGKILL)
-                except (ProcessLookupError, ValueError):
-                    pass
-            _run(['ip', 'netns', 'del', ns], check=False)
-        self._made.clear()
-
-    def __enter__(self) -> 'SplitHosts':
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-
-# ---------------------------------------------------------------------------- delay relay
-def _no_udp_checksum(frame: bytes) -> bytes:
-    """The frame with its IPv4 UDP checksum set to 0 ("none", valid in IPv4).
-
-    veth offloads checksums: a frame read from it with AF_PACKET carries a partial UDP checksum
-    that the receiving stack, once the frame leaves through another veth, would reject.
-    """
-    if len(frame) < 42 or frame[12:14] != b'\x08\x00' or frame[23] != 17:
-        return frame
-    if (int.from_bytes(frame[20:22], 'big') & 0x1fff) != 0:
-        return frame   # a later fragment: no UDP header in it
-    udp = 14 + (frame[14] & 0x0f) * 4
-    return frame[:udp + 6] + b'\x00\x00' + frame[udp + 8:]
-
-
-def relay_main(if_a: str, if_b: str, delay_ms: float, drop_multicast: bool = False) -> int:
-    """Copy every Ethernet frame between ``if_a`` and ``if_b`` after ``delay_ms`` (both ways).
-
-    With ``drop_multicast``, frames to a multicast MAC address are dropped (not broadcast).
-
-    Runs in the link namespace (no IP addresses there: the kernel does nothing else with the
-    frames). Frames keep their order per direction.
-    """
-    eth_p_all = 0x0003
-    socks = {}
-    for name in (if_a, if_b):
-        s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(eth_p_all))
-        try:
-            s.setsockopt(socket.SOL_SOCKET, 33, 32 << 20)   # SO_RCVBUFFORCE (root)
-            s.setsockopt(socket.SOL_SOCKET, 32, 32 << 20)   # SO_SNDBUFFORCE
-        except OSError:
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
-        s.bind((name, eth_p_all))   # (Python converts the protocol to network order)
-        s.setblocking(False)
-        socks[name] = s
-    peer = {socks[if_a]: socks[if_b], socks[if_b]: socks[if_a]}
-    bound = {socks[if_a]: if_a, socks[if_b]: if_b}
-    delay = max(0.0, float(delay_ms)) / 1e3
-    queue: list = []
-    seq = 0
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: sys.exit(0))
-    while True:
-        timeout = max(0.0, queue[0][0] - time.monotonic()) if queue else 0.5
-        readable, _, _ = select.select(list(peer), [], [], timeout)
-        now = time.monotonic()
-        for s in readable:
-            while True:
-                try:
-                    data, addr = s.recvfrom(65536)
-                except BlockingIOError:
-                    break
-                if addr[2] == socket.PACKET_OUTGOING or addr[0] != bound[s]:
-                    continue   # our own copy of a frame we sent, or another interface's
-                if drop_multicast and data[0] & 1 and data[:6] != b'\xff' * 6:
-                    continue
-                seq += 1
-                heapq.heappush(queue, (now + delay, seq, peer[s], _no_udp_checksum(data)))
-        now = time.monotonic()
-        while queue and queue[0][0] <= now:
-            _, _, out, data = heapq.heappop(queue)
-            try:
-                out.send(data)
-            except OSError:
-                pass  # a frame the link cannot carry is lost, as on a real link
-
-
-# ---------------------------------------------------------------------------- node set-up
-def write_checkpoints(out_dir: str):
-    """A randomly initialised tiny pi0 pair (one camera, 4 joints)."""
-    from retain_ros.policies.pi0 import load_tokenizer
-    from retain_ros.policies.pi0 import NormStats
-    from retain_ros.policies.pi0 import Pi0Policy
-    from retain_ros.policies.pi0 import pi0_config_from_dict
-    from retain_ros.policies.pi0 import save_byte_tokenizer
-    from retain_ros.policies.pi0 import save_pi0_checkpoint
-    from retain_ros.policies.pi0 import tiny_pi0_config
-
-    paths = []
-    for seed, name in ((1, 'pre'), (2, 'ft')):
-        root = os.path.join(out_dir, name)
-        dim = len(JOINTS)
-        spec = pi0_config_from_dict(tiny_pi0_config(state_dim=dim, action_dim=dim,
-                                                    camera_names=('base',)))
-        tokenizer = load_tokenizer(save_byte_tokenizer(os.path.join(root, 'tokenizer')))
-        policy = Pi0Policy.from_spec(spec, tokenizer, NormStats.identity(dim, dim),
-                                     init_weights=True, init_seed=seed)
-        paths.append(save_pi0_checkpoint(policy, root))
-    return paths
-
-
-def write_params(path: str, node: str, params: Dict[str, object]) -> str:
-    import yaml
-
-    with open(path, 'w', encoding='utf-8') as f:
-        yaml.safe_dump({node: {'ros__parameters': params}}, f, sort_keys=True)
-    return path
-
-
 # ---------------------------------------------------------------------------- the probe
 def probe_main(args) -> int:
-    """Robot-side probe: latency samples and bandwidth phases; prints one JSON line."""
-    import cv2
+    """Run the robot-side probe: latency samples and bandwidth phases; print one JSON line."""
     import numpy as np
     import rclpy
+    from rclpy.executors import SingleThreadedExecutor
     from rclpy.qos import HistoryPolicy
     from rclpy.qos import QoSProfile
     from rclpy.qos import ReliabilityPolicy
@@ -402,7 +79,9 @@ def probe_main(args) -> int:
     from sensor_msgs.msg import JointState
     from trajectory_msgs.msg import JointTrajectory
 
+    from retain_ros.ros.conversions import rgb_to_image
     from retain_ros.ros.node_main import spin_in_background
+    from retain_ros.ros.sim_robot.camera import jpeg_image
     from retain_ros.sim.world import SimWorld
 
     sensor = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST,
@@ -423,21 +102,13 @@ def probe_main(args) -> int:
     arrived: List[float] = []
     node.create_subscription(JointTrajectory, '/arm_controller/joint_trajectory',
                              lambda msg: arrived.append(time.monotonic()), 10)
-    from rclpy.executors import SingleThreadedExecutor
     executor = SingleThreadedExecutor()
     executor.add_node(node)
     spinner = spin_in_background(executor)
 
     def image_msg():
         stamp = node.get_clock().now().to_msg()
-        if jpeg:
-            msg = CompressedImage(format='rgb8; jpeg compressed bgr8')
-            msg.data = cv2.imencode('.jpg', cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR),
-                                    [cv2.IMWRITE_JPEG_QUALITY, args.jpeg_quality])[1].tobytes()
-        else:
-            msg = Image(height=rgb.shape[0], width=rgb.shape[1], encoding='rgb8',
-                        step=rgb.shape[1] * 3)
-            msg.data = rgb.tobytes()
+        msg = jpeg_image(rgb, args.jpeg_quality) if jpeg else rgb_to_image(rgb)
         msg.header.stamp = stamp
         return msg
 
@@ -511,32 +182,6 @@ def probe_main(args) -> int:
         node.destroy_node()
 
 
-# ---------------------------------------------------------------------------- one episode
-def episode_main(args) -> int:
-    """Operator side: one evaluation episode through the sim's and the node's services.
-
-    The same calls as ``retain-ros demo`` (:class:`retain_ros.ros.demo.DemoRunner`): set alpha,
-    set the scene, reset, start the episode; the sim ends it by calling the node's
-    ``~/end_episode``. Prints ``RESULT {outcome JSON}``.
-    """
-    import rclpy
-
-    from retain_ros.ros.demo import DemoRunner
-    from retain_ros.ros.demo import EpisodePlan
-
-    rclpy.init()
-    runner = DemoRunner()
-    try:
-        runner.wait_ready(args.startup_timeout, {})
-        outcome = runner.run_episode(
-            EpisodePlan({'alpha': args.alpha}, args.split, args.task, args.seed), args.timeout)
-        print('RESULT ' + json.dumps(outcome), flush=True)
-        return 0
-    finally:
-        runner.destroy_node()
-        rclpy.try_shutdown()
-
-
 # ---------------------------------------------------------------------------- the benchmark
 def start_policy_node(hosts: SplitHosts, work: str, fmt: str, pre: str, ft: str,
                       env: Dict[str, str], max_age: float, name: str):
@@ -607,7 +252,7 @@ def bench_main(args) -> int:
     configs = [(fmt, d) for fmt in args.formats for d in args.delays]
     rows = []
     with tempfile.TemporaryDirectory(prefix='network_split_') as work:
-        pre, ft = write_checkpoints(work)
+        pre, ft = write_random_pair(work)
         bar = tqdm(total=len(configs) + len(args.formats), desc='network split', unit='run')
         # baseline: the direct veth pair (no relay), no delay
         plan = [('direct', fmt, [0.0]) for fmt in args.formats]
@@ -694,23 +339,6 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[List[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ['relay']:   # (internal) network_split.py relay IF_A IF_B --delay-ms D
-        relay = argparse.ArgumentParser(prog='network_split.py relay')
-        relay.add_argument('if_a')
-        relay.add_argument('if_b')
-        relay.add_argument('--delay-ms', type=float, default=0.0)
-        relay.add_argument('--drop-multicast', action='store_true')
-        args = relay.parse_args(argv[1:])
-        return relay_main(args.if_a, args.if_b, args.delay_ms, args.drop_multicast)
-    if argv[:1] == ['episode']:
-        ep = argparse.ArgumentParser(prog='network_split.py episode')
-        ep.add_argument('--task', default='reach_yellow')
-        ep.add_argument('--split', default='new_id')
-        ep.add_argument('--seed', type=int, default=0)
-        ep.add_argument('--alpha', type=float, default=1.0)
-        ep.add_argument('--timeout', type=float, default=10.0)
-        ep.add_argument('--startup-timeout', type=float, default=120.0)
-        return episode_main(ep.parse_args(argv[1:]))
     if argv[:1] == ['probe']:
         return probe_main(_probe_parser().parse_args(argv[1:]))
     return bench_main(_parser().parse_args(argv))

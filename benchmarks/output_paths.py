@@ -33,8 +33,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from benchmarks.results import write_section  # noqa: E402
-from retain_ros.evaluation.report import load_episodes  # noqa: E402
-from retain_ros.evaluation.report import summarize  # noqa: E402
+from retain_ros.evaluation.loading import load_episodes  # noqa: E402
+from retain_ros.evaluation.summary import summarize  # noqa: E402
 
 SECTION = '## Demo through several controller interfaces'
 PATHS = ('joints', 'sim_velocity', 'sim_joint_command')

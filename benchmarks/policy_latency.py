@@ -104,7 +104,7 @@ def camera_config(cfg: dict, cameras: int) -> dict:
 
 
 def fixture_folder(family: str, out_dir: str, cameras: int, overrides=None) -> str:
-    """A copy of the family's test fixture (no reference files) with ``cameras`` cameras."""
+    """Copy the family's test fixture (no reference files) with ``cameras`` cameras."""
     src = os.path.join(DATA, FIXTURES[family])
     shutil.copytree(src, out_dir, ignore=shutil.ignore_patterns('reference*'))
     if family == 'pi05':
@@ -120,14 +120,13 @@ def fixture_folder(family: str, out_dir: str, cameras: int, overrides=None) -> s
 
 
 def tiny_policy(family: str, work: str, cameras: int):
-    """The tiny policy of ``family`` with ``cameras`` cameras, via ``load_policy`` (CPU, fp32)."""
-    from node_latency import write_checkpoint
-
+    """Load the tiny policy of ``family`` with ``cameras`` cameras (``load_policy``, CPU, fp32)."""
     from retain_ros.policies.loader import load_policy
+    from retain_ros.ros.tools.checkpoints import write_random_tiny_pi0
 
     out = os.path.join(work, f'{family}_{cameras}')
     if family == 'pi0':
-        write_checkpoint(out, 1, CAMERAS[:cameras])
+        write_random_tiny_pi0(out, 1, CAMERAS[:cameras])
     else:
         fixture_folder(family, out, cameras)
     return load_policy(out, device='cpu', dtype='float32', warmup=False)
@@ -135,7 +134,7 @@ def tiny_policy(family: str, work: str, cameras: int):
 
 # -- full size (GPU) -----------------------------------------------------------------------------
 def full_policy(family: str, work: str, cameras: int, smolvla_vlm: str = ''):
-    """A full-size random-weight policy of ``family`` on CUDA in bfloat16 (see the docstring)."""
+    """Build a full-size random-weight policy of ``family`` on CUDA in bfloat16 (see above)."""
     if family == 'pi0':
         from full_size import assert_default_pi0
         from full_size import policy_config
@@ -196,7 +195,10 @@ def timed(call: Callable[[], object], samples: int) -> List[float]:
 
 
 def warm(policy, side: int, warmup: int):
-    """The row's observation after ``warmup`` untimed calls; its chunk shape (finite checked)."""
+    """Return the row's observation after ``warmup`` untimed calls and its chunk's shape.
+
+    The chunk is checked to be finite.
+    """
     obs = observation(policy, side)
     chunk = None
     for _ in range(max(1, warmup)):
@@ -296,7 +298,7 @@ def machine_line(size: str) -> str:
 
 
 def report(rows: List[dict], args) -> str:
-    """The RESULTS.md section."""
+    """Return the RESULTS.md section."""
     command = 'benchmarks/policy_latency.py' + (' --size full' if args.size == 'full' else '')
     what = ('tiny configs: π0 = the project\'s tiny π0 (4 joints, 64 px model input); π0.5 / '
             'SmolVLA = the LeRobot 0.4.4 test fixtures (7-dim actions, 64 px)'

@@ -7,8 +7,10 @@ RESULTS_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'RESULTS
 
 
 def write_section(text: str, section: str, path: str = RESULTS_PATH) -> None:
-    """Replace the ``section`` heading's section of ``path`` with ``text`` (appended when the
-    file has no such section yet), keeping every other section."""
+    """Replace the ``section`` heading's section of ``path`` with ``text``.
+
+    The section is appended when the file has none yet; every other section is kept.
+    """
     old = open(path, encoding='utf-8').read() if os.path.exists(path) else '# Benchmarks\n'
     start = old.find(section)
     if start < 0:

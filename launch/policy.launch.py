@@ -1,7 +1,7 @@
-"""Launch the ``retain_policy`` node.
+r"""Launch the ``retain_policy`` node.
 
-    ros2 launch retain_ros policy.launch.py pretrained:=/ckpt/pi0_base finetuned:=/ckpt/pi0_task \\
-        alpha:=0.75 device:=cuda [tokenizer_path:=/ckpt/tokenizer] [keep_sources:=host] \\
+    ros2 launch retain_ros policy.launch.py pretrained:=/ckpt/pi0_base finetuned:=/ckpt/pi0_task \
+        alpha:=0.75 device:=cuda [tokenizer_path:=/ckpt/tokenizer] [keep_sources:=host] \
         [embodiment:=droid] [params_file:=my_robot.yaml] [namespace:=arm]
 
 ``params_file`` defaults to the installed ``share/retain_ros/config/policy.yaml``. Each of
@@ -92,7 +92,7 @@ def exit_signal(returncode):
 
 
 def exit_kind(returncode):
-    """What an exit status of the node means.
+    """Classify an exit status of the node.
 
     :return: ``'ok'`` (0, or still running), ``'stopped'`` (ended by a stop signal, see
         :data:`STOP_SIGNALS`), ``'crashed'`` (ended by another signal, e.g. SIGSEGV) or

@@ -1,4 +1,4 @@
-"""Shared pytest set-up for the ROS tests (worker N's fixtures; keep others in their own files).
+"""Shared pytest set-up: ROS domain isolation, tiny checkpoints, the ROS harness, demo fixtures.
 
 - Every pytest run gets its own ``ROS_DOMAIN_ID`` (random 1..200 unless one is set) and stays on
   loopback (``ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST``), so parallel runs never see each other.
@@ -6,6 +6,11 @@
   seeds) written with the policies package's own ``save_pi0_checkpoint``; session-scoped.
 - ``ros_harness``: a real rclpy context with a probe node (publish inputs, collect outputs, call
   services) and helpers to start the ``retain_policy`` node in-process on its own executor thread.
+- ``trained`` / ``fresh_policy`` (the demo tests): checkpoints from ``retain-ros demo-train
+  --quick`` (session-scoped), fresh tiny pi0 policies with a data set's statistics.
+
+One conftest for the whole tree: a second ``conftest.py`` in a sub-folder would replace this
+module in ``sys.modules`` (the folders have no ``__init__.py``) and break ``from conftest import``.
 """
 from __future__ import annotations
 
@@ -131,7 +136,7 @@ class RosHarness:
     def start_node(self, pretrained, finetuned, **params):
         """Start a ``retain_policy`` node in this context with parameter overrides."""
         from rclpy.parameter import Parameter
-        from retain_ros.ros.policy_node import PolicyNode
+        from retain_ros.ros.policy_node.node import PolicyNode
 
         values = {
             'pretrained_path': pretrained,
@@ -219,8 +224,10 @@ class RosHarness:
             time.sleep(period)
 
     def feed_in_background(self, stop, joints=(0.1, -0.1, 0.2, 0.0), period=0.04):
-        """Publish fresh images and joint states every ``period`` s on a daemon thread until the
-        ``stop`` event is set; return the (started) thread."""
+        """Publish fresh images and joint states on a daemon thread until ``stop`` is set.
+
+        One image and one joint state every ``period`` s; returns the (started) thread.
+        """
         def run():
             while not stop.is_set():
                 self.publish_image()
@@ -276,7 +283,7 @@ class RosHarness:
 
 @pytest.fixture
 def ros_harness():
-    """A fresh rclpy context with a spinning probe node; shut down after the test."""
+    """Yield a fresh rclpy context with a spinning probe node; shut down after the test."""
     pytest.importorskip('rclpy')
     harness = RosHarness()
     try:
@@ -354,3 +361,41 @@ def pytest_collection_modifyitems(config, items):
                 or (path.endswith('.py') and _module_uses_ros(path)) \
                 or (function is not None and _function_uses_ros(function)):
             item.add_marker(pytest.mark.ros)
+
+
+# ---- demo tests (test/demo/): quickly trained demo checkpoints, fresh tiny pi0 policies ----
+@pytest.fixture(scope='session')
+def trained(tmp_path_factory):
+    """Return a demo directory with checkpoints from ``retain-ros demo-train --quick``.
+
+    Tests that change it work on a copy.
+    """
+    import torch
+
+    from retain_ros.demo import cli
+
+    root = str(tmp_path_factory.mktemp('demo'))
+    torch.set_num_threads(2)
+    assert cli.main(['--quick', '--dir', root, '--no-progress']) == 0
+    return root
+
+
+@pytest.fixture
+def fresh_policy(tmp_path):
+    """Return ``make(settings, data)``: a fresh tiny pi0 and ``data`` as its tensors.
+
+    The policy is initialised with seed 0 and carries ``data``'s statistics.
+    """
+    from retain_ros.demo.dataset import TensorDataset
+    from retain_ros.demo.model import build_spec
+    from retain_ros.demo.model import build_tokenizer
+    from retain_ros.demo.model import compute_stats
+    from retain_ros.policies.pi0 import Pi0Policy
+
+    def make(settings, data):
+        tok = build_tokenizer(str(tmp_path / 'tok'))
+        policy = Pi0Policy.from_spec(build_spec(settings), tok, compute_stats(data, 'test'),
+                                     init_weights=True, init_seed=0, noise_seed=0)
+        return policy, TensorDataset(data, policy.processor)
+
+    return make

@@ -1,1 +1,1 @@
-"""Pure-Python control pieces (no rclpy): safety filter, fixed-rate loop, trajectory follower."""
+"""Pure-Python control pieces (no rclpy): safety filter per output space, fixed-rate loop."""

@@ -122,7 +122,7 @@ class SafetyLimits:
 
 
 def is_finite(actions: np.ndarray) -> bool:
-    """True when every value of ``actions`` is finite."""
+    """Return True when every value of ``actions`` is finite."""
     return bool(np.all(np.isfinite(np.asarray(actions, dtype=np.float64))))
 
 

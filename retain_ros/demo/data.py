@@ -19,7 +19,6 @@ from retain_ros.sim.expert import EXPERT_VELOCITY
 from retain_ros.sim.expert import goal_joints
 from retain_ros.sim.tasks import get_task
 from retain_ros.sim.world import HOME
-from retain_ros.sim.world import inverse_kinematics
 from retain_ros.sim.world import SimWorld
 
 LOG = logging.getLogger(__name__)
@@ -39,7 +38,7 @@ class DemoData:
     :param actions: ``(N, H, D)`` float32 expert joint-target chunks.
     :param episodes: number of episodes the samples came from.
     :param targets: ``(N, 2)`` float32 centre ``(x, y)`` (m) of the instructed block (the
-        grounding labels of :func:`retain_ros.demo.train.grounding_loss`).
+        pointing labels, :func:`retain_ros.demo.dataset.location_bins`).
     """
 
     images: np.ndarray
@@ -59,7 +58,7 @@ def generate_demos(tasks: Sequence[str], split: str, episodes_per_task: int, hor
                    noise_std: float = 0.15, seed_offset: int = TRAIN_SEED_OFFSET,
                    progress=None, all_targets: bool = False,
                    start_spread: float = 0.0, samples_per_demo: int = 0,
-                   start_on_block: float = 0.0, motion_only: bool = False) -> DemoData:
+                   motion_only: bool = False) -> DemoData:
     """Roll out the scripted expert and record training samples.
 
     :param tasks: task names (each must belong to ``split``).
@@ -87,6 +86,8 @@ def generate_demos(tasks: Sequence[str], split: str, episodes_per_task: int, hor
         for a fixed number of samples, fewer per demonstration spread them over more scenes,
         which is what teaches a small model to ground the instruction in the image rather than
         recognise its training scenes.
+    :param motion_only: record only the steps on the way to the block (and 4 after), not the
+        holding.
     :return: :class:`DemoData`.
     """
     world = SimWorld(image_size=image_size)
@@ -110,12 +111,7 @@ def generate_demos(tasks: Sequence[str], split: str, episodes_per_task: int, hor
                     instructions.append(info.instruction)
                 which = instructions.index(info.instruction)
                 rng = np.random.default_rng([seed, which, 7])
-                others = world.blocks[1:]
-                if start_on_block > 0 and others and rng.random() < start_on_block:
-                    block = others[int(rng.integers(len(others)))]
-                    world.place_arm(inverse_kinematics(np.array([block.x, block.y]))
-                                    + rng.uniform(-0.1, 0.1, HOME.shape))
-                elif start_spread > 0:
+                if start_spread > 0:
                     world.place_arm(HOME + rng.uniform(-start_spread, start_spread, HOME.shape))
                 span = int(steps)
                 if motion_only:
@@ -146,18 +142,3 @@ def generate_demos(tasks: Sequence[str], split: str, episodes_per_task: int, hor
                     states=np.asarray(states, np.float32),
                     actions=np.asarray(actions, np.float32),
                     episodes=episodes, targets=np.asarray(centres, np.float32))
-
-
-def norm_stats(data: DemoData) -> dict:
-    """Mean / std of state and action over the samples (what the checkpoint normalizes with).
-
-    :return: ``{'observation.state': {'mean', 'std'}, 'action': {'mean', 'std'}}`` with
-        float32 numpy arrays (std floored at 1e-3).
-    """
-    flat = data.actions.reshape(-1, data.actions.shape[-1])
-    return {
-        'observation.state': {'mean': data.states.mean(0).astype(np.float32),
-                              'std': np.maximum(data.states.std(0), 1e-3).astype(np.float32)},
-        'action': {'mean': flat.mean(0).astype(np.float32),
-                   'std': np.maximum(flat.std(0), 1e-3).astype(np.float32)},
-    }

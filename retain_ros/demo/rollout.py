@@ -33,7 +33,7 @@ CAMERA = 'base'
 SWEEP_ALPHAS = (0.0, 0.25, 0.5, 0.75, 1.0)
 #: ... the language-only merge (RETAIN's: language at this alpha, vision and action finetuned) ...
 SWEEP_LANGUAGE_ONLY = 0.5
-#: ... and per-group settings: the merge that keeps the generalist's action expert (vision and
+#: ... and per-group settings: the merge that keeps the pretrained action expert (vision and
 #: language half way, action 0; where this demo's finetune overfits: README, "What the demo
 #: shows").
 SWEEP_GROUP_SETTINGS = ({'alpha': 0.5, 'action': 0.0},)
@@ -79,8 +79,9 @@ def run_episode(policy, world: SimWorld, task: str, split: str, seed: int,
 def evaluate_split(policy, split: str, episodes: int, seed_offset: int = 0,
                    image_size: int = 96, progress: Optional[Callable[[int], None]] = None,
                    **kwargs) -> List[Dict[str, object]]:
-    """Run ``episodes`` episodes of ``split``, cycling over its tasks (seeds from
-    ``seed_offset``).
+    """Run ``episodes`` episodes of ``split``, cycling over its tasks.
+
+    Episode ``i`` runs scene seed ``seed_offset + i``.
 
     :return: the episode dicts of :func:`run_episode`.
     """
@@ -95,13 +96,13 @@ def evaluate_split(policy, split: str, episodes: int, seed_offset: int = 0,
     return results
 
 
-def load_pair(generalist_dir: str, finetuned_dir: str, alpha: float = 0.0,
+def load_pair(pretrained_dir: str, finetuned_dir: str, alpha: float = 0.0,
               noise_seed: int = 0):
-    """The policy and its live merger, exactly as the policy node builds them.
+    """Return the policy and its live merger, exactly as the policy node builds them.
 
     :func:`retain_ros.policies.loader.load_merged_policy`: the model, its normalization
     statistics and tokenizer come from the FINETUNED checkpoint; a
-    :class:`~retain_ros.merging.live.LiveMerger` writes ``(1 - a) * generalist + a * finetuned``
+    :class:`~retain_ros.merging.live.LiveMerger` writes ``(1 - a) * pretrained + a * finetuned``
     into its parameters in place (``a`` is the weight on the FINETUNED model; parameter groups
     from :mod:`retain_ros.merging.groups`).
 
@@ -110,22 +111,20 @@ def load_pair(generalist_dir: str, finetuned_dir: str, alpha: float = 0.0,
     from retain_ros.merging.spec import MergeSpec
     from retain_ros.policies.loader import load_merged_policy
 
-    return load_merged_policy(generalist_dir, [finetuned_dir], MergeSpec(alpha=float(alpha)),
+    return load_merged_policy(pretrained_dir, [finetuned_dir], MergeSpec(alpha=float(alpha)),
                               device='cpu', dtype='float32', keep_sources='device',
                               noise_seed=noise_seed, warmup=False)
 
 
 def merge_spec(setting: Dict[str, float]):
-    """A :class:`~retain_ros.merging.spec.MergeSpec` from a sweep setting.
+    """Return the :class:`~retain_ros.merging.spec.MergeSpec` of a sweep setting.
 
     :param setting: ``{'alpha': a}`` plus optional per-group overrides, e.g.
         ``{'alpha': 1.0, 'language': 0.5}``.
     """
     from retain_ros.merging.spec import MergeSpec
 
-    setting = dict(setting)
-    alpha = float(setting.pop('alpha'))
-    return MergeSpec(alpha=alpha, group_alpha={g: float(v) for g, v in setting.items()})
+    return MergeSpec.parse(setting)
 
 
 def alpha_sweep(policy, merger, settings: Sequence[Dict[str, float]], episodes: Dict[str, int],

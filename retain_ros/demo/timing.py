@@ -1,8 +1,8 @@
-"""Chunk timing harness: the sim arm behind a JTC-exact controller, a policy with an artificial
-inference delay, all in simulated time (no ROS, no wall clock: every run is deterministic).
+"""Chunk timing harness: a policy with an inference delay driving the sim arm, in simulated time.
 
-It models what the policy node and joint_trajectory_controller do on a robot, tick by tick at the
-physics rate:
+The sim arm is behind a JTC-exact controller and the policy has an artificial inference delay;
+no ROS, no wall clock: every run is deterministic. It models what the policy node and
+joint_trajectory_controller do on a robot, tick by tick at the physics rate:
 
 1. every ``replan_steps`` control periods the node takes an observation at ``t_obs`` (camera
    image and joint state of that instant) and starts inference;
@@ -16,7 +16,7 @@ physics rate:
    - ``observation`` (the new node): ``header.stamp = t_obs``, points at
      ``t_obs + (i + 1) dt``; the controller skips the points that passed during inference;
 
-4. the controller (:class:`retain_ros.control.trajectory_follower.TrajectoryFollower`, sampled
+4. the controller (:class:`retain_ros.sim.trajectory_follower.TrajectoryFollower`, sampled
    exactly as JTC) picks the trajectory up at its next update and commands the sim arm.
 
 With ``blending='rtc'`` the policy samples each chunk with real-time chunking guidance
@@ -42,7 +42,7 @@ import numpy as np
 
 from retain_ros.control.safety import make_safe
 from retain_ros.control.safety import SafetyLimits
-from retain_ros.control.trajectory_follower import TrajectoryFollower
+from retain_ros.sim.trajectory_follower import TrajectoryFollower
 from retain_ros.demo.rollout import CAMERA
 from retain_ros.demo.rollout import EPISODE_STEPS
 from retain_ros.demo.rollout import REPLAN_STEPS
@@ -108,7 +108,7 @@ class _Published:
 
 
 def make_chunker(policy: Any, config: TimingConfig) -> Optional[RealTimeChunker]:
-    """The RTC chunker a config asks for (None for plain chunking)."""
+    """Return the RTC chunker a config asks for (None for plain chunking)."""
     if config.blending != 'rtc':
         return None
     horizon = config.rtc_execution_horizon

@@ -1,6 +1,7 @@
 """Alpha schedule for evaluation rollouts: which merge to run next, in a fair random order.
 
-Settings are written the way people say them:
+Settings are written the way people say them and read by
+:meth:`retain_ros.merging.spec.MergeSpec.parse`:
 
 - ``'0.5'`` (or ``'alpha=0.5'``): a uniform merge, every group at alpha = 0.5;
 - ``'alpha=1,language=0.8'``: per-group override; groups not named follow ``alpha``;
@@ -19,48 +20,25 @@ alike. The same seed gives the same order. ``blind=True`` hides the setting from
 from __future__ import annotations
 
 import logging
-import math
 import random
 from typing import Dict
 from typing import Iterator
 from typing import List
 from typing import Sequence
-from typing import Tuple
 from typing import Union
+
+from retain_ros.merging.errors import SpecError
+from retain_ros.merging.spec import MergeSpec
 
 LOG = logging.getLogger(__name__)
 
-#: setting key -> node parameter
-PARAM_OF_KEY = {
-    'alpha': 'alpha',
-    'vision': 'alpha_vision',
-    'language': 'alpha_language',
-    'action': 'alpha_action',
-}
-#: node parameters, in order
-PARAMS: Tuple[str, ...] = ('alpha', 'alpha_vision', 'alpha_language', 'alpha_action')
-#: value meaning "follow alpha"
-FOLLOW = -1.0
 
-
-class ScheduleError(ValueError):
+class ScheduleError(SpecError):
     """A setting string or schedule argument that cannot be used."""
 
 
-def _number(text: str, where: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise ScheduleError(f'{where}: {text!r} is not a number') from None
-    if not math.isfinite(value) or not 0.0 <= value <= 1.0:
-        raise ScheduleError(
-            f'{where}: {value:g} is outside [0, 1] (alpha is the weight on the FINETUNED model: '
-            '0 = pretrained, 1 = finetuned)')
-    return value
-
-
 def parse_setting(setting: Union[str, float, Dict[str, float]]) -> Dict[str, float]:
-    """Turn one setting into node parameters.
+    """Turn one setting into node parameters (:meth:`MergeSpec.parse`, then ``to_params``).
 
     :param setting: ``'0.5'``, ``'alpha=1,language=0.8'``, a number, or a dict with keys
         ``alpha`` / ``vision`` / ``language`` / ``action`` (or the ``alpha_*`` parameter names).
@@ -68,78 +46,27 @@ def parse_setting(setting: Union[str, float, Dict[str, float]]) -> Dict[str, flo
         -1 for groups that follow ``alpha``.
     :raises ScheduleError: on unknown keys, repeated keys, bad numbers or alpha outside [0, 1].
     """
-    if isinstance(setting, bool):
-        raise ScheduleError(f'setting {setting!r} is not an alpha')
-    if isinstance(setting, (int, float)):
-        setting = repr(float(setting))
-    if isinstance(setting, dict):
-        items = [(str(k), str(v)) for k, v in setting.items()]
-        where = f'setting {setting!r}'
-    elif isinstance(setting, str):
-        where = f'setting {setting!r}'
-        text = setting.strip()
-        if not text:
-            raise ScheduleError('empty alpha setting')
-        if '=' not in text:
-            items = [('alpha', text)]
-        else:
-            items = []
-            for part in text.split(','):
-                part = part.strip()
-                if not part:
-                    continue
-                key, sep, value = part.partition('=')
-                if not sep:
-                    raise ScheduleError(f'{where}: {part!r} is not key=value')
-                items.append((key.strip(), value.strip()))
-    else:
-        raise ScheduleError(f'setting must be a string, number or dict, got {setting!r}')
-    values: Dict[str, float] = {}
-    for key, value in items:
-        key = key.lower()
-        if key.startswith('alpha_'):
-            key = key[len('alpha_'):]
-        if key not in PARAM_OF_KEY:
-            raise ScheduleError(
-                f'{where}: unknown key {key!r}; use {", ".join(PARAM_OF_KEY)}')
-        if key in values:
-            raise ScheduleError(f'{where}: {key!r} given twice')
-        values[key] = _number(value, where)
-    if not values:
-        raise ScheduleError(f'{where}: no alpha given')
-    # groups named without a global alpha: the rest stays finetuned (alpha = 1)
-    alpha = values.pop('alpha', 1.0)
-    params = {'alpha': alpha}
-    for key in ('vision', 'language', 'action'):
-        params[PARAM_OF_KEY[key]] = values.get(key, FOLLOW)
-    return params
+    try:
+        return MergeSpec.parse(setting).to_params()
+    except SpecError as exc:
+        raise ScheduleError(str(exc)) from None
 
 
 def effective_alphas(params: Dict[str, float]) -> Dict[str, float]:
     """Per-group alpha the node will use: ``{'vision', 'language', 'action', 'other'}``."""
-    alpha = float(params.get('alpha', 1.0))
-    out = {}
-    for key in ('vision', 'language', 'action'):
-        value = float(params.get(PARAM_OF_KEY[key], FOLLOW))
-        out[key] = alpha if value < 0 else value
-    out['other'] = alpha
-    return out
+    return MergeSpec.from_params(params).alphas()
 
 
 def describe(params: Dict[str, float]) -> str:
     """Canonical short text of a setting: ``'alpha=0.5'`` or ``'alpha=1,language=0.8'``."""
-    parts = [f'alpha={float(params.get("alpha", 1.0)):g}']
-    for key in ('vision', 'language', 'action'):
-        value = float(params.get(PARAM_OF_KEY[key], FOLLOW))
-        if value >= 0 and value != float(params.get('alpha', 1.0)):
-            parts.append(f'{key}={value:g}')
-    return ','.join(parts)
+    return MergeSpec.from_params(params).to_text()
 
 
 def parse_settings(settings: Union[str, Sequence[Union[str, float, Dict[str, float]]]]
                    ) -> List[Dict[str, float]]:
-    """Parse several settings (:func:`parse_setting` each), refusing two that are the same merge
-    (their episodes would pool in one report row).
+    """Parse several settings (:func:`parse_setting` each); refuse two that are the same merge.
+
+    Their episodes would pool in one report row.
 
     :param settings: a sequence of settings, or one string of ``;``-separated settings.
     :raises ScheduleError: no setting, a bad one, or the same merge twice.

@@ -1,6 +1,7 @@
-"""Small statistics for evaluation rollouts: binomial confidence intervals and percentiles.
+"""Small statistics: binomial confidence intervals, percentiles and latency summaries.
 
-Pure Python (no numpy needed), so the episode recorder and the report stay cheap to import.
+Pure Python (no numpy needed), so the episode log and the report stay cheap to import. The one
+:func:`percentile` of the package: the node's diagnostics use it too.
 """
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ import math
 from typing import Dict
 from typing import Iterable
 from typing import Optional
-from typing import Sequence
 from typing import Tuple
 
 LOG = logging.getLogger(__name__)
@@ -46,12 +46,18 @@ def wilson_interval(k: int, n: int, z: float = Z95) -> Tuple[float, float]:
     return low, high
 
 
-def percentile(values: Sequence[float], q: float) -> Optional[float]:
-    """Percentile with linear interpolation between order statistics (numpy's default).
+def percentile(values: Iterable[float], q: float) -> Optional[float]:
+    """Return the ``q``-th percentile, interpolated linearly between order statistics.
 
-    :param values: samples (any order).
+    The interpolation is numpy's default (``np.percentile(values, q)``).
+
+    Empty rule: no samples give ``None`` (not NaN, not an error), so a caller must decide what an
+    empty window shows: the episode log writes ``null``, the node's diagnostics write ``nan``.
+
+    :param values: samples (any order, any iterable of numbers).
     :param q: percentile in [0, 100].
     :return: the percentile, or ``None`` for no samples.
+    :raises ValueError: when ``q`` is outside [0, 100].
     """
     if not 0.0 <= q <= 100.0:
         raise ValueError(f'percentile must be in [0, 100], got {q}')
@@ -65,7 +71,11 @@ def percentile(values: Sequence[float], q: float) -> Optional[float]:
 
 
 def latency_summary(values: Iterable[float]) -> Dict[str, Optional[float]]:
-    """``{'p50', 'p99', 'mean', 'max'}`` of latencies (milliseconds); ``None`` when empty."""
+    """Summarize latencies (milliseconds) as ``{'p50', 'p99', 'mean', 'max'}``.
+
+    :param values: latencies in milliseconds.
+    :return: the four values rounded to 3 decimals; all ``None`` when there are none.
+    """
     data = [float(v) for v in values]
     if not data:
         return {'p50': None, 'p99': None, 'mean': None, 'max': None}

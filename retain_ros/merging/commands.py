@@ -12,12 +12,13 @@ from typing import Optional
 
 import torch
 
-from retain_ros.merging.checkpoint import is_float
+from retain_ros.merging.checkpoint_source import is_float
 from retain_ros.merging.engine import CONVENTION
 from retain_ros.merging.engine import open_sources
 from retain_ros.merging.errors import MergeError
 from retain_ros.merging.errors import SpecError
 from retain_ros.merging.groups import assign_groups
+from retain_ros.merging.spec import DEFAULT_ALPHA
 from retain_ros.merging.spec import GROUPS
 from retain_ros.merging.spec import MergeSpec
 from retain_ros.merging.spec import RECIPES
@@ -37,7 +38,8 @@ def _merge_parser() -> argparse.ArgumentParser:
                         'order; capability: aux then sft); a LoRA adapter dir works too')
     p.add_argument('--alpha', type=float, default=None,
                    help='weight on the FINETUNED model (0 = pretrained, 1 = finetuned); lambda '
-                        'for task-arithmetic / capability')
+                        'for task-arithmetic / capability. Default with only --alpha-<group>: '
+                        f'{DEFAULT_ALPHA:g} (the other groups stay finetuned)')
     for g in GROUPS:
         p.add_argument(f'--alpha-{g}', type=float, default=None,
                        help=f'alpha for the {g} parameter group (default: --alpha)')
@@ -68,13 +70,14 @@ def merge_main(argv: Optional[List[str]] = None) -> int:
     parser = _merge_parser()
     args = parser.parse_args(argv)
     _setup_logging(args.quiet)
-    if args.alpha is None and not args.lambdas:
-        parser.error('give --alpha (weight on the finetuned model) or --lambda')
     group_alpha = {g: getattr(args, f'alpha_{g}') for g in GROUPS}
+    group_alpha = {g: a for g, a in group_alpha.items() if a is not None}
+    if args.alpha is None and not args.lambdas and not group_alpha:
+        parser.error('give --alpha (weight on the finetuned model), --alpha-<group> or --lambda')
+    alpha = args.alpha if args.alpha is not None else (
+        args.lambdas[0] if args.lambdas else DEFAULT_ALPHA)
     try:
-        spec = MergeSpec(recipe=args.recipe,
-                         alpha=args.alpha if args.alpha is not None else args.lambdas[0],
-                         group_alpha={g: a for g, a in group_alpha.items() if a is not None},
+        spec = MergeSpec(recipe=args.recipe, alpha=alpha, group_alpha=group_alpha,
                          lambdas=tuple(args.lambdas or ()),
                          allow_extrapolation=args.allow_extrapolation)
         summary = merge_to_disk(args.pretrained, args.finetuned, spec, args.out,
@@ -104,8 +107,11 @@ INSPECT_CHUNK = 1 << 24
 
 
 def _diff_norms(pre, ft, key: str, chunk: int = INSPECT_CHUNK):
-    """``(sum (ft - pre)^2, sum pre^2)`` of one tensor, streamed in chunks (None if shapes
-    differ): float32 arithmetic (float64 for float64 inputs) with float64 accumulation."""
+    """Return ``(sum (ft - pre)^2, sum pre^2)`` of one tensor, streamed in chunks.
+
+    ``(None, None)`` when the shapes differ; float32 arithmetic (float64 for float64 inputs)
+    with float64 accumulation.
+    """
     if tuple(pre.shape(key)) != tuple(ft.shape(key)):
         return None, None
     wide = torch.float64 in (pre.dtype(key), ft.dtype(key))

@@ -38,6 +38,11 @@ _ACTION_HEADS = ('state_proj', 'action_in_proj', 'action_time_mlp_in', 'action_t
                  'time_mlp_in', 'time_mlp_out')
 _PWE = 'paligemma_with_expert.'
 _HEADS_RE = re.compile(r'^(%s)\.' % '|'.join(_ACTION_HEADS))
+#: LeRobot's tied-weight alias of a π0 ``model.safetensors``, written as its ``__metadata__``.
+LEROBOT_TIED_ALIAS = {
+    'model.' + _PWE + 'paligemma.model.language_model.embed_tokens.weight':
+        'model.' + _PWE + 'paligemma.lm_head.weight',
+}
 
 
 def detect_family(keys: Iterable[str], config: Optional[dict] = None) -> str:
@@ -80,7 +85,14 @@ def detect_dialect(keys: Iterable[str], family: str) -> str:
     return 'plain'
 
 
-def _pi0_to_canonical(key: str) -> str:
+def canonical_pi0_key(key: str) -> str:
+    """Map a π0 / π0.5 tensor name of any dialect to its canonical (runtime) name.
+
+    The merger (:func:`canonical_map`) and the policies' weight loaders both use it.
+
+    :param key: a name as stored in a LeRobot, openpi, transformers or canonical file.
+    :return: the ``PI0ForConditionalGeneration`` state-dict name (unchanged if canonical).
+    """
     k = key
     if k.startswith('model.' + _PWE):
         k = k[len('model.'):]
@@ -110,8 +122,28 @@ def _pi0_to_canonical(key: str) -> str:
     return k
 
 
+def lerobot_pi0_key(key: str) -> str:
+    """Map a canonical π0 / π0.5 name to LeRobot's ``model.safetensors`` name.
+
+    The inverse of :func:`canonical_pi0_key` on canonical names: the tied text embedding is
+    stored as ``...paligemma.lm_head.weight``, the expert's as ``...gemma_expert.lm_head``.
+    """
+    if key == 'model.vlm.language_model.embed_tokens.weight':
+        return 'model.' + _PWE + 'paligemma.lm_head.weight'
+    if key == 'model.dit.embed_tokens.weight':
+        return 'model.' + _PWE + 'gemma_expert.lm_head.weight'
+    for src, dst in (('model.vlm.vision_tower.', 'paligemma.model.vision_tower.vision_model.'),
+                     ('model.vlm.', 'paligemma.model.'),
+                     ('model.dit.', 'gemma_expert.model.')):
+        if key.startswith(src):
+            return 'model.' + _PWE + dst + key[len(src):]
+    if key.startswith('embed_action_time.'):
+        return 'model.' + key[len('embed_action_time.'):]
+    return 'model.' + key
+
+
 def canonical_map(file_keys: Iterable[str], family: str, dialect: str) -> Dict[str, str]:
     """Map every stored key to its canonical name (identity for non-pi0 families)."""
     if family in PI0_FAMILIES and dialect != 'canonical':
-        return {k: _pi0_to_canonical(k) for k in file_keys}
+        return {k: canonical_pi0_key(k) for k in file_keys}
     return {k: k for k in file_keys}

@@ -49,7 +49,7 @@ def cache_dir() -> str:
 
 
 def _entry_path(path: str) -> str:
-    name = hashlib.sha256(path.encode('utf-8')).hexdigest()[:32]
+    name = sha256_hex(path)[:32]
     return os.path.join(cache_dir(), name + '.json')
 
 
@@ -77,6 +77,40 @@ def _store(path: str, ident: Tuple[int, int, int, int], digest: str) -> None:
         os.replace(tmp, dest)
     except OSError as exc:
         LOG.debug('digest cache not written (%s): %s', dest, exc)
+
+
+def sha256_hex(*parts) -> str:
+    """Full SHA-256 hex digest of ``parts`` one after the other (``bytes``, or ``str`` as UTF-8).
+
+    The one SHA-256 rule of this package: :func:`short_sha256`, :func:`json_digest` and the
+    checkpoint digests (over their files' BLAKE3 digests) are made with it.
+    """
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(part.encode('utf-8') if isinstance(part, str) else part)
+    return h.hexdigest()
+
+
+def short_sha256(data) -> str:
+    """First 16 hex digits of the SHA-256 of ``data`` (``bytes``, or ``str`` encoded as UTF-8).
+
+    The one rule for short ids of settings and merged states (fingerprints, cache keys).
+    """
+    return sha256_hex(data)[:16]
+
+
+def json_digest(payload) -> str:
+    """:func:`short_sha256` of ``payload`` as JSON with sorted keys (default separators)."""
+    return short_sha256(json.dumps(payload, sort_keys=True))
+
+
+def file_sha256(path: str) -> str:
+    """Full SHA-256 hex digest of a file's bytes (published artifacts; checkpoints use BLAKE3)."""
+    h = hashlib.sha256()
+    with open(path, 'rb') as fh:
+        for block in iter(lambda: fh.read(1 << 20), b''):
+            h.update(block)
+    return h.hexdigest()
 
 
 def hash_fd(fd: int) -> str:

@@ -1,29 +1,37 @@
-"""Shared merge machinery: validation of sources and per-tensor merging with all checks."""
+"""What every merge shares: opening and validating the sources, the prepared merge, fingerprints.
+
+Used by the live merger (:mod:`retain_ros.merging.live`) and by ``retain-ros merge``
+(:mod:`retain_ros.merging.to_disk`); both call the recipe themselves, with the checks of
+:class:`PreparedMerge` around it.
+"""
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
 import os
+import threading
+import time
 from typing import Dict
-from typing import Iterator
 from typing import List
 from typing import Optional
 from typing import Sequence
+from typing import Tuple
 from typing import Union
 
 import torch
 
-from retain_ros.merging.checkpoint import CheckpointSource
-from retain_ros.merging.checkpoint import is_float
 from retain_ros.merging.checkpoint import open_checkpoint
+from retain_ros.merging.checkpoint_source import CheckpointSource
+from retain_ros.merging.checkpoint_source import is_float
+from retain_ros.merging.digests import json_digest
 from retain_ros.merging.errors import CheckpointError
 from retain_ros.merging.errors import KeyMismatchError
 from retain_ros.merging.errors import MergeError
 from retain_ros.merging.recipes import get as get_recipe
 from retain_ros.merging.recipes.base import Recipe
 from retain_ros.merging.recipes.interpolate import native_lerp_exact
+from retain_ros.merging.spec import GROUPS
 from retain_ros.merging.spec import MergeSpec
 
 LOG = logging.getLogger(__name__)
@@ -80,7 +88,9 @@ def _names(keys: Sequence[str]) -> str:
 
 
 def validate_sources(pre: CheckpointSource, fts: Sequence[CheckpointSource]) -> None:
-    """Same canonical keys, shapes and dtype families, before anything changes.
+    """Check that the sources hold the same canonical keys, shapes and dtype families.
+
+    Run before anything changes.
 
     :raises KeyMismatchError: naming the files and the first offending keys.
     """
@@ -111,7 +121,7 @@ def validate_sources(pre: CheckpointSource, fts: Sequence[CheckpointSource]) -> 
 
 
 def all_finite(t: torch.Tensor) -> bool:
-    """True when no element is nan / inf.
+    """Tell whether no element is nan / inf.
 
     A float sum is finite only if every element is (nan and inf propagate); only when the sum
     is not finite (a non-finite element, or an overflow of the sum) is the exact test run.
@@ -132,17 +142,58 @@ def fingerprint(pre: CheckpointSource, fts: Sequence[CheckpointSource], spec: Me
         'recipe': spec.recipe, 'alphas': alphas, 'lambdas': list(spec.lambdas),
         'convention': 'alpha=weight_on_finetuned',
     }
-    raw = json.dumps(payload, sort_keys=True).encode()
-    return hashlib.sha256(raw).hexdigest()[:16]
+    return json_digest(payload)
 
 
-class TensorMerger:
-    """Merge one canonical tensor at a time with every check.
+class DigestThread:
+    """The sources' content digests (for the fingerprint), hashed on a thread meanwhile.
+
+    A merge reads the inputs while BLAKE3 (which releases the GIL) hashes them; digests are
+    cached per file identity for the next run (:mod:`retain_ros.merging.digests`).
+
+    :param sources: the checkpoints to hash, pretrained first.
+    """
+
+    def __init__(self, sources: Sequence[CheckpointSource]):
+        self.sources = list(sources)
+        self._errors: List[BaseException] = []
+        self._thread = threading.Thread(target=self._work, name='retain-ros-digest', daemon=True)
+        self._thread.start()
+
+    def _work(self) -> None:
+        try:
+            for src in self.sources:
+                src.digest()
+        except BaseException as exc:  # noqa: B902 - reported by wait()
+            self._errors.append(exc)
+
+    def wait(self) -> float:
+        """Wait until every digest is known; return the seconds waited.
+
+        :raises CheckpointError: hashing failed (the first error, chained).
+        """
+        t0 = time.perf_counter()
+        self._thread.join()
+        if self._errors:
+            exc = self._errors[0]
+            raise CheckpointError(f'hashing the inputs failed: {exc}') from exc
+        return time.perf_counter() - t0
+
+
+class PreparedMerge:
+    """A :class:`MergeSpec` checked against its sources.
+
+    It holds the recipe, each group's coefficients, and the checks every merged tensor goes
+    through. The callers (:class:`~retain_ros.merging.live.LiveMerger`,
+    :func:`~retain_ros.merging.to_disk.merge_to_disk`) call :attr:`recipe` themselves, between
+    :meth:`check_equal` (integer / bool tensors) and the finiteness check
+    (:meth:`diagnose_nonfinite` says which input or coefficient is to blame).
 
     :param pre: pretrained source.
     :param fts: finetuned sources.
     :param spec: merge spec (validated against the recipe here).
     :param groups: canonical key -> group.
+    :raises SpecError: the recipe does not take this many finetuned checkpoints or lambdas.
     """
 
     def __init__(self, pre: CheckpointSource, fts: Sequence[CheckpointSource], spec: MergeSpec,
@@ -153,11 +204,15 @@ class TensorMerger:
         self.coefs = {g: self.recipe.coefficients(spec, g, len(self.fts))
                       for g in set(groups.values()) | {'other'}}
 
-    def coefs_for(self, key: str):
+    def coefs_for(self, key: str) -> Tuple[float, ...]:
+        """Coefficient per finetuned checkpoint of tensor ``key`` (its group's)."""
         return self.coefs[self.groups.get(key, 'other')]
 
     def check_equal(self, key: str, pre_t: torch.Tensor, ft_ts: Sequence[torch.Tensor]) -> None:
-        """Integer / bool tensors are never interpolated: they must match exactly."""
+        """Integer / bool tensors are never interpolated: they must match exactly.
+
+        :raises KeyMismatchError: naming the tensor and both files.
+        """
         for ft, t in zip(self.fts, ft_ts):
             if pre_t.dtype != t.dtype or not torch.equal(pre_t, t.to(pre_t.device)):
                 raise KeyMismatchError(
@@ -175,68 +230,21 @@ class TensorMerger:
                           f'({self.spec.recipe}) produced non-finite values (overflow)')
 
     def native_lowp(self, dtype: torch.dtype, tensors: Sequence[torch.Tensor]) -> bool:
-        """True when the recipe can write ``dtype`` directly (exact float32-internal math)."""
+        """Tell whether the recipe can write ``dtype`` directly (exact float32-internal math)."""
         return (self.recipe.lowp_out and dtype in _LOWP and native_lerp_exact(dtype)
                 and all(t.dtype == dtype for t in tensors))
 
-    def release(self, key: str) -> None:
-        """Let the OS drop the file pages of ``key`` (keeps resident memory near one tensor)."""
-        for src in [self.pre] + self.fts:
-            src.release(key)
+    def writes_into(self, out: torch.Tensor, inputs: Sequence[torch.Tensor]) -> bool:
+        """Whether the recipe may write its result straight into ``out`` (no float32 copy first).
 
-    def merge_chunks(self, key: str, out_dtype: torch.dtype, chunk_elems: int = 1 << 24
-                     ) -> Iterator[torch.Tensor]:
-        """Merged tensor ``key`` as flat chunks in ``out_dtype`` (bounded memory).
-
-        Inputs are read chunk by chunk with ``pread`` (never a mapping that could fault), so
-        memory stays at a few chunks whatever the tensor's size.
+        True for a float32 ``out`` with float32 / half-precision inputs, and for a half-precision
+        ``out`` when :meth:`native_lowp` holds.
         """
-        if not is_float(self.pre.dtype(key)):
-            pre_t = self.pre.read(key)
-            ft_ts = [f.read(key) for f in self.fts]
-            self.check_equal(key, pre_t, ft_ts)
-            yield ft_ts[0].reshape(-1).to(out_dtype)
-            return
-        coefs = self.coefs_for(key)
-        streams = [self.pre.iter_chunks(key, chunk_elems)] + [
-            f.iter_chunks(key, chunk_elems) for f in self.fts]
-        for parts in zip(*streams):
-            out = torch.empty_like(parts[0]) if self.native_lowp(out_dtype, parts) else None
-            res = self.recipe.combine(parts[0], list(parts[1:]), coefs, out=out)
-            if not all_finite(res):
-                raise self.diagnose_nonfinite(key, parts, coefs)
-            yield res if res.dtype == out_dtype else res.to(out_dtype)
-
-    def merge(self, key: str, out_dtype: torch.dtype, device='cpu') -> torch.Tensor:
-        """Whole merged tensor ``key`` in ``out_dtype`` on ``device``."""
-        pre_t = self.pre.get(key, device)
-        ft_ts = [f.get(key, device) for f in self.fts]
-        return self.merge_tensors(key, pre_t, ft_ts, out_dtype)
-
-    def merge_tensors(self, key: str, pre_t: torch.Tensor, ft_ts: Sequence[torch.Tensor],
-                      out_dtype: torch.dtype, check_finite: bool = True,
-                      out: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """Merge given input tensors; if ``out`` is given the result is copied into it."""
-        if not is_float(pre_t.dtype):
-            self.check_equal(key, pre_t, ft_ts)
-            res = ft_ts[0]
-            return res.to(out_dtype) if out is None else out.copy_(res)
-        coefs = self.coefs_for(key)
-        direct = out is not None and (
-            (out.dtype == torch.float32 and all(t.dtype in _F32_INPUTS for t in [pre_t, *ft_ts]))
-            or self.native_lowp(out.dtype, [pre_t, *ft_ts]))
-        res = self.recipe.combine(pre_t, ft_ts, coefs, out=out if direct else None)
-        if check_finite and not all_finite(res):
-            raise self.diagnose_nonfinite(key, [pre_t, *ft_ts], coefs)
-        if out is None:
-            return res.to(out_dtype)
-        if not direct:
-            out.copy_(res)
-        return out
+        return ((out.dtype == torch.float32 and all(t.dtype in _F32_INPUTS for t in inputs))
+                or self.native_lowp(out.dtype, inputs))
 
     def alphas(self) -> Dict[str, object]:
         """Coefficient(s) per group, as reported in merge states (floats for one finetuned)."""
-        from retain_ros.merging.spec import GROUPS
         out: Dict[str, object] = {}
         for g in GROUPS:
             c = self.recipe.coefficients(self.spec, g, len(self.fts))
@@ -245,5 +253,6 @@ class TensorMerger:
 
 
 def describe_sources(pre: CheckpointSource, fts: List[CheckpointSource]) -> str:
+    """One line for logs: each source's path, family and key dialect."""
     return (f'pretrained {pre.path} [{pre.family}/{pre.dialect}], finetuned '
             + ', '.join(f'{f.path} [{f.family}/{f.dialect}]' for f in fts))

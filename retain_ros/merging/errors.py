@@ -22,5 +22,8 @@ class InvalidMergeSpecError(MergeError, SpecError):
 
 
 class RestoreFailedError(MergeError):
-    """A merge failed and putting the previous weights back failed too: the module's weights are
-    inconsistent (``LiveMerger.valid`` is False) until a later merge or reload succeeds."""
+    """A merge failed and putting the previous weights back failed too.
+
+    The module's weights are inconsistent (``LiveMerger.valid`` is False) until a later merge or
+    reload succeeds.
+    """

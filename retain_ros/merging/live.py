@@ -1,5 +1,17 @@
 """In-place live merger: owns a module's weights and rewrites them when alpha changes.
 
+Alpha's path from the node, one file per hop::
+
+    ros/policy_node/live_merge.py   the parameter callback builds a MergeSpec
+    runtime/merged_policy.py        MergedPolicy.set_spec: lock, generation, validity
+    merging/live.py                 LiveMerger.apply (here): tensor by tensor, all-or-nothing
+    merging/recipes/<recipe>.py     Recipe.combine, e.g. recipes/interpolate.py (RETAIN's lerp)
+
+:meth:`LiveMerger.apply` prepares the spec against the sources
+(:class:`~retain_ros.merging.engine.PreparedMerge`: the recipe and each group's coefficients),
+reads the inputs piece by piece (:mod:`retain_ros.merging.live_inputs`) and calls the recipe on
+each piece in :meth:`LiveMerger._merge_piece`, with the engine's checks around it.
+
 Weights are written with ``copy_`` / ``lerp(out=...)`` into the parameters' existing storage, so
 ``torch.compile``d or CUDA-graphed code that captured those tensors keeps working.
 
@@ -25,13 +37,11 @@ Usage (policy side)::
 """
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 import logging
 import threading
 import time
 from typing import Dict
-from typing import Iterator
 from typing import List
 from typing import Optional
 from typing import Sequence
@@ -41,52 +51,34 @@ from typing import Union
 import torch
 from torch import nn
 
-from retain_ros.merging.checkpoint import CheckpointSource
-from retain_ros.merging.checkpoint import is_float
+from retain_ros.merging.checkpoint_source import CheckpointSource
+from retain_ros.merging.checkpoint_source import is_float
 from retain_ros.merging.engine import all_finite
 from retain_ros.merging.engine import CONVENTION
 from retain_ros.merging.engine import describe_sources
+from retain_ros.merging.engine import DigestThread
 from retain_ros.merging.engine import fingerprint
 from retain_ros.merging.engine import open_sources
+from retain_ros.merging.engine import PreparedMerge
 from retain_ros.merging.engine import SourceLike
-from retain_ros.merging.engine import TensorMerger
 from retain_ros.merging.engine import validate_sources
-from retain_ros.merging.errors import CheckpointError
 from retain_ros.merging.errors import InvalidMergeSpecError
-from retain_ros.merging.errors import KeyMismatchError
 from retain_ros.merging.errors import MergeError
 from retain_ros.merging.errors import RestoreFailedError
 from retain_ros.merging.errors import SpecError
-from retain_ros.merging.groups import assign_groups
-from retain_ros.merging.memory import CHUNK_ELEMS
+from retain_ros.merging.live_inputs import load_cache
+from retain_ros.merging.live_inputs import MergeInputs
+from retain_ros.merging.live_inputs import PieceReader
 from retain_ros.merging.memory import KEEP_SOURCES
 from retain_ros.merging.memory import MemoryPlan
 from retain_ros.merging.memory import plan_memory
+from retain_ros.merging.module_fit import check_fit
+from retain_ros.merging.module_fit import module_targets
+from retain_ros.merging.progress import LIVE_DELAY_S
+from retain_ros.merging.progress import tensor_bar
 from retain_ros.merging.spec import MergeSpec
 
 LOG = logging.getLogger(__name__)
-
-#: merges that take longer show a progress bar after this many seconds
-PROGRESS_DELAY_S = 2.0
-
-Cache = Optional[Dict[str, Tuple[torch.Tensor, List[torch.Tensor]]]]
-
-
-def _progress(total: int, desc: str):
-    try:
-        from tqdm import tqdm
-    except ImportError:  # pragma: no cover - tqdm is a dependency
-        return None
-    return tqdm(total=total, desc=desc, unit='tensor', leave=False, delay=PROGRESS_DELAY_S)
-
-
-@dataclass
-class _Inputs:
-    """Where a merge reads its inputs: the sources and their in-memory copies (None: disk)."""
-
-    pre: CheckpointSource
-    fts: List[CheckpointSource]
-    cache: Cache
 
 
 @dataclass(frozen=True)
@@ -111,6 +103,20 @@ class MergeState:
         return {'alpha': dict(self.alphas), 'recipe': self.recipe,
                 'fingerprint': self.fingerprint, 'merge_ms': round(self.merge_ms, 3),
                 'convention': CONVENTION}
+
+
+@dataclass(frozen=True)
+class Reopened:
+    """Checkpoint files opened again and checked against the module (:meth:`LiveMerger.reopen`).
+
+    :param pre: pretrained source.
+    :param fts: finetuned sources.
+    :param groups: canonical key -> parameter group.
+    """
+
+    pre: CheckpointSource
+    fts: List[CheckpointSource]
+    groups: Dict[str, str]
 
 
 class LiveMerger:
@@ -148,16 +154,16 @@ class LiveMerger:
         self.prefix = prefix
         self.valid = False
         self._lock = threading.RLock()
-        self._targets = self._module_targets(module, prefix)
+        self._targets = module_targets(module, prefix)
         first = next(iter(self._targets.values()), None)
         self.device = torch.device(device) if device is not None else (
             first.device if first is not None else torch.device('cpu'))
         self._state: Optional[MergeState] = None
-        self._merger: Optional[TensorMerger] = None
-        self._buffers: Dict[Tuple[int, int], torch.Tensor] = {}
+        self._merge: Optional[PreparedMerge] = None
+        self._reader = PieceReader(self.device)
         pre, fts = open_sources(pretrained, finetuned, family)
         validate_sources(pre, fts)
-        groups = self._check_fit(pre)
+        groups = check_fit(self._targets, pre, family)
         if plan is None:
             plan = plan_memory(pre, fts, self.device, self._module_dtype(), keep_sources,
                                model_allocated=True, enforce=check_memory)
@@ -165,7 +171,7 @@ class LiveMerger:
             raise MergeError(f'keep_sources={keep_sources!r} but the plan chose {plan.mode!r}')
         self.plan = plan
         self.keep_sources = plan.mode
-        self._start_digests([pre] + fts)
+        self._digester = DigestThread([pre] + fts)
         LOG.info('live merger: %s; keep_sources=%s; %d tensors; convention: %s',
                  describe_sources(pre, fts), self.keep_sources, len(self._targets), CONVENTION)
         LOG.info('phase open: %.2f s (headers, key maps, memory plan)', time.perf_counter() - t0)
@@ -174,131 +180,26 @@ class LiveMerger:
         if cache is not None:
             LOG.info('phase load sources (%s): %.2f s', self.keep_sources,
                      time.perf_counter() - t1)
-        self._src = _Inputs(pre, list(fts), cache)
+        self._src = MergeInputs(pre, list(fts), cache)
         self._groups = groups
         self.apply(spec)
-
-    @property
-    def _pre(self) -> CheckpointSource:
-        return self._src.pre
-
-    @property
-    def _fts(self) -> List[CheckpointSource]:
-        return self._src.fts
-
-    @property
-    def _cache(self) -> Cache:
-        return self._src.cache
 
     def _module_dtype(self) -> Optional[torch.dtype]:
         dts = [t.dtype for t in self._targets.values() if t.dtype.is_floating_point]
         return max(set(dts), key=dts.count) if dts else None
 
-    def _start_digests(self, sources: Sequence[CheckpointSource]) -> None:
-        """Hash the inputs (for the fingerprint) on a thread while the merge reads them.
+    def _load_cache(self, pre: CheckpointSource, fts: Sequence[CheckpointSource]):
+        return load_cache(pre, fts, list(self._targets), self.keep_sources, self.device)
 
-        The thread and its error belong to these sources: a reload that fails leaves them
-        behind, and the next merge of the previous sources neither waits for them nor inherits
-        their error.
-        """
-        errors: List[BaseException] = []
-        owner = sources[0] if sources else None
-
-        def work():
-            try:
-                for src in sources:
-                    src.digest()
-            except BaseException as exc:  # noqa: B902 - reported when the fingerprint is made
-                errors.append(exc)
-
-        thread = threading.Thread(target=work, name='retain-ros-digest', daemon=True)
-        self._digester = (thread, errors, owner)
-        thread.start()
-
-    def _fingerprint(self, merger: TensorMerger, src: _Inputs, spec: MergeSpec,
-                     alphas: Dict[str, object]) -> str:
-        if self._digester is not None and self._digester[2] is src.pre:
-            thread, errors, _ = self._digester
-            t0 = time.perf_counter()
-            thread.join()
+    def _fingerprint(self, src: MergeInputs, spec: MergeSpec, alphas: Dict[str, object]) -> str:
+        digester = self._digester
+        if digester is not None and digester.sources[0] is src.pre:
             self._digester = None
-            waited = time.perf_counter() - t0
+            waited = digester.wait()
             if waited > 0.05:
                 LOG.info('waited %.2f s for the input digests (cached for the next start)',
                          waited)
-            if errors:
-                exc = errors[0]
-                raise CheckpointError(f'hashing the inputs failed: {exc}') from exc
         return fingerprint(src.pre, src.fts, spec, alphas)
-
-    # -- setup -----------------------------------------------------------------------------------
-    @staticmethod
-    def _module_targets(module: nn.Module, prefix: str) -> Dict[str, torch.Tensor]:
-        targets: Dict[str, torch.Tensor] = {}
-        seen: Dict[Tuple[int, torch.dtype, Tuple[int, ...], Tuple[int, ...]], str] = {}
-        for name, value in module.state_dict(keep_vars=True).items():
-            if prefix:
-                if not name.startswith(prefix):
-                    raise MergeError(f'module tensor {name!r} lacks the prefix {prefix!r}')
-                name = name[len(prefix):]
-            t = value.detach()
-            ident = (t.data_ptr(), t.dtype, tuple(t.shape), tuple(t.stride()))
-            if t.numel() and ident in seen:
-                continue  # tied to an earlier name; written once through it
-            seen[ident] = name
-            targets[name] = t
-        return targets
-
-    def _check_fit(self, pre: CheckpointSource) -> Dict[str, str]:
-        ckpt = set(pre.keys())
-        mod = set(self._targets)
-        missing, extra = sorted(mod - ckpt), sorted(ckpt - mod)
-        if missing or extra:
-            raise KeyMismatchError(
-                f'checkpoint {pre.path} ({pre.family}/{pre.dialect}) does not fit the module: '
-                f'{len(missing)} module tensor(s) not in the checkpoint {missing[:5]}; '
-                f'{len(extra)} checkpoint tensor(s) not in the module {extra[:5]}')
-        for k, t in self._targets.items():
-            if tuple(t.shape) != tuple(pre.shape(k)):
-                raise KeyMismatchError(f'tensor {k!r}: module has shape {list(t.shape)}, '
-                                       f'{pre.file_of(k)} has {list(pre.shape(k))}')
-            if is_float(t.dtype) != is_float(pre.dtype(k)):
-                raise KeyMismatchError(f'tensor {k!r}: module dtype {t.dtype} vs {pre.dtype(k)} '
-                                       f'in {pre.file_of(k)}')
-        family = pre.family if pre.family != 'unknown' else self.family
-        return assign_groups(sorted(ckpt), family if family != 'unknown' else 'auto')
-
-    def _load_cache(self, pre: CheckpointSource, fts: List[CheckpointSource]) -> Cache:
-        if self.keep_sources == 'disk':
-            return None
-        if self.keep_sources == 'device':
-            where = self.device
-            pin = False
-        else:
-            where = torch.device('cpu')
-            pin = torch.cuda.is_available()
-        cache: Dict[str, Tuple[torch.Tensor, List[torch.Tensor]]] = {}
-        bar = _progress(len(self._targets), f'load sources ({self.keep_sources})')
-        try:
-            for k in self._targets:
-                tensors = []
-                for src in [pre] + fts:
-                    if where.type == 'cpu':
-                        buf = torch.empty(src.shape(k), dtype=src.dtype(k), pin_memory=pin)
-                        t = src.read(k, out=buf)
-                    else:
-                        t = src.read(k).to(where)
-                    if is_float(t.dtype) and not all_finite(t):
-                        raise CheckpointError(
-                            f'non-finite values (nan/inf) in tensor {k!r} of {src.file_of(k)}')
-                    tensors.append(t)
-                cache[k] = (tensors[0], tensors[1:])
-                if bar is not None:
-                    bar.update(1)
-        finally:
-            if bar is not None:
-                bar.close()
-        return cache
 
     # -- public API ------------------------------------------------------------------------------
     @property
@@ -309,95 +210,54 @@ class LiveMerger:
     @property
     def sources(self) -> Tuple[CheckpointSource, List[CheckpointSource]]:
         """``(pretrained, [finetuned, ...])``."""
-        return self._pre, list(self._fts)
+        return self._src.pre, list(self._src.fts)
 
     @property
     def groups(self) -> Dict[str, str]:
         """Canonical key -> parameter group."""
         return dict(self._groups)
 
-    def _scratch(self, i: int, src: CheckpointSource, dtype: torch.dtype,
-                 numel: int, slot: int = 0) -> torch.Tensor:
-        """Reusable read buffer of source ``i`` in buffer set ``slot`` viewed as ``numel``
-        elements of ``dtype`` (no fresh allocation and page faults per tensor in disk mode)."""
-        nbytes = numel * torch.empty((), dtype=dtype).element_size()
-        buf = self._buffers.get((slot, i))
-        if buf is None or buf.numel() < nbytes:
-            size = max(nbytes, CHUNK_ELEMS * max(
-                (torch.empty((), dtype=src.dtype(k)).element_size() for k in src.keys()),
-                default=4))
-            buf = torch.empty(size, dtype=torch.uint8, pin_memory=torch.cuda.is_available()
-                              and self.device.type == 'cuda')
-            self._buffers[(slot, i)] = buf
-        return buf[:nbytes].view(dtype)
+    def apply(self, spec: MergeSpec) -> MergeState:
+        """Merge with ``spec`` in place; all-or-nothing.
 
-    def _read(self, src: _Inputs, key: str, start: Optional[int] = None,
-              count: Optional[int] = None, slot: int = 0) -> List[torch.Tensor]:
-        """Inputs of ``key`` (or of its flat range) read from the files into the scratch
-        buffers of ``slot``."""
-        out = []
-        for i, s in enumerate([src.pre] + src.fts):
-            if s.is_lora:  # materialized per call: read whole, slice
-                t = s.read(key)
-                out.append(t if start is None else t.reshape(-1)[start:start + count])
-                continue
-            shape = tuple(s.shape(key))
-            numel = count if start is not None else int(torch.Size(shape).numel())
-            buf = self._scratch(i, s, s.dtype(key), numel, slot)
-            if start is None:
-                out.append(s.read(key, out=buf.view(shape)))
-            else:
-                out.append(s.read_range(key, start, count, out=buf))
-        return out
-
-    def _pieces(self, keys: Sequence[str], whole: bool = False):
-        """The merge's work items in order: ``(key, start, count)``, ``start`` None for a whole
-        tensor; tensors over :data:`CHUNK_ELEMS` elements are cut in flat chunks unless ``whole``
-        (a LoRA source materializes the whole tensor per read: cutting it would rebuild it once
-        per chunk; the memory plan budgets the whole tensor then)."""
-        for key in keys:
-            target = self._targets[key]
-            n = target.numel()
-            if (not whole and n > CHUNK_ELEMS and target.is_contiguous()
-                    and is_float(target.dtype)):
-                for i in range(0, n, CHUNK_ELEMS):
-                    yield key, i, min(CHUNK_ELEMS, n - i)
-            else:
-                yield key, None, None
-
-    def _cached_parts(self, src: _Inputs, key: str, start: Optional[int],
-                      count: Optional[int]) -> List[torch.Tensor]:
-        pre_t, ft_ts = src.cache[key]
-        if start is None:
-            return [pre_t] + list(ft_ts)
-        return [t.reshape(-1)[start:start + count] for t in [pre_t] + list(ft_ts)]
-
-    def _prefetched(self, src: _Inputs, pieces) -> Iterator[tuple]:
-        """Disk mode: ``pieces`` with their inputs, each read while the previous one is merged.
-
-        Two buffer sets, alternating: a one-thread pool reads piece ``i + 1`` into set
-        ``(i + 1) % 2`` (``pread`` releases the GIL) while the caller merges piece ``i`` from the
-        other, so a pass costs about max(read, compute). Closing the generator (a failed merge)
-        waits for the read in flight, so a restore never races it for the buffers.
+        :raises MergeError: nothing changed (old weights restored); the message says why.
+        :raises RestoreFailedError: the merge failed and so did putting the old weights back;
+            :attr:`valid` is False.
         """
-        pieces = list(pieces)
-        with ThreadPoolExecutor(1, thread_name_prefix='retain-merge-read') as pool:
-            ahead = pool.submit(self._read, src, *pieces[0], 0) if pieces else None
-            for i, (key, start, count) in enumerate(pieces):
-                parts = ahead.result()
-                if i + 1 < len(pieces):
-                    ahead = pool.submit(self._read, src, *pieces[i + 1], (i + 1) % 2)
-                yield key, start, count, parts
+        with self._lock:
+            return self._apply(spec, self._src, None)
 
-    def _run(self, merger: TensorMerger, src: _Inputs, keys: Sequence[str],
+    # -- merging ---------------------------------------------------------------------------------
+    def _merge_piece(self, merge: PreparedMerge, key: str, parts: List[torch.Tensor],
+                     out: torch.Tensor, check_finite: bool) -> None:
+        """Write the merge of one tensor (or flat chunk) into ``out``: the recipe, between checks.
+
+        Integer / bool tensors are copied (they must be equal in every input); float tensors are
+        combined by the recipe, straight into ``out`` when its dtype allows
+        (:meth:`PreparedMerge.writes_into`), and checked for nan / inf when ``check_finite``.
+        """
+        pre_t, ft_ts = parts[0], parts[1:]
+        if not is_float(pre_t.dtype):
+            merge.check_equal(key, pre_t, ft_ts)
+            out.copy_(ft_ts[0])
+            return
+        coefs = merge.coefs_for(key)
+        direct = merge.writes_into(out, parts)
+        res = merge.recipe.combine(pre_t, ft_ts, coefs, out=out if direct else None)
+        if check_finite and not all_finite(res):
+            raise merge.diagnose_nonfinite(key, parts, coefs)
+        if not direct:
+            out.copy_(res)
+
+    def _run(self, merge: PreparedMerge, src: MergeInputs, keys: Sequence[str],
              check_finite_always: bool, done: Optional[List[str]], bar=None) -> None:
-        convex = {g: merger.recipe.is_convex(c) for g, c in merger.coefs.items()}
-        if src.cache is not None:
-            items = ((key, start, count, self._cached_parts(src, key, start, count))
-                     for key, start, count in self._pieces(keys))
-        else:
-            lora = any(s.is_lora for s in [src.pre] + src.fts)
-            items = self._prefetched(src, self._pieces(keys, whole=lora))
+        """Merge ``keys`` from ``src`` into the module, listing each key in ``done`` when begun.
+
+        Results are checked for nan / inf when ``check_finite_always`` (inputs re-read from the
+        files) or when the recipe is not convex for the tensor's group.
+        """
+        convex = {g: merge.recipe.is_convex(c) for g, c in merge.coefs.items()}
+        items = self._reader.parts(src, self._targets, keys)
         last = None
         try:
             for key, start, count, parts in items:
@@ -410,9 +270,7 @@ class LiveMerger:
                         bar.update(1)
                 check = check_finite_always or not convex[self._groups.get(key, 'other')]
                 out = target if start is None else target.view(-1)[start:start + count]
-                parts = self._to_target(parts, target)
-                merger.merge_tensors(key, parts[0], parts[1:], target.dtype,
-                                     check_finite=check, out=out)
+                self._merge_piece(merge, key, self._to_target(parts, target), out, check)
                 if src.cache is None and target.is_cuda:
                     # the read buffer may still feed an asynchronous copy; it is refilled next
                     torch.cuda.current_stream(target.device).synchronize()
@@ -431,42 +289,31 @@ class LiveMerger:
         if any(t.is_cuda for t in self._targets.values()):
             torch.cuda.synchronize()
 
-    def apply(self, spec: MergeSpec) -> MergeState:
-        """Merge with ``spec`` in place; all-or-nothing.
+    def _apply(self, spec: MergeSpec, src: MergeInputs,
+               previous: Optional[Tuple[PreparedMerge, MergeInputs]]) -> MergeState:
+        """Merge ``spec`` from ``src``; all-or-nothing.
 
-        :raises MergeError: nothing changed (old weights restored); the message says why.
-        :raises RestoreFailedError: the merge failed and so did putting the old weights back;
-            :attr:`valid` is False.
+        On failure ``previous`` (default: the live merge from the current inputs) is recomputed
+        for the tensors already written.
         """
-        with self._lock:
-            return self._apply(spec, self._src, None)
-
-    def _apply(self, spec: MergeSpec, src: _Inputs,
-               previous: Optional[Tuple[TensorMerger, _Inputs]]) -> MergeState:
-        """Merge ``spec`` from ``src``; on failure recompute ``previous`` (default: the live
-        merge from the current inputs) for the tensors already written."""
         try:
-            merger = TensorMerger(src.pre, src.fts, spec, self._groups)
+            merge = PreparedMerge(src.pre, src.fts, spec, self._groups)
         except SpecError as exc:
             raise InvalidMergeSpecError(str(exc)) from exc
         if src.cache is None:
             self._check_files(src)
-        if previous is None and self._merger is not None and self.valid:
-            previous = (self._merger, self._src)
+        if previous is None and self._merge is not None and self.valid:
+            previous = (self._merge, self._src)
         done: List[str] = []
         keys = list(self._targets)
         t0 = time.perf_counter()
-        bar = _progress(len(keys), 'merge')
         try:
-            try:
+            with tensor_bar(len(keys), 'merge', delay=LIVE_DELAY_S) as bar:
                 with torch.no_grad():
-                    self._run(merger, src, keys, src.cache is None, done, bar)
+                    self._run(merge, src, keys, src.cache is None, done, bar)
                 self._sync()
-                alphas = merger.alphas()
-                fp = self._fingerprint(merger, src, spec, alphas)
-            finally:
-                if bar is not None:
-                    bar.close()
+                alphas = merge.alphas()
+                fp = self._fingerprint(src, spec, alphas)
         except Exception as exc:  # noqa: B902 - restore on any failure, then report it
             reason = exc if isinstance(exc, MergeError) else f'{type(exc).__name__}: {exc}'
             if previous is None:
@@ -482,7 +329,7 @@ class LiveMerger:
         ms = (time.perf_counter() - t0) * 1000.0
         self._state = MergeState(spec=spec, alphas=alphas, recipe=spec.recipe, fingerprint=fp,
                                  merge_ms=ms)
-        self._merger = merger
+        self._merge = merge
         self._src = src
         self.valid = True
         LOG.info('merged in place in %.1f ms (keep_sources=%s): %s fingerprint=%s', ms,
@@ -490,18 +337,18 @@ class LiveMerger:
         return self._state
 
     @staticmethod
-    def _check_files(src: _Inputs) -> None:
+    def _check_files(src: MergeInputs) -> None:
         """Disk mode: refuse before writing anything if a file changed since it was opened."""
-        for s in [src.pre] + src.fts:
+        for s in src.sources:
             s.check_unchanged()
 
-    def _restore(self, previous: Tuple[TensorMerger, _Inputs], done: List[str], spec: MergeSpec,
-                 reason, exc: BaseException) -> None:
-        merger, src = previous
+    def _restore(self, previous: Tuple[PreparedMerge, MergeInputs], done: List[str],
+                 spec: MergeSpec, reason, exc: BaseException) -> None:
+        merge, src = previous
         t0 = time.perf_counter()
         try:
             with torch.no_grad():
-                self._run(merger, src, done, False, None)
+                self._run(merge, src, done, False, None)
             self._sync()
         except Exception as again:  # noqa: B902
             self.valid = False
@@ -514,12 +361,28 @@ class LiveMerger:
         LOG.info('recomputed the previous merge for %d tensor(s) in %.1f ms', len(done),
                  (time.perf_counter() - t0) * 1e3)
 
-    def reload(self) -> MergeState:
-        """Re-open the checkpoint files and re-merge the current spec; all-or-nothing.
+    # -- reload ----------------------------------------------------------------------------------
+    def reopen(self) -> Reopened:
+        """Open the checkpoint files again and check them against the module; nothing changes.
+
+        Needs no lock: :class:`~retain_ros.runtime.merged_policy.MergedPolicy` calls it while
+        inference goes on, then hands the result to :meth:`reload`.
+
+        :raises MergeError: a file is unreadable, or the checkpoints no longer fit each other or
+            the module (naming the file and the first offending tensors).
+        """
+        pre, fts = self.sources
+        new_pre, new_fts = open_sources(pre.path, [f.path for f in fts], self.family)
+        validate_sources(new_pre, new_fts)
+        return Reopened(new_pre, list(new_fts), check_fit(self._targets, new_pre, self.family))
+
+    def reload(self, reopened: Optional[Reopened] = None) -> MergeState:
+        """Re-merge the current spec from the checkpoint files read again; all-or-nothing.
 
         In device / host mode the new sources are loaded while the old ones are still held (the
         memory plan is checked for that first).
 
+        :param reopened: the files as :meth:`reopen` opened and checked them (None: opened here).
         :raises MergeError: files unreadable or no longer fitting; old sources and weights stay.
         :raises RestoreFailedError: as for :meth:`apply`.
         """
@@ -528,14 +391,14 @@ class LiveMerger:
             spec = self._state.spec
             digester = self._digester
             try:
-                pre, fts = open_sources(old.pre.path, [f.path for f in old.fts], self.family)
-                validate_sources(pre, fts)
-                groups = self._check_fit(pre)
+                if reopened is None:
+                    reopened = self.reopen()
+                pre, fts = reopened.pre, reopened.fts
                 if self.keep_sources != 'disk':
                     plan_memory(pre, fts, self.device, self._module_dtype(), self.keep_sources,
                                 model_allocated=True, extra_sources=True)
-                self._start_digests([pre] + fts)
-                new = _Inputs(pre, list(fts), self._load_cache(pre, fts))
+                self._digester = DigestThread([pre] + fts)
+                new = MergeInputs(pre, list(fts), self._load_cache(pre, fts))
             except Exception as exc:  # noqa: B902
                 self._digester = digester   # the new sources' hashing is left behind
                 if isinstance(exc, MergeError):
@@ -543,8 +406,8 @@ class LiveMerger:
                 raise MergeError(f'reload failed: {type(exc).__name__}: {exc}; the previous '
                                  'weights are still live') from exc
             old_groups = self._groups
-            self._groups = groups
-            previous = (self._merger, old) if self.valid else None
+            self._groups = reopened.groups
+            previous = (self._merge, old) if self.valid else None
             try:
                 return self._apply(spec, new, previous)
             except MergeError:

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from dataclasses import field
-import functools
 import logging
 import math
 import os
@@ -44,8 +43,10 @@ from typing import Union
 
 import torch
 
-from retain_ros.merging.checkpoint import CheckpointSource
-from retain_ros.merging.checkpoint import is_float
+from retain_ros.merging.checkpoint_source import CheckpointSource
+from retain_ros.merging.checkpoint_source import is_float
+from retain_ros.merging.devices import parse_dtype
+from retain_ros.merging.devices import preferred_dtype
 from retain_ros.merging.errors import MergeError
 
 LOG = logging.getLogger(__name__)
@@ -59,8 +60,6 @@ HEADROOM_FRACTION = 0.10
 #: so the transient memory is a few chunks, not a few copies of the largest tensor
 CHUNK_ELEMS = 1 << 24
 GIB = float(1 << 30)
-_DTYPE_NAMES = {'float32': torch.float32, 'fp32': torch.float32, 'bfloat16': torch.bfloat16,
-                'bf16': torch.bfloat16, 'float16': torch.float16, 'fp16': torch.float16}
 
 
 class MemoryPlanError(MergeError):
@@ -165,58 +164,13 @@ def _itemsize(dtype: torch.dtype) -> int:
 
 
 def checkpoint_dtype(src: CheckpointSource) -> torch.dtype:
-    """The floating dtype holding most of a checkpoint's bytes (float32 if it has none)."""
+    """Return the floating dtype holding most of a checkpoint's bytes (float32 if it has none)."""
     by: Dict[torch.dtype, int] = {}
     for k in src.keys():
         dt = src.dtype(k)
         if is_float(dt):
             by[dt] = by.get(dt, 0) + src.nbytes(k)
     return max(by, key=by.get) if by else torch.float32
-
-
-#: CPU feature flags (``/proc/cpuinfo``) of bfloat16 matrix instructions: x86 AVX512-BF16 and
-#: AMX-BF16, Arm's BF16 extension (Graviton 3, Neoverse V1/V2; not Jetson Orin's Cortex-A78AE)
-CPU_BF16_FLAGS = frozenset({'avx512_bf16', 'amx_bf16', 'bf16'})
-
-
-@functools.lru_cache(maxsize=1)
-def cpu_has_native_bf16(cpuinfo: str = '/proc/cpuinfo') -> bool:
-    """Whether this CPU multiplies bfloat16 matrices natively (see :data:`CPU_BF16_FLAGS`).
-
-    Measured here (2-core AMD EPYC with avx512_bf16, torch 2.13): a 300x2048 @ 2048x16384 matmul
-    runs at 154 GFLOPS in bfloat16 and 47 in float32; without the instructions bfloat16 is
-    emulated and slower than float32.
-    """
-    try:
-        with open(cpuinfo) as fh:
-            lines = fh.read().splitlines()
-    except OSError:
-        return False
-    flags = set()
-    for line in lines:
-        if line.startswith(('flags', 'Features')) and ':' in line:
-            flags.update(line.split(':', 1)[1].split())
-    return bool(flags & CPU_BF16_FLAGS)
-
-
-def preferred_dtype(device: torch.device) -> torch.dtype:
-    """What a device computes well: bfloat16 on a bf16-capable GPU or a CPU with native bfloat16
-    matrix instructions, float32 otherwise."""
-    if device.type == 'cuda':
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
-    return torch.bfloat16 if cpu_has_native_bf16() else torch.float32
-
-
-def parse_dtype(dtype: Union[str, torch.dtype, None]) -> Optional[torch.dtype]:
-    """``'auto'`` / None -> None, else the torch dtype (float32, bfloat16, float16)."""
-    if dtype is None or isinstance(dtype, torch.dtype):
-        return dtype
-    name = str(dtype).strip().lower()
-    if name in ('', 'auto'):
-        return None
-    if name not in _DTYPE_NAMES:
-        raise ValueError(f'dtype must be auto, float32, bfloat16 or float16, got {dtype!r}')
-    return _DTYPE_NAMES[name]
 
 
 @dataclass
@@ -239,15 +193,20 @@ class Sizes:
     sources_count: int = 2
 
     def transient(self) -> int:
-        """Where the model is: a float32 result of one chunk (LoRA: of the largest tensor, with
-        its ``B @ A`` product)."""
+        """Return the transient bytes where the model is: a float32 result of one chunk.
+
+        LoRA: of the largest tensor, with its ``B @ A`` product.
+        """
         if self.lora:
             return self.largest * 4 * 3
         return min(self.largest, CHUNK_ELEMS) * 4
 
     def read_buffers(self) -> int:
-        """Host buffers one chunk of each source is read into (LoRA: whole tensors), two sets:
-        disk mode reads the next chunk while the current one is merged."""
+        """Return the bytes of the host buffers one chunk of each source is read into.
+
+        LoRA: whole tensors. Two sets: disk mode reads the next chunk while the current one is
+        merged.
+        """
         return (self.largest if self.lora else min(self.largest, CHUNK_ELEMS)) * 8 * (
             self.sources_count) * 2
 

@@ -1,4 +1,4 @@
-"""Minimal safetensors reader and streaming writer.
+"""Minimal safetensors reader (the writer is :mod:`retain_ros.merging.safetensors_writer`).
 
 The reader parses the header itself and checks it against the file size, so a truncated or
 corrupted file is caught with a message that names the file and the tensor. Tensors are read with
@@ -6,8 +6,7 @@ corrupted file is caught with a message that names the file and the tensor. Tens
 truncated or rewritten while it is open makes a read raise :class:`CheckpointError`, never a
 ``SIGBUS`` as a memory mapping would, and resident memory stays at what the caller keeps (file
 pages sit in the page cache, not in the process). :meth:`SafetensorsFile.get` still gives a
-zero-copy view of a mapping for callers that want one (size checked before every view). The writer
-lays out the header first and then streams tensors one by one, so memory stays near one tensor.
+zero-copy view of a mapping for callers that want one (size checked before every view).
 """
 from __future__ import annotations
 
@@ -20,7 +19,6 @@ import threading
 import weakref
 from typing import Dict
 from typing import Iterator
-from typing import Iterable
 from typing import List
 from typing import Optional
 from typing import Tuple
@@ -56,7 +54,7 @@ def file_identity(st: os.stat_result) -> Tuple[int, int, int, int]:
 
 
 def describe_change(before: Tuple[int, int, int, int], now: Tuple[int, int, int, int]) -> str:
-    """What differs between two :func:`file_identity` values, in words."""
+    """Say what differs between two :func:`file_identity` values, in words."""
     return (f'size {before[0]} -> {now[0]} bytes, mtime_ns {before[1]} -> {now[1]}, inode '
             f'{before[2]} -> {now[2]}, device {before[3]} -> {now[3]}')
 
@@ -107,7 +105,6 @@ class SafetensorsFile:
     def __init__(self, path: str):
         self.path = os.path.abspath(path)
         self._mm: Optional[mmap.mmap] = None
-        self._fh = None
         self._fd: Optional[int] = None
         self._closer: Optional[weakref.finalize] = None
         self._reopen_lock = threading.Lock()
@@ -125,7 +122,10 @@ class SafetensorsFile:
         self._attach(fd)
 
     def _open_path(self, what: str) -> int:
-        """A read-only descriptor of ``self.path``; :raises CheckpointError: ``what`` failed."""
+        """Open a read-only descriptor of ``self.path``.
+
+        :raises CheckpointError: ``what`` failed.
+        """
         try:
             return os.open(self.path, os.O_RDONLY | getattr(os, 'O_CLOEXEC', 0))
         except OSError as exc:
@@ -241,7 +241,10 @@ class SafetensorsFile:
                 'reload() to re-open it and re-fingerprint the new contents)')
 
     def check_unchanged(self) -> None:
-        """:raises FileChangedError: the file was rewritten, truncated or replaced."""
+        """Check that the file is still the one opened (:meth:`changed`).
+
+        :raises FileChangedError: the file was rewritten, truncated or replaced.
+        """
         why = self.changed()
         if why is not None:
             raise FileChangedError(
@@ -256,8 +259,10 @@ class SafetensorsFile:
         return info
 
     def descriptor(self) -> int:
-        """The open descriptor of the file (re-opened by path after :meth:`close`, then checked
-        against :attr:`identity` with ``fstat``).
+        """Return the open descriptor of the file.
+
+        After :meth:`close` it is re-opened by path, then checked against :attr:`identity` with
+        ``fstat``.
 
         :raises FileChangedError: the path now names another file, or the file changed.
         """
@@ -275,10 +280,8 @@ class SafetensorsFile:
                 self._attach(fd)
             return self._fd
 
-    _descriptor = descriptor
-
     def _pread_into(self, buf: memoryview, offset: int, name: str) -> None:
-        fd = self._descriptor()
+        fd = self.descriptor()
         done = 0
         total = buf.nbytes
         while done < total:
@@ -316,8 +319,11 @@ class SafetensorsFile:
 
     def read_range(self, name: str, start: int, count: int,
                    out: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """Elements ``[start, start + count)`` of tensor ``name`` (flat, row-major) as a 1-D CPU
-        tensor (read into ``out``, a contiguous tensor of ``count`` elements, when given)."""
+        """Read elements ``[start, start + count)`` of tensor ``name`` (flat, row-major).
+
+        :return: a 1-D CPU tensor (``out``, a contiguous tensor of ``count`` elements, when
+            given).
+        """
         info = self.info(name)
         item = torch.empty((), dtype=info.dtype).element_size()
         numel = info.nbytes // item
@@ -389,8 +395,7 @@ class SafetensorsFile:
         A later read re-opens the file by path and refuses it unless it is still the file
         opened (:meth:`descriptor`).
         """
-        mm, fh = self._mm, self._fh
-        self._mm = self._fh = None
+        mm, self._mm = self._mm, None
         fd = self._detach()
         if fd is not None:
             os.close(fd)
@@ -399,101 +404,3 @@ class SafetensorsFile:
                 mm.close()
             except BufferError:
                 pass  # tensors still view it; released with the last of them
-        if fh is not None:
-            fh.close()
-
-
-def tensor_bytes(tensor: torch.Tensor) -> memoryview:
-    """Raw little-endian bytes of a CPU tensor (contiguous copy only when needed)."""
-    t = tensor.detach()
-    if t.device.type != 'cpu':
-        t = t.cpu()
-    t = t.contiguous().reshape(-1)
-    if t.numel() == 0:
-        return memoryview(b'')
-    return memoryview(t.view(torch.uint8).numpy())
-
-
-class StreamingWriter:
-    """Write one safetensors file whose layout is known up front, one tensor at a time.
-
-    :param path: output file (the caller renames it into place).
-    :param layout: ``[(name, dtype, shape), ...]`` in file order.
-    :param metadata: ``__metadata__`` strings.
-    :param fsync: force the data to disk on close (durable across power loss, slower).
-    """
-
-    def __init__(self, path: str, layout: Iterable[Tuple[str, torch.dtype, Tuple[int, ...]]],
-                 metadata: Optional[Dict[str, str]] = None, fsync: bool = False):
-        self.path = path
-        self.fsync = fsync
-        header: Dict[str, object] = {}
-        if metadata:
-            header['__metadata__'] = dict(metadata)
-        offset = 0
-        self._expect: List[Tuple[str, torch.dtype, Tuple[int, ...], int]] = []
-        for name, dtype, shape in layout:
-            numel = 1
-            for s in shape:
-                numel *= s
-            nbytes = numel * torch.empty((), dtype=dtype).element_size()
-            header[name] = {'dtype': DTYPE_NAMES[dtype], 'shape': list(shape),
-                            'data_offsets': [offset, offset + nbytes]}
-            self._expect.append((name, dtype, tuple(shape), nbytes))
-            offset += nbytes
-        raw = json.dumps(header, separators=(',', ':')).encode('utf-8')
-        raw += b' ' * ((8 - len(raw) % 8) % 8)
-        self._fh = open(path, 'wb')
-        self._fh.write(struct.pack('<Q', len(raw)))
-        self._fh.write(raw)
-        self._next = 0
-        self._part_bytes = 0
-        self.total_bytes = offset
-
-    def write(self, name: str, tensor: torch.Tensor) -> None:
-        """Append the next tensor; it must be the one the layout names next."""
-        exp_name, dtype, shape, _ = self._expect[self._next]
-        if name != exp_name or tensor.dtype != dtype or tuple(tensor.shape) != shape:
-            raise ValueError(f'{self.path}: writer expected {exp_name!r} {dtype} {list(shape)}, '
-                             f'got {name!r} {tensor.dtype} {list(tensor.shape)}')
-        self._fh.write(tensor_bytes(tensor))
-        self._next += 1
-
-    def write_part(self, name: str, part: torch.Tensor) -> None:
-        """Append the next flat piece of tensor ``name`` (finish it with :meth:`end_tensor`)."""
-        exp_name, dtype, _, nbytes = self._expect[self._next]
-        if name != exp_name or part.dtype != dtype:
-            raise ValueError(f'{self.path}: writer expected {exp_name!r} {dtype}, got {name!r} '
-                             f'{part.dtype}')
-        data = tensor_bytes(part)
-        self._part_bytes += data.nbytes
-        if self._part_bytes > nbytes:
-            raise ValueError(f'{self.path}: too many bytes for tensor {name!r}')
-        self._fh.write(data)
-
-    def end_tensor(self, name: str) -> None:
-        """Check that tensor ``name`` was written completely and move to the next one."""
-        exp_name, _, _, nbytes = self._expect[self._next]
-        if name != exp_name or self._part_bytes != nbytes:
-            raise ValueError(f'{self.path}: tensor {exp_name!r} got {self._part_bytes} of '
-                             f'{nbytes} bytes')
-        self._part_bytes = 0
-        self._next += 1
-
-    def close(self) -> None:
-        """Flush and close; raises if tensors are missing."""
-        if self._fh is None:
-            return
-        fh, self._fh = self._fh, None
-        fh.flush()
-        if self.fsync:
-            os.fsync(fh.fileno())
-        fh.close()
-        if self._next != len(self._expect):
-            raise ValueError(f'{self.path}: only {self._next} of {len(self._expect)} tensors '
-                             'were written')
-
-    def abort(self) -> None:
-        if self._fh is not None:
-            self._fh.close()
-            self._fh = None

@@ -13,24 +13,30 @@ import logging
 import os
 import shutil
 import tempfile
-import threading
 import time
 from typing import Dict
+from typing import Iterator
 from typing import Optional
 from typing import Sequence
 
-from retain_ros.merging.checkpoint import CheckpointSource
+import torch
+
+from retain_ros.merging.checkpoint_source import CheckpointSource
+from retain_ros.merging.checkpoint_source import is_float
+from retain_ros.merging.engine import all_finite
 from retain_ros.merging.engine import CONVENTION
 from retain_ros.merging.engine import describe_sources
+from retain_ros.merging.engine import DigestThread
 from retain_ros.merging.engine import fingerprint
 from retain_ros.merging.engine import open_sources
+from retain_ros.merging.engine import PreparedMerge
 from retain_ros.merging.engine import SourceLike
-from retain_ros.merging.engine import TensorMerger
 from retain_ros.merging.engine import validate_sources
 from retain_ros.merging.errors import MergeError
 from retain_ros.merging.errors import SpecError
 from retain_ros.merging.groups import assign_groups
-from retain_ros.merging.safetensors_io import StreamingWriter
+from retain_ros.merging.progress import tensor_bar
+from retain_ros.merging.safetensors_writer import StreamingWriter
 from retain_ros.merging.spec import MergeSpec
 
 LOG = logging.getLogger(__name__)
@@ -58,14 +64,30 @@ def _chmod_tree(path: str) -> None:
             os.chmod(os.path.join(dirpath, f), 0o644)
 
 
-def _progress(total: int, enabled: bool, desc: str):
-    if not enabled:
-        return None
-    try:
-        from tqdm import tqdm
-    except ImportError:  # pragma: no cover - tqdm is a dependency
-        return None
-    return tqdm(total=total, desc=desc, unit='tensor', leave=False)
+def merged_chunks(merge: PreparedMerge, key: str, out_dtype: torch.dtype,
+                  chunk_elems: int = 1 << 24) -> Iterator[torch.Tensor]:
+    """Merge tensor ``key`` into flat chunks of ``out_dtype``: the recipe, between the checks.
+
+    Inputs are read chunk by chunk with ``pread`` (never a mapping that could fault), so memory
+    stays at a few chunks whatever the tensor's size. Integer / bool tensors are copied (they
+    must be equal in every input).
+
+    :raises MergeError: unequal integer tensors, or a non-finite result (naming the cause).
+    """
+    if not is_float(merge.pre.dtype(key)):
+        pre_t = merge.pre.read(key)
+        ft_ts = [f.read(key) for f in merge.fts]
+        merge.check_equal(key, pre_t, ft_ts)
+        yield ft_ts[0].reshape(-1).to(out_dtype)
+        return
+    coefs = merge.coefs_for(key)
+    streams = [src.iter_chunks(key, chunk_elems) for src in [merge.pre] + merge.fts]
+    for parts in zip(*streams):
+        out = torch.empty_like(parts[0]) if merge.native_lowp(out_dtype, parts) else None
+        res = merge.recipe.combine(parts[0], list(parts[1:]), coefs, out=out)
+        if not all_finite(res):
+            raise merge.diagnose_nonfinite(key, parts, coefs)
+        yield res if res.dtype == out_dtype else res.to(out_dtype)
 
 
 def merge_to_disk(pretrained: SourceLike, finetuned, spec: MergeSpec, out: str,
@@ -89,14 +111,11 @@ def merge_to_disk(pretrained: SourceLike, finetuned, spec: MergeSpec, out: str,
     validate_sources(pre, fts)
     fam = pre.family if pre.family != 'unknown' else fts[0].family
     groups = assign_groups(pre.keys(), fam if fam != 'unknown' else 'auto')
-    merger = TensorMerger(pre, fts, spec, groups)
+    merge = PreparedMerge(pre, fts, spec, groups)
     lay = layout_source(spec, fts)
     LOG.info('merging %s with %s; output in the layout of %s [%s]; convention: %s',
              describe_sources(pre, fts), spec.describe(), lay.path, lay.dialect, CONVENTION)
-    # Content digests (for the fingerprint) are hashed in a background thread while merging
-    # (BLAKE3 releases the GIL; digests are cached per file identity for the next run).
-    hasher = threading.Thread(target=lambda: [s.digest() for s in [pre] + fts], daemon=True)
-    hasher.start()
+    hashing = DigestThread([pre] + fts)
     out = os.path.abspath(out)
     as_file = lay.root is None and out.endswith('.safetensors')
     parent = os.path.dirname(out)
@@ -105,7 +124,7 @@ def merge_to_disk(pretrained: SourceLike, finetuned, spec: MergeSpec, out: str,
     written = 0
     try:
         files = lay.layout()
-        bar = _progress(sum(len(k) for _, _, k in files), progress, 'merge')
+        bar = tensor_bar(sum(len(k) for _, _, k in files), 'merge') if progress else None
         canon = {}
         for _, _, stored in files:
             for fk in stored:
@@ -116,15 +135,16 @@ def merge_to_disk(pretrained: SourceLike, finetuned, spec: MergeSpec, out: str,
             meta = dict(metadata)
             meta.setdefault('format', 'pt')
             meta['retain_ros.merge'] = json.dumps(
-                {'recipe': spec.recipe, 'alpha': merger.alphas(), 'convention': CONVENTION})
+                {'recipe': spec.recipe, 'alpha': merge.alphas(), 'convention': CONVENTION})
             fmt = [(fk, lay.dtype(canon[fk]), tuple(lay.shape(canon[fk]))) for fk in stored]
             writer = StreamingWriter(dest, fmt, meta, fsync=fsync)
             try:
                 for fk, dtype, _ in fmt:
-                    for part in merger.merge_chunks(canon[fk], dtype):
+                    for part in merged_chunks(merge, canon[fk], dtype):
                         writer.write_part(fk, part)
                     writer.end_tensor(fk)
-                    merger.release(canon[fk])
+                    for src in [pre] + fts:
+                        src.release(canon[fk])  # keeps resident memory near one tensor
                     if bar is not None:
                         bar.update(1)
                 writer.close()
@@ -146,8 +166,8 @@ def merge_to_disk(pretrained: SourceLike, finetuned, spec: MergeSpec, out: str,
                 os.makedirs(os.path.dirname(dest), exist_ok=True)
                 shutil.copyfile(path, dest)
         _chmod_tree(tmp)
-        hasher.join()
-        fp = fingerprint(pre, fts, spec, merger.alphas())
+        hashing.wait()
+        fp = fingerprint(pre, fts, spec, merge.alphas())
         final_tmp = os.path.join(tmp, os.path.basename(out)) if as_file else tmp
         _replace(final_tmp, out)
     except BaseException as exc:
@@ -161,7 +181,7 @@ def merge_to_disk(pretrained: SourceLike, finetuned, spec: MergeSpec, out: str,
             shutil.rmtree(tmp, ignore_errors=True)
     seconds = time.perf_counter() - t0
     LOG.info('wrote %s (%.1f MB) in %.2f s, fingerprint %s', out, written / 1e6, seconds, fp)
-    return {'out': out, 'fingerprint': fp, 'alpha': merger.alphas(), 'recipe': spec.recipe,
+    return {'out': out, 'fingerprint': fp, 'alpha': merge.alphas(), 'recipe': spec.recipe,
             'seconds': seconds, 'bytes': written, 'layout': lay.dialect}
 
 

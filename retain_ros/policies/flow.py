@@ -6,9 +6,13 @@ Euler steps with ``dt = -1 / num_steps``: ``x <- x + dt * v(x, t)``, ``t = 1, 1 
 A family adapter supplies ``velocity_fn(x_t, t) -> v`` (its action expert attending to the
 cached prefix). A *guidance* (real-time chunking, ...) wraps the velocity: it is called as
 ``guidance(x_t, t, velocity_fn) -> v`` and may evaluate ``velocity_fn`` with autograd enabled.
+
+Also shared: the start noise of a batch (:func:`seeded_noise`) and the sine-cosine flow-time
+embedding (:func:`sinusoidal_time_embedding`) of LeRobot / openpi.
 """
 from __future__ import annotations
 
+import math
 from typing import Callable
 from typing import List
 from typing import Optional
@@ -46,3 +50,36 @@ def euler_sample(velocity_fn: VelocityFn, noise: torch.Tensor, num_steps: int,
             velocities.append(v.detach().clone())
         x = x + dt * v
     return x, velocities
+
+
+def seeded_noise(batch: int, chunk_size: int, width: int, seed: int) -> torch.Tensor:
+    """Return the start noise of a batch: row ``i`` is ``N(0, 1)`` seeded with ``seed + i``.
+
+    :return: ``(batch, chunk_size, width)`` float32 on the CPU (row 0 is the same for every
+        batch size, so one observation and the first of a batch get the same noise).
+    """
+    rows = []
+    for i in range(batch):
+        gen = torch.Generator(device='cpu').manual_seed(seed + i)
+        rows.append(torch.randn(chunk_size, width, generator=gen))
+    return torch.stack(rows)
+
+
+def sinusoidal_time_embedding(time: torch.Tensor, dim: int, min_period: float,
+                              max_period: float) -> torch.Tensor:
+    """Return the flow-time embedding ``[sin(2π t / p), cos(2π t / p)]`` of times ``(B,)``.
+
+    LeRobot and openpi compute it in float64 (float32 on MPS) and cast afterwards;
+    transformers' ``PI0TimestepEmbeddings`` does it in float32, which moves the velocities by
+    ~6e-5 on the reference checkpoint.
+
+    :return: ``(B, dim)`` float64 (float32 on MPS).
+    """
+    if dim % 2:
+        raise ValueError(f'time embedding width {dim} must be even')
+    wide = torch.float32 if time.device.type == 'mps' else torch.float64
+    fraction = torch.linspace(0.0, 1.0, dim // 2, dtype=wide, device=time.device)
+    period = min_period * (max_period / min_period) ** fraction
+    scale = 1.0 / period * 2 * math.pi
+    arg = scale[None, :] * time[:, None]
+    return torch.cat([torch.sin(arg), torch.cos(arg)], dim=1)

@@ -56,7 +56,7 @@ def check_image(name: str, img) -> np.ndarray:
 
 def empty_slots(empty_cameras: Sequence[str], camera_names: Sequence[str],
                 also: Sequence[str] = ()) -> Tuple[str, ...]:
-    """The slots of ``camera_names`` that an observation marks empty, in model order.
+    """Return the slots of ``camera_names`` that an observation marks empty, in model order.
 
     :param empty_cameras: the observation's ``empty_cameras``.
     :param camera_names: the model's camera slots.
@@ -81,7 +81,7 @@ def empty_slots(empty_cameras: Sequence[str], camera_names: Sequence[str],
 def camera_images(images: Dict[str, np.ndarray], camera_names: Sequence[str],
                   empty_cameras: Sequence[str] = (),
                   also: Sequence[str] = ()) -> List[Optional[np.ndarray]]:
-    """The images of ``camera_names``, in order, checked (extra cameras are ignored).
+    """Return the images of ``camera_names``, in order, checked (extra cameras are ignored).
 
     :param empty_cameras: slots with no camera (:func:`empty_slots`); ``None`` for them, and
         their image, given or not, is not read.
@@ -106,7 +106,7 @@ def to_unit_float(img: np.ndarray) -> torch.Tensor:
 
 def resize_with_pad(images: torch.Tensor, height: int, width: int,
                     pad_value: float = -1.0) -> torch.Tensor:
-    """openpi's resize-with-pad on float images ``(B, H, W, C)`` -> ``(B, height, width, C)``."""
+    """Apply openpi's resize-with-pad: float ``(B, H, W, C)`` -> ``(B, height, width, C)``."""
     x = images.permute(0, 3, 1, 2)
     cur_h, cur_w = int(x.shape[2]), int(x.shape[3])
     ratio = max(cur_w / width, cur_h / height)

@@ -32,6 +32,10 @@ from typing import Union
 
 import numpy as np
 
+from retain_ros.merging.devices import dtype_name
+from retain_ros.merging.devices import parse_dtype
+from retain_ros.merging.devices import resolve_device
+from retain_ros.merging.devices import resolve_dtype
 from retain_ros.policies.base import Observation
 from retain_ros.policies.base import Policy
 
@@ -48,7 +52,7 @@ SUPPORTED_FAMILIES = tuple(BUILDERS)
 
 
 def builder(family: str) -> Callable[..., Policy]:
-    """The ``build_policy`` function of ``family`` (imported on first use).
+    """Return the ``build_policy`` function of ``family`` (imported on first use).
 
     :raises ValueError: unknown family, or its adapter cannot be imported (names the module).
     """
@@ -65,7 +69,7 @@ def builder(family: str) -> Callable[..., Policy]:
 
 
 def checkpoint_dir(path: str) -> str:
-    """The directory holding a checkpoint's ``config.json`` (``path`` or its parent)."""
+    """Return the directory holding a checkpoint's ``config.json`` (``path`` or its parent)."""
     path = os.path.abspath(os.fspath(path))
     if os.path.isfile(path):
         path = os.path.dirname(path)
@@ -75,7 +79,7 @@ def checkpoint_dir(path: str) -> str:
 
 
 def detect_family(path: str, family: str = 'auto') -> str:
-    """The policy family of a checkpoint (from its ``config.json``) or ``family`` if given.
+    """Return the policy family of a checkpoint (from its ``config.json``), or ``family``.
 
     :raises ValueError: unsupported or undetectable family.
     """
@@ -167,14 +171,14 @@ def load_merged_policy(pretrained: Union[str, Any], finetuned_paths: Union[str, 
     fam = detect_family(source_path, family)
     t_open = time.perf_counter()
     pre_src, ft_srcs = open_sources(pretrained, finetuned, fam)
-    plan = plan_memory(pre_src, ft_srcs, _target_device(device), dtype, keep_sources)
+    plan = plan_memory(pre_src, ft_srcs, resolve_device(device), dtype, keep_sources)
     LOG.info('phase open: %.2f s (headers of %d checkpoint(s), memory plan: keep_sources=%s, '
              'dtype=%s)', time.perf_counter() - t_open, 1 + len(ft_srcs), plan.mode,
-             str(plan.dtype).replace('torch.', ''))
+             dtype_name(plan.dtype))
     LOG.info('building %s from the finetuned checkpoint %s', fam, source_path)
     t0 = time.perf_counter()
-    policy = _build(fam, source_path, device, str(plan.dtype).replace('torch.', ''),
-                    tokenizer_path, noise_seed)
+    policy = _build(fam, source_path, device, dtype_name(plan.dtype), tokenizer_path,
+                    noise_seed)
     build_ms = (time.perf_counter() - t0) * 1e3
     stats = getattr(policy, 'stats', None)
     if stats is not None:
@@ -192,14 +196,24 @@ def load_merged_policy(pretrained: Union[str, Any], finetuned_paths: Union[str, 
     return policy, merger
 
 
-def _target_device(device: str):
-    """The torch device ``device`` (auto | cpu | cuda | cuda:N) resolves to."""
-    import torch
+def single_checkpoint_dtype(path: str, family: str, device: str, dtype: str) -> str:
+    """Return the dtype name a single (unmerged) checkpoint is built in.
 
-    name = (device or 'auto').strip().lower()
-    if name == 'auto':
-        return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
-    return torch.device(name)
+    An explicit ``dtype`` is kept; ``auto`` follows
+    :func:`retain_ros.merging.devices.resolve_dtype` with the checkpoint's own dtype (read from
+    its headers), as the memory plan of a merge does.
+    """
+    from retain_ros.merging.checkpoint import open_checkpoint
+    from retain_ros.merging.memory import checkpoint_dtype
+
+    if parse_dtype(dtype) is not None:
+        return dtype
+    src = open_checkpoint(path, family=family)
+    try:
+        own = checkpoint_dtype(src)
+    finally:
+        src.close()
+    return dtype_name(resolve_dtype('auto', resolve_device(device), own))
 
 
 def _describe(merger: Any) -> str:
@@ -220,13 +234,15 @@ def load_policy(checkpoint: str, family: str = 'auto', device: str = 'auto',
     :param checkpoint: checkpoint directory (or its ``model.safetensors``).
     :param family: ``auto`` (from config.json), ``pi0``, ``pi05`` or ``smolvla``.
     :param device: auto | cpu | cuda | cuda:N.
-    :param dtype: auto | float32 | bfloat16 | float16.
+    :param dtype: auto | float32 | bfloat16 | float16; ``auto`` keeps the checkpoint's own dtype,
+        widened to what the device computes well (see :func:`single_checkpoint_dtype`).
     :param tokenizer_path: local tokenizer directory; empty = looked up beside the checkpoint.
     :param noise_seed: seed of the sampler's start noise.
     :param warmup: run one prediction before returning.
     :return: the policy.
     """
     fam = detect_family(checkpoint, family)
+    dtype = single_checkpoint_dtype(checkpoint, fam, device, dtype)
     policy = _build(fam, checkpoint, device, dtype, tokenizer_path, noise_seed)
     policy.load_weights(checkpoint)
     if warmup:

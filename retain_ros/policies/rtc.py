@@ -53,7 +53,7 @@ SCHEDULES = ('exp', 'linear', 'hard')
 
 def prefix_weights(delay_steps: int, execution_horizon: int, horizon: int,
                    schedule: str = 'exp') -> np.ndarray:
-    """The soft mask over a chunk's steps, ``(horizon,)`` float64 in ``[0, 1]``.
+    """Return the soft mask over a chunk's steps, ``(horizon,)`` float64 in ``[0, 1]``.
 
     :param delay_steps: ``d``: steps frozen to the previous chunk (weight 1).
     :param execution_horizon: ``s``: steps from which the weight is 0 (``d`` is clipped to it).
@@ -84,7 +84,7 @@ def guidance_weight(t: float, beta: float) -> float:
 
 def align_previous_chunk(actions: np.ndarray, prev_obs_time: float, obs_time: float,
                          dt: float) -> Optional[np.ndarray]:
-    """The previous chunk resampled on the new chunk's time grid, for :meth:`guidance_for`.
+    """Resample the previous chunk on the new chunk's time grid, for :meth:`guidance_for`.
 
     A chunk stamped ``prev_obs_time`` holds ``actions[j]`` for ``prev_obs_time + (j + 1) dt``; the
     new one (observation at ``obs_time``) holds row ``i`` for ``obs_time + (i + 1) dt``. The
@@ -170,7 +170,7 @@ class LatencyEstimator:
 
     @property
     def count(self) -> int:
-        """Measurements that count (after warm-up, within the window)."""
+        """Return how many measurements count: those after warm-up, within the window."""
         return len(self._samples)
 
     @property
@@ -179,7 +179,7 @@ class LatencyEstimator:
         return max(self._samples) if self._samples else self.initial
 
     def delay_steps(self, period: float) -> int:
-        """The estimate in control periods, rounded up (``d`` of the paper)."""
+        """Return the estimate in control periods, rounded up (``d`` of the paper)."""
         if not period > 0:
             raise ValueError(f'control period must be > 0, got {period}')
         return int(math.ceil(self.estimate / period - 1e-9))
@@ -225,7 +225,7 @@ class RealTimeChunker:
 
     def guidance_for(self, prev_chunk_robot_units_remaining: Optional[np.ndarray],
                      delay_steps: int) -> Optional[PrefixGuidance]:
-        """The guidance for the next chunk, or None to sample without guidance.
+        """Return the guidance for the next chunk, or None to sample without guidance.
 
         :param prev_chunk_robot_units_remaining: ``(R, action_dim)`` the previous chunk's actions
             not executed when the new observation was taken, in robot units (the published,

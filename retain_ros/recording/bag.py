@@ -291,13 +291,13 @@ def read_metadata(path: str) -> Dict[str, Any]:
 
 
 def episode_of(path: str) -> Optional[Dict[str, Any]]:
-    """The episode JSON line stored in the bag's ``custom_data``, or None."""
+    """Return the episode log line stored in the bag's ``custom_data``, or None."""
     text = (read_metadata(path).get('custom_data') or {}).get(EPISODE_KEY)
     return json.loads(text) if text else None
 
 
 def mcap_path(path: str) -> str:
-    """The ``.mcap`` file of the bag folder ``path``."""
+    """Return the ``.mcap`` file of the bag folder ``path``."""
     info = read_metadata(path)
     files = info.get('relative_file_paths') or [_mcap_name(path)]
     return os.path.join(path, files[0])
@@ -317,8 +317,10 @@ def is_finished(file: str) -> bool:
 
 
 def scan_records(file: str) -> tuple:
-    """Schemas, channels and messages of an MCAP file read front to back, up to the last
-    complete record (a file cut by a crash ends in a partial record, which is skipped).
+    """Read an MCAP file's schemas, channels and messages front to back.
+
+    Reading stops at the last complete record (a file cut by a crash ends in a partial record,
+    which is skipped).
 
     :return: ``(schemas, channels, messages, complete)`` - lists of mcap records, and whether
         the file was read to its end.

@@ -4,8 +4,8 @@ No ROS here: the functions take the fields of a ``sensor_msgs/Image`` (``data``,
 ``height``, ``width``, ``step``) or of a ``sensor_msgs/CompressedImage`` (``data``, ``format``),
 or any object carrying them (an rclpy message, an ``mcap_ros2`` decoded message, ...):
 :func:`message_to_rgb`. The node's conversions (``ros/conversions.py``) and the exporter
-(:mod:`retain_ros.recording.export`) both decode through this module, so a bag replays through
-the same guards as the live topic:
+(:mod:`retain_ros.recording.episode_reader`) both decode through this module, so a bag replays
+through the same guards as the live topic:
 
 - raw images: encodings :data:`RAW_ENCODINGS` only, sides in ``(0, MAX_SIDE]``,
   ``step >= width * channels`` and ``len(data) == step * height`` (rows may be padded);
@@ -49,7 +49,7 @@ class ImageDecodeError(ValueError):
 
 
 def _buffer(data: Any):
-    """``data`` as something :func:`numpy.frombuffer` and slicing accept, without a copy."""
+    """Return ``data`` as something :func:`numpy.frombuffer` and slicing accept, without a copy."""
     if isinstance(data, (bytes, bytearray, memoryview)):
         return data
     if isinstance(data, np.ndarray):

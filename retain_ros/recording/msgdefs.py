@@ -80,7 +80,7 @@ def _dependencies(pkg: str, text: str) -> List[str]:
 
 @functools.lru_cache(maxsize=None)
 def message_definition(msgtype: str) -> str:
-    """The ``ros2msg`` schema text of ``msgtype`` with all the types it uses, as rosbag2 writes it.
+    """Return the ``ros2msg`` schema text of ``msgtype`` and every type it uses, as rosbag2 does.
 
     :param msgtype: ``'sensor_msgs/msg/Image'``.
     :raises MessageDefinitionError: when a definition file is missing.

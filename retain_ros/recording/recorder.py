@@ -124,7 +124,7 @@ class ThreadedBagRecorder:
         return self.stats()
 
     def stats(self) -> Dict[str, Any]:
-        """Counts so far (see :meth:`stop`)."""
+        """Return the counts so far (see :meth:`stop`)."""
         with self._cond:
             dropped = dict(self.dropped)
             errors = dict(self.errors)

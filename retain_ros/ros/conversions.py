@@ -17,8 +17,7 @@ from typing import Tuple
 import numpy as np
 
 from retain_ros.recording import images
-# the limits and encodings, re-exported under their historical names
-from retain_ros.recording.images import compressed_dimensions  # noqa: F401
+# the decoder's limits and encodings: the node's camera checks use the export's own
 from retain_ros.recording.images import MAX_COMPRESSED_BYTES  # noqa: F401
 from retain_ros.recording.images import MAX_SIDE  # noqa: F401
 from retain_ros.recording.images import RAW_ENCODINGS  # noqa: F401
@@ -137,7 +136,7 @@ def joint_state_to_vector(msg, joint_names: Sequence[str]) -> np.ndarray:
 
 
 def joint_state_reading(msg, joint_names: Sequence[str]) -> Dict[str, List[float]]:
-    """A ``sensor_msgs/JointState`` as the embodiment reads it: names, positions, velocities.
+    """Read a ``sensor_msgs/JointState`` as the embodiment does: names, positions, velocities.
 
     :param msg: the message; names may come in any order and hold extra joints.
     :param joint_names: the joints the embodiment reads from it (checked: present, finite); an
@@ -155,7 +154,7 @@ def joint_state_reading(msg, joint_names: Sequence[str]) -> Dict[str, List[float
 
 
 def pose_reading(msg) -> Dict[str, Tuple[float, ...]]:
-    """A ``geometry_msgs/PoseStamped`` as the embodiment reads it (position, quaternion xyzw).
+    """Read a ``geometry_msgs/PoseStamped`` as the embodiment does (position, quaternion xyzw).
 
     :raises ConversionError: a non-finite value or a quaternion far from unit length.
     """

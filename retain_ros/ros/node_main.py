@@ -22,7 +22,7 @@ def wants_help(argv: List[str]) -> bool:
 
 
 def make_executor(context=None) -> SingleThreadedExecutor:
-    """The executor our nodes spin on: single-threaded, on purpose.
+    """Return the executor our nodes spin on: single-threaded, on purpose.
 
     The nodes' callbacks (subscriptions, services, parameters, timers) are short; the slow work
     (inference, fixed-rate command streaming) runs on the nodes' own threads. rclpy's

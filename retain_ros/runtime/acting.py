@@ -113,7 +113,7 @@ class ActionQueue:
             return row, generation, dict(self._last)
 
     def sent(self, row: Dict[str, np.ndarray]) -> None:
-        """Remember the last commands sent (position streams chain their step limit from them)."""
+        """Remember the last commands sent: position streams chain their step limit from them."""
         with self._lock:
             self._last = dict(row)
 
@@ -200,7 +200,9 @@ class Actor:
                 continue
             try:
                 values = self.embodiment.hold(out.name, state)
-            except Exception as exc:  # noqa: B902 - no hold is better than a crashed thread
+            except Exception as exc:  # noqa: B902 - one output's failure must not stop the others
+                # broad on purpose: this also runs on deactivate, where every other output must
+                # still get its hold; the failure is counted and logged as a dropped 'hold'
                 self.stats.drop('hold', f'{out.name}: {type(exc).__name__}: {exc}')
                 continue
             if values is None:
@@ -267,6 +269,8 @@ class Actor:
             self.set_hold(f'weights invalid: {exc}; call ~/reload_weights')
             return None
         except Exception as exc:  # noqa: B902 - a bad input must not kill the inference thread
+            # broad on purpose: the policy is model code that may raise anything on one input;
+            # counted as 'inference_error' (its type and message in /diagnostics) and skipped
             self.stats.drop('inference_error', f'{type(exc).__name__}: {exc}')
             return None
         timing.model_ms = (time.perf_counter() - t0) * 1e3
@@ -285,25 +289,22 @@ class Actor:
         return commands, generation, info, timing, np.asarray(chunk.actions, dtype=np.float64)
 
     def _commands(self, actions: np.ndarray, info) -> Optional[Dict[str, np.ndarray]]:
-        """The safe commands of every output, or None (the chunk is dropped, with the reason)."""
+        """Return the safe commands of every output, or None (the chunk is dropped, with why)."""
         emb = self.embodiment
         try:
             raw = emb.commands(np.asarray(actions, dtype=np.float64), info.robot, self.plan.dt)
-        except Exception as exc:  # noqa: B902 - a chunk the maths refuses is never published
+        except ValueError as exc:   # EmbodimentError and the rotation maths' errors
             self.stats.drop('unsafe_chunk', f'{type(exc).__name__}: {exc}')
             return None
         out: Dict[str, np.ndarray] = {}
         for spec in emb.outputs:
             cmd = raw[spec.name]
             try:
+                # the limits fit the output's joints: checked when the embodiment was loaded
                 out[spec.name] = safe_command(cmd, spec.limits, _measured(info.robot, cmd),
                                               self.plan.dt)
             except UnsafeChunkError as exc:
                 self.stats.drop('unsafe_chunk', f'{spec.name}: {exc}')
-                return None
-            except ValueError as exc:   # limits that do not fit: never act on them
-                self.limits_fault = f'limits of output {spec.name!r} unusable: {exc}'
-                self._log.error(self.limits_fault)
                 return None
         return out
 
@@ -329,7 +330,7 @@ class Actor:
         self._new_chunk(stream=False)
 
     def refill_step(self) -> None:
-        """A new chunk when the stream queue runs low (see the module docstring)."""
+        """Infer a new chunk when the stream queue runs low (see the module docstring)."""
         if len(self.queue) > self.plan.horizon - self.plan.replan_steps:
             return
         self._new_chunk(stream=True)
@@ -400,7 +401,7 @@ class Actor:
 
 
 def _measured(robot, cmd) -> Optional[np.ndarray]:
-    """The measured positions of ``cmd``'s joints at the observation (the safety chains' start).
+    """Return the measured positions of ``cmd``'s joints at the observation (chains' start).
 
     A joint with no measured position (a gripper whose state is not published) starts its
     chain at its own first command; None when no joint of the output is measured.

@@ -15,8 +15,9 @@ No ROS here. The node talks to the weights only through this object::
 - a merge that failed AND could not restore the previous weights leaves the module half-merged:
   the runtime is then *invalid* (:attr:`valid` False, :attr:`invalid_reason` says why),
   :meth:`predict` refuses, and only a successful :meth:`reload` makes it valid again;
-- :meth:`reload` opens and validates the new files outside the lock (a bad file is refused
-  without stopping inference), then re-reads and swaps under the lock.
+- :meth:`reload` opens the files again and checks them against the model outside the lock
+  (``LiveMerger.reopen``: a bad file is refused without stopping inference), then hands them to
+  ``LiveMerger.reload``, which reads and swaps them in under the lock.
 """
 from __future__ import annotations
 
@@ -29,7 +30,6 @@ from typing import Dict
 from typing import Iterator
 from typing import Optional
 from typing import Tuple
-
 
 from retain_ros.merging.engine import CONVENTION
 from retain_ros.merging.errors import MergeError
@@ -79,7 +79,7 @@ class MergedPolicy:
     # ------------------------------------------------------------------ state
     @property
     def policy(self):
-        """The policy (do not call ``predict`` on it directly: use :meth:`predict`)."""
+        """Return the wrapped policy; predict with :meth:`predict` here, never with its own."""
         return self._policy
 
     @property
@@ -153,8 +153,10 @@ class MergedPolicy:
             self._policy.reset()
 
     def warm_up(self, instruction: str = 'warm up') -> float:
-        """One prediction on a blank observation (first-call allocations), under the model lock;
-        its milliseconds (:func:`retain_ros.policies.loader.warm_up`)."""
+        """Run one prediction on a blank observation (first-call allocations); return its ms.
+
+        Under the model lock (:func:`retain_ros.policies.loader.warm_up`).
+        """
         with self._model_lock:
             ms = warm_up(self._policy, instruction)
             self._policy.reset()
@@ -185,19 +187,19 @@ class MergedPolicy:
     def reload(self):
         """Re-open the checkpoints and re-merge the current spec; all-or-nothing.
 
-        The files are opened and validated first, outside the lock (inference goes on; a bad file
-        is refused here), then re-read and swapped in under the lock. A successful reload makes an
-        invalid runtime valid again.
+        The files are opened and checked against the model once, outside the lock (inference
+        goes on; a bad file is refused here), then read and swapped in under the lock. A
+        successful reload makes an invalid runtime valid again.
 
         :return: the new :class:`~retain_ros.merging.live.MergeState`.
         :raises MergeError: files unreadable or not fitting; the previous weights stay (and an
             invalid runtime stays invalid).
         """
-        self.validate_sources()
+        reopened = self._reopen()
         with self._model_lock:
             was_invalid = self._invalid_now()
             try:
-                state = self._merger.reload()
+                state = self._merger.reload(reopened)
             except Exception as exc:  # noqa: B902
                 if not was_invalid:
                     self._fail(exc)
@@ -208,33 +210,17 @@ class MergedPolicy:
             LOG.info('weights reloaded: the runtime is valid again')
         return state
 
-    def validate_sources(self) -> None:
-        """Open the checkpoint files again and check them (keys, shapes) without merging.
+    def _reopen(self):
+        """``LiveMerger.reopen``: the files opened again and checked, without the model lock.
 
         :raises MergeError: with the reason (names the file).
         """
-        from retain_ros.merging.engine import open_sources
-        from retain_ros.merging.engine import validate_sources
-
-        pre, fts = self._merger.sources
         try:
-            new_pre, new_fts = open_sources(pre.path, [f.path for f in fts],
-                                            getattr(self._merger, 'family', 'auto'))
-            validate_sources(new_pre, new_fts)
+            return self._merger.reopen()
         except MergeError:
             raise
         except Exception as exc:  # noqa: B902 - any unreadable file is a refused reload
             raise MergeError(f'reload refused: {type(exc).__name__}: {exc}') from exc
-        ours = set(pre.keys())
-        theirs = set(new_pre.keys())
-        if ours != theirs:
-            raise MergeError(
-                f'reload refused: {new_pre.path} no longer holds the same tensors '
-                f'({len(theirs - ours)} new, {len(ours - theirs)} missing)')
-        for key in ours:
-            if tuple(pre.shape(key)) != tuple(new_pre.shape(key)):
-                raise MergeError(f'reload refused: tensor {key!r} changed shape in '
-                                 f'{new_pre.file_of(key)}')
 
     def invalidate(self, reason: str) -> None:
         """Mark the weights inconsistent (used when a failure left them so)."""
@@ -278,10 +264,9 @@ class MergedPolicy:
         return (f'recipe={state.recipe} alpha (weight on finetuned) per group: {per}; '
                 f'fingerprint={state.fingerprint}')
 
-    def state_dict(self, blind: bool = False) -> Dict[str, Any]:
+    def merge_state(self, blind: bool = False) -> Dict[str, Any]:
         """``~/merge_state`` content: alpha per group (hidden when blind), recipe, fingerprint."""
         data = dict(self.state.to_dict())
-        data.setdefault('convention', ALPHA_CONVENTION)
         data['generation'] = self.generation
         data['valid'] = self.valid
         if blind:

@@ -33,17 +33,20 @@ class StartupError(RuntimeError):
 
 
 def merge_spec(cfg):
-    """The :class:`~retain_ros.merging.spec.MergeSpec` the parameters ask for."""
+    """Return the :class:`~retain_ros.merging.spec.MergeSpec` the parameters ask for.
+
+    The one place alpha parameters become a spec: a per-group alpha below 0 (``-1``) follows
+    ``alpha``.
+    """
+    from retain_ros.merging.spec import ALPHA_PARAMS
     from retain_ros.merging.spec import MergeSpec
 
-    groups = {'vision': cfg.alpha_vision, 'language': cfg.alpha_language,
-              'action': cfg.alpha_action}
-    return MergeSpec(recipe=cfg.recipe, alpha=float(cfg.alpha),
-                     group_alpha={g: (None if v < 0 else float(v)) for g, v in groups.items()})
+    return MergeSpec.from_params({name: getattr(cfg, name) for name in ALPHA_PARAMS},
+                                 recipe=cfg.recipe)
 
 
 def resolve_checkpoints(cfg, log=LOG) -> Tuple[str, List[str]]:
-    """``(pretrained, [finetuned, ...])`` from the parameters, or the demo checkpoints.
+    """Return ``(pretrained, [finetuned, ...])`` from the parameters, or the demo checkpoints.
 
     :raises StartupError: one of the two given without the other, or the demo checkpoints
         missing (the message says how to make them).
@@ -59,10 +62,11 @@ def resolve_checkpoints(cfg, log=LOG) -> Tuple[str, List[str]]:
     if finetuned:
         raise StartupError('finetuned_paths is set but pretrained_path is empty: give both')
     from retain_ros.demo.paths import demo_checkpoints
+    from retain_ros.demo.paths import DemoCheckpointsMissing
 
     try:
         pretrained, finetuned_one = demo_checkpoints()
-    except Exception as exc:  # noqa: B902 - the demo module explains what is missing
+    except DemoCheckpointsMissing as exc:   # its message says what is missing
         raise StartupError(
             f'pretrained_path is empty and the demo checkpoints are missing: {exc}. '
             "Make them with 'retain-ros demo-train', or set pretrained_path and "
@@ -78,7 +82,7 @@ def resolve_checkpoints(cfg, log=LOG) -> Tuple[str, List[str]]:
 
 
 def load_pair(cfg, log=LOG):
-    """Load the checkpoints and merge them: ``(policy, merger)``.
+    """Load the checkpoints and merge them; return ``(policy, merger)``.
 
     :raises StartupError: invalid merge parameters, or the load / merge failed (the reason).
     """
@@ -98,6 +102,8 @@ def load_pair(cfg, log=LOG):
             dtype=cfg.dtype, keep_sources=cfg.keep_sources,
             tokenizer_path=cfg.tokenizer_path, warmup=False)
     except Exception as exc:  # noqa: B902 - any load failure ends configure with its reason
+        # broad on purpose: files, formats, torch and the device fail in many ways; none is
+        # swallowed, each becomes the StartupError configure reports
         raise StartupError(f'cannot load and merge the checkpoints: {exc}') from exc
     log.info(f'loaded {getattr(policy, "name", "policy")} and merged in '
              f'{(time.perf_counter() - t0):.2f} s (merge {merger.state.merge_ms:.1f} ms): '
@@ -126,12 +132,12 @@ class ActingPlan:
 
     @property
     def streams(self) -> bool:
-        """Whether any output takes one command per control period (a stream)."""
+        """Return whether any output takes one command per control period (a stream)."""
         return any(o.type != 'joint_trajectory' for o in self.embodiment.outputs)
 
 
 def plan_acting(cfg, policy, embodiment, log=LOG) -> ActingPlan:
-    """The :class:`ActingPlan` of ``policy`` on the robot ``embodiment``.
+    """Return the :class:`ActingPlan` of ``policy`` on the robot ``embodiment``.
 
     :raises StartupError: no control period, or the embodiment does not fit the checkpoint
         (state / action sizes, camera slots, feature names).
@@ -163,8 +169,3 @@ def plan_acting(cfg, policy, embodiment, log=LOG) -> ActingPlan:
              + ''.join(f', (none) -> {s} (empty, masked)' for s in empty))
     return ActingPlan(horizon=horizon, dt=dt, replan_steps=replan, camera_topics=topics,
                       empty_cameras=empty, embodiment=embodiment)
-
-
-def embodiment_params(cfg) -> Dict[str, Any]:
-    """The node parameters an embodiment file may name as ``$name``."""
-    return cfg.to_values()

@@ -2,7 +2,7 @@
 
 The sim robot speaks several command interfaces at once (a real robot runs one controller per
 joint; the sim lets them take turns): the joint trajectory / forward position controllers (one
-:class:`~retain_ros.control.trajectory_follower.TrajectoryFollower`), position targets by joint
+:class:`~retain_ros.sim.trajectory_follower.TrajectoryFollower`), position targets by joint
 name, a forward *velocity* controller and a MoveIt-Servo-like end-effector twist. The most
 recent command of any interface wins for the joints it names. :class:`CommandArbiter` keeps,
 per joint, the interface that owns it and turns everything into the position targets the
@@ -96,8 +96,7 @@ class CommandArbiter:
 
     @property
     def sources(self) -> List[str]:
-        """The interface that owns each joint (``follow``, ``position``, ``velocity``,
-        ``twist``)."""
+        """Return the interface that owns each joint: follow, position, velocity or twist."""
         return list(self._sources)
 
     @property
@@ -111,16 +110,20 @@ class CommandArbiter:
         return self._velocity_stamp
 
     def follow(self) -> None:
-        """Give every joint back to the follower (an accepted trajectory or forward position
-        command, a reset); velocity and twist state is cleared."""
+        """Give every joint back to the follower; velocity and twist state is cleared.
+
+        Called for an accepted trajectory or forward position command and for a reset.
+        """
         self._sources = [FOLLOW] * self.dim
         self._velocity[:] = 0.0
         self._twist[:] = 0.0
         self._fresh[:] = False
 
     def set_positions(self, index: Sequence[int], values: Sequence[float]) -> None:
-        """Position targets for the joints ``index`` (clipped to the limits); the others keep
-        their interface."""
+        """Set position targets for the joints ``index`` (clipped to the limits).
+
+        The other joints keep their interface.
+        """
         for i, value in zip(index, values):
             self._sources[i] = POSITION
             self._target[i] = min(max(float(value), self.lower[i]), self.upper[i])

@@ -28,7 +28,7 @@ def goal_joints(world: SimWorld) -> np.ndarray:
 
 def expert_chunk(world: SimWorld, horizon: int, dt: float,
                  start: np.ndarray = None) -> np.ndarray:
-    """The expert's next ``horizon`` joint targets from ``start`` (default: current joints).
+    """Return the expert's next ``horizon`` joint targets from ``start`` (default: current joints).
 
     All joints move together along a straight line in joint space, the fastest joint at
     :data:`EXPERT_VELOCITY`; once at the goal the targets stay there.

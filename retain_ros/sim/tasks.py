@@ -65,7 +65,7 @@ class Task:
     kind: str
 
     def splits(self) -> Tuple[str, ...]:
-        """Splits this task can be reset in."""
+        """Return the splits this task can be reset in."""
         if self.kind == 'generalist':
             return ('generalist',)
         if self.kind == 'second':

@@ -256,8 +256,9 @@ class SimWorld:
         return self._info
 
     def place_arm(self, q) -> None:
-        """Put the arm at joint positions ``q`` (clipped to the limits), at rest, keeping the
-        scene: demonstrations start from varied poses with it.
+        """Put the arm at rest at joint positions ``q`` (clipped to the limits), keeping the scene.
+
+        Demonstrations start from varied poses with it.
 
         :raises ValueError: for a wrong length or non-finite values.
         """
@@ -363,11 +364,11 @@ class SimWorld:
 
     # ------------------------------------------------------------- dynamics
     def joint_positions(self) -> np.ndarray:
-        """Current joint positions (copy), in :attr:`joint_names` order."""
+        """Return the current joint positions (copy), in :attr:`joint_names` order."""
         return self._q.copy()
 
     def joint_targets(self) -> np.ndarray:
-        """Current joint targets (copy)."""
+        """Return the current joint targets (copy)."""
         return self._target.copy()
 
     def set_joint_targets(self, q) -> None:
@@ -384,8 +385,9 @@ class SimWorld:
         self._target = np.clip(q, self.lower_limits, self.upper_limits)
 
     def step(self, dt: float) -> None:
-        """Advance time by ``dt`` seconds: every joint moves toward its target, at most
-        :data:`MAX_VELOCITY` * ``dt``; then update the success hold timer.
+        """Advance time by ``dt`` seconds, then update the success hold timer.
+
+        Every joint moves toward its target, at most :data:`MAX_VELOCITY` * ``dt``.
 
         :param dt: seconds (>= 0).
         """
@@ -434,7 +436,7 @@ class SimWorld:
         return np.array([block.x, block.y])
 
     def end_effector(self) -> np.ndarray:
-        """Current gripper position ``(x, y)``."""
+        """Return the current gripper position ``(x, y)``."""
         return end_effector(self._q)
 
     def on_target(self) -> bool:
@@ -443,6 +445,9 @@ class SimWorld:
         return distance <= SUCCESS_RADIUS
 
     def success(self) -> bool:
-        """Whether the task succeeded: the gripper stayed on the target block for
-        :data:`HOLD_TIME` seconds (latched until the next :meth:`reset`)."""
+        """Whether the task succeeded.
+
+        The gripper stayed on the target block for :data:`HOLD_TIME` seconds (latched until the
+        next :meth:`reset`).
+        """
         return self._success

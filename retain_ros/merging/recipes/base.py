@@ -31,12 +31,13 @@ def as_compute(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 class Recipe(ABC):
     """A merge method.
 
-    Subclasses set :attr:`name`, :attr:`pretty_name`, :attr:`reference_url` and the number of
-    finetuned checkpoints they take (:attr:`min_finetuned`, :attr:`max_finetuned`, None =
-    unbounded), and implement :meth:`combine`.
+    Subclasses set :attr:`pretty_name`, :attr:`reference_url` and the number of finetuned
+    checkpoints they take (:attr:`min_finetuned`, :attr:`max_finetuned`, None = unbounded), and
+    implement :meth:`combine`. The registry (:mod:`.registry`) names each instance.
+
+    :param name: the registered name (``'interpolate'``...).
     """
 
-    name: str = ''
     pretty_name: str = ''
     reference_url: str = ''
     min_finetuned: int = 1
@@ -44,6 +45,9 @@ class Recipe(ABC):
     #: combine() may write a bfloat16 / float16 ``out`` of the inputs' own dtype (exact
     #: float32-internal lerp) instead of producing a float32 result first
     lowp_out: bool = False
+
+    def __init__(self, name: str):
+        self.name = name
 
     def check(self, spec: MergeSpec, n_finetuned: int) -> None:
         """Validate the number of finetuned checkpoints and of lambdas.
@@ -75,13 +79,13 @@ class Recipe(ABC):
         return (float(spec.alpha),) * n_finetuned
 
     def is_convex(self, coefs: Sequence[float]) -> bool:
-        """True when the result is a convex combination of the inputs (finite by construction)."""
+        """Tell whether the result is a convex combination of the inputs (finite by design)."""
         return False
 
     @abstractmethod
     def combine(self, pre: torch.Tensor, finetuned: Sequence[torch.Tensor],
                 coefs: Sequence[float], out: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """Merged tensor in the compute dtype, or written into ``out`` (float32) and returned.
+        """Return the merged tensor in the compute dtype, or written into ``out`` (float32).
 
         :param pre: pretrained tensor (any float dtype).
         :param finetuned: finetuned tensors, same shape.

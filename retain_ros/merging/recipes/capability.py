@@ -15,7 +15,6 @@ from retain_ros.merging.recipes.base import Recipe
 class CapabilityVector(Recipe):
     """CapVector-style transfer of a capability difference onto the base model."""
 
-    name = 'capability'
     pretty_name = 'Capability vector'
     reference_url = 'https://arxiv.org/abs/2605.10903'
     min_finetuned = 2

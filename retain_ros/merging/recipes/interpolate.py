@@ -50,7 +50,6 @@ def lerp(pre: torch.Tensor, ft: torch.Tensor, alpha: float,
 class Interpolate(Recipe):
     """Weight-space interpolation between one pretrained and one finetuned model."""
 
-    name = 'interpolate'
     pretty_name = 'RETAIN / WiSE-FT interpolation'
     reference_url = 'https://arxiv.org/abs/2512.08333'
     min_finetuned = 1

@@ -16,7 +16,6 @@ from retain_ros.merging.recipes.interpolate import lerp
 class Sequential(Recipe):
     """RETAIN's continual-skill chain of interpolations."""
 
-    name = 'sequential'
     pretty_name = 'Sequential (continual) merging'
     reference_url = 'https://arxiv.org/abs/2512.08333'
     min_finetuned = 1

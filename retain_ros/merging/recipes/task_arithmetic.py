@@ -10,7 +10,6 @@ from retain_ros.merging.recipes.interpolate import lerp
 class TaskArithmetic(Recipe):
     """Add scaled task vectors to the pretrained model (Ilharco et al., 2023)."""
 
-    name = 'task-arithmetic'
     pretty_name = 'Task arithmetic'
     reference_url = 'https://arxiv.org/abs/2212.04089'
     min_finetuned = 1

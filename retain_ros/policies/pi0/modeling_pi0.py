@@ -2,21 +2,17 @@
 
 ``Pi0Policy.build`` makes the model from a checkpoint's ``config.json`` WITHOUT loading weights
 (the live merger, or :meth:`Pi0Policy.load_weights`, fills them); ``predict`` runs the processor,
-the flow-matching sampler and the unnormalization. ``save_pi0_checkpoint`` writes the LeRobot π0
-layout, which LeRobot, transformers (through its pi0 key conversion) and this package all read.
+the flow-matching sampler and the unnormalization. The pieces live beside this module:
 
-Parameter names of :attr:`Pi0Policy.module` are the canonical π0 keys of the merging library
-(``model.vlm.*``, ``model.dit.*``, ``embed_action_time.*``, ``action_out_proj.*``);
-:func:`canonical_pi0_key` maps LeRobot / openpi / transformers-saved names onto them.
+- :mod:`~retain_ros.policies.pi0.backbone_pi0`: the network (parameter names are the canonical
+  π0 keys of :mod:`retain_ros.merging.dialects`);
+- :mod:`~retain_ros.policies.pi0.flow_pi0`: the expert's velocity against the cached prefix,
+  the training time draws;
+- :mod:`~retain_ros.policies.pi0.checkpoint_pi0`: read the weights, write the LeRobot layout.
 """
 from __future__ import annotations
 
-import json
 import logging
-import math
-import os
-import re
-import shutil
 import time
 from typing import Any
 from typing import Dict
@@ -28,179 +24,33 @@ from typing import Union
 import numpy as np
 import torch
 
+from retain_ros.merging.devices import resolve_device
+from retain_ros.merging.devices import resolve_dtype
 from retain_ros.policies.base import ActionChunk
 from retain_ros.policies.base import copy_state_into
 from retain_ros.policies.base import Observation
 from retain_ros.policies.base import SpecPolicy
 from retain_ros.policies.flow import euler_sample
 from retain_ros.policies.flow import Guidance
+from retain_ros.policies.flow import seeded_noise
 from retain_ros.policies.flow import VelocityFn
-from retain_ros.policies.pi0.configuration_pi0 import load_pi0_config
+from retain_ros.policies.norm_stats_files import load_norm_stats
+from retain_ros.policies.normalize import as_norm_stats
+from retain_ros.policies.normalize import NormStats
+from retain_ros.policies.pi0.backbone_pi0 import build_pi0_module
+from retain_ros.policies.pi0.checkpoint_config_pi0 import load_pi0_config
+from retain_ros.policies.pi0.checkpoint_pi0 import read_pi0_state_dict
 from retain_ros.policies.pi0.configuration_pi0 import pi0_config_from_dict
 from retain_ros.policies.pi0.configuration_pi0 import Pi0Spec
-from retain_ros.policies.pi0.processor_pi0 import as_norm_stats
-from retain_ros.policies.pi0.processor_pi0 import load_norm_stats
-from retain_ros.policies.pi0.processor_pi0 import NormStats
+from retain_ros.policies.pi0.flow_pi0 import flow_times
+from retain_ros.policies.pi0.flow_pi0 import prefix_velocity_fn
 from retain_ros.policies.pi0.processor_pi0 import Pi0Processor
-from retain_ros.policies.pi0.processor_pi0 import POSTPROCESSOR_JSON
-from retain_ros.policies.pi0.processor_pi0 import PREPROCESSOR_JSON
 from retain_ros.policies.pi0.tokenizer_pi0 import build_byte_tokenizer
-from retain_ros.policies.pi0.tokenizer_pi0 import BYTE_VOCAB_SIZE
 from retain_ros.policies.pi0.tokenizer_pi0 import load_tokenizer
 from retain_ros.policies.pi0.tokenizer_pi0 import resolve_tokenizer_path
-from retain_ros.policies.pi0.tokenizer_pi0 import save_byte_tokenizer
 from retain_ros.policies.pi0.tokenizer_pi0 import TextTokenizer
-from retain_ros.policies.pi0.tokenizer_pi0 import TOKENIZER_DIR
 
 LOG = logging.getLogger(__name__)
-
-WEIGHTS_FILE = 'model.safetensors'
-PRE_STATS_FILE = 'policy_preprocessor_step_5_normalizer_processor.safetensors'
-POST_STATS_FILE = 'policy_postprocessor_step_0_unnormalizer_processor.safetensors'
-
-_PWE = 'model.paligemma_with_expert.'
-#: LeRobot's tied-weight alias, written as the safetensors ``__metadata__`` on save.
-LEROBOT_TIED_ALIAS = {
-    _PWE + 'paligemma.model.language_model.embed_tokens.weight': _PWE + 'paligemma.lm_head.weight',
-}
-_ROOT_PROJ = ('state_proj', 'action_in_proj', 'action_time_mlp_in', 'action_time_mlp_out',
-              'time_mlp_in', 'time_mlp_out')
-
-# (pattern on a name without LeRobot's leading ``model.``, canonical replacement), in order.
-_TO_CANONICAL = [
-    (re.compile(r'^paligemma_with_expert\.paligemma\.lm_head\.weight$'),
-     'model.vlm.language_model.embed_tokens.weight'),
-    (re.compile(r'^paligemma_with_expert\.gemma_expert\.lm_head\.weight$'),
-     'model.dit.embed_tokens.weight'),
-    (re.compile(r'^paligemma_with_expert\.paligemma\.model\.vision_tower\.(?:vision_model\.)?'),
-     'model.vlm.vision_tower.'),
-    (re.compile(r'^paligemma_with_expert\.paligemma\.model\.language_model\.(?:model\.)?'),
-     'model.vlm.language_model.'),
-    (re.compile(r'^paligemma_with_expert\.paligemma\.model\.'), 'model.vlm.'),
-    (re.compile(r'^paligemma_with_expert\.gemma_expert\.model\.'), 'model.dit.'),
-    (re.compile(r'^(%s)\.' % '|'.join(_ROOT_PROJ)), r'embed_action_time.\1.'),
-]
-
-
-def canonical_pi0_key(key: str) -> str:
-    """Map a LeRobot / openpi / transformers-saved π0 tensor name to the canonical runtime name.
-
-    :param key: a name as stored in a checkpoint file.
-    :return: the ``PI0ForConditionalGeneration`` state-dict name (unchanged if already canonical).
-    """
-    name = key
-    if name.startswith('model.') and (name.startswith('model.paligemma_with_expert.') or any(
-            name.startswith(f'model.{p}.') for p in _ROOT_PROJ + ('action_out_proj',))):
-        name = name[len('model.'):]
-    for pattern, repl in _TO_CANONICAL:
-        new = pattern.sub(repl, name, count=1)
-        if new != name:
-            return new
-    return name
-
-
-def lerobot_pi0_key(key: str) -> str:
-    """Map a canonical π0 name to LeRobot's ``model.safetensors`` name (inverse of above)."""
-    if key == 'model.vlm.language_model.embed_tokens.weight':
-        return _PWE + 'paligemma.lm_head.weight'
-    if key == 'model.dit.embed_tokens.weight':
-        return _PWE + 'gemma_expert.lm_head.weight'
-    for src, dst in (('model.vlm.vision_tower.', 'paligemma.model.vision_tower.vision_model.'),
-                     ('model.vlm.', 'paligemma.model.'),
-                     ('model.dit.', 'gemma_expert.model.')):
-        if key.startswith(src):
-            return _PWE + dst + key[len(src):]
-    if key.startswith('embed_action_time.'):
-        return 'model.' + key[len('embed_action_time.'):]
-    return 'model.' + key
-
-
-def resolve_device(device: str = 'auto') -> torch.device:
-    """``auto`` | ``cpu`` | ``cuda`` | ``cuda:N`` -> a torch device (checked to exist)."""
-    device = (device or 'auto').strip().lower()
-    if device == 'auto':
-        return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
-    if not re.fullmatch(r'cpu|cuda(:\d+)?', device):
-        raise ValueError(f'device must be auto, cpu, cuda or cuda:N, got {device!r}')
-    dev = torch.device(device)
-    if dev.type == 'cuda':
-        if not torch.cuda.is_available():
-            raise ValueError(f'device {device!r} requested but CUDA is not available')
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise ValueError(f'device {device!r}: only {torch.cuda.device_count()} CUDA device(s)')
-    return dev
-
-
-def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
-    """``auto`` (bfloat16 on a bf16-capable GPU, else float32) | float32 | bfloat16 | float16."""
-    dtype = (dtype or 'auto').strip().lower()
-    table = {'float32': torch.float32, 'fp32': torch.float32, 'bfloat16': torch.bfloat16,
-             'bf16': torch.bfloat16, 'float16': torch.float16, 'fp16': torch.float16}
-    if dtype == 'auto':
-        if device.type == 'cuda' and torch.cuda.is_bf16_supported():
-            return torch.bfloat16
-        return torch.float32
-    if dtype not in table:
-        raise ValueError(f'dtype must be auto, float32, bfloat16 or float16, got {dtype!r}')
-    return table[dtype]
-
-
-def sinusoidal_time_embedding(time: torch.Tensor, dim: int, min_period: float,
-                              max_period: float) -> torch.Tensor:
-    """openpi / LeRobot flow-time embedding ``[sin(2π t / p), cos(2π t / p)]``, float64 math.
-
-    LeRobot and openpi compute it in float64 (float32 on MPS) and cast afterwards;
-    transformers' ``PI0TimestepEmbeddings`` does it in float32, which moves the velocities by
-    ~6e-5 on the reference checkpoint. Returns float64 (float32 on MPS), ``(B, dim)``.
-    """
-    if dim % 2:
-        raise ValueError(f'time embedding width {dim} must be even')
-    wide = torch.float32 if time.device.type == 'mps' else torch.float64
-    fraction = torch.linspace(0.0, 1.0, dim // 2, dtype=wide, device=time.device)
-    period = min_period * (max_period / min_period) ** fraction
-    scale = 1.0 / period * 2 * math.pi
-    arg = scale[None, :] * time[:, None]
-    return torch.cat([torch.sin(arg), torch.cos(arg)], dim=1)
-
-
-class Float64TimeEmbedding(torch.nn.Module):
-    """Drop-in for transformers' ``PI0TimestepEmbeddings`` with LeRobot's float64 sinusoid.
-
-    No parameters or persistent buffers, so the module's state-dict names do not change.
-    """
-
-    def __init__(self, dim: int, min_period: float, max_period: float):
-        super().__init__()
-        self.dim = int(dim)
-        self.min_period = float(min_period)
-        self.max_period = float(max_period)
-
-    def forward(self, time: torch.Tensor) -> torch.Tensor:
-        return sinusoidal_time_embedding(time, self.dim, self.min_period, self.max_period)
-
-
-def build_pi0_module(spec: Pi0Spec, device: torch.device, dtype: torch.dtype,
-                     init_weights: bool = False, seed: Optional[int] = None) -> torch.nn.Module:
-    """Create ``PI0ForConditionalGeneration`` on ``device`` in ``dtype``.
-
-    :param init_weights: random-initialize instead of leaving memory for the merger.
-    :param seed: seed of the initialization (``None``: the current torch RNG state).
-    """
-    from transformers import PI0ForConditionalGeneration
-    from transformers.initialization import no_init_weights
-
-    config = spec.hf_config
-    with torch.device(device):
-        if init_weights:
-            if seed is not None:
-                torch.manual_seed(seed)
-            model = PI0ForConditionalGeneration._from_config(config, dtype=dtype)
-        else:
-            with no_init_weights():
-                model = PI0ForConditionalGeneration._from_config(config, dtype=dtype)
-    model.embed_action_time.sinusoid_embeds = Float64TimeEmbedding(
-        config.dit_config.hidden_size, config.min_period, config.max_period)
-    return model.eval()
 
 
 class Pi0Policy(SpecPolicy):
@@ -243,7 +93,7 @@ class Pi0Policy(SpecPolicy):
         :return: the policy (weights uninitialized unless ``init_weights``).
         """
         spec = load_pi0_config(config_dir)
-        tokenizer = load_tokenizer(default_tokenizer_path(config_dir, tokenizer_path))
+        tokenizer = load_tokenizer(resolve_tokenizer_path(config_dir, tokenizer_path))
         if stats is None and not spec.dims_from_config:
             # transformers-native directory: the robot widths are those of its statistics
             stats = load_norm_stats(stats_dir or config_dir)
@@ -318,11 +168,9 @@ class Pi0Policy(SpecPolicy):
         return self.processor.stats
 
     def _noise(self, batch: int) -> torch.Tensor:
-        rows = []
-        for i in range(batch):
-            gen = torch.Generator(device='cpu').manual_seed(self.noise_seed + i)
-            rows.append(torch.randn(self.spec.chunk_size, self.spec.max_action_dim, generator=gen))
-        return torch.stack(rows).to(self.device, self.dtype)
+        noise = seeded_noise(batch, self.spec.chunk_size, self.spec.max_action_dim,
+                             self.noise_seed)
+        return noise.to(self.device, self.dtype)
 
     def _inputs(self, observations: Sequence[Observation]) -> Dict[str, torch.Tensor]:
         inputs = self.processor(observations)
@@ -344,27 +192,8 @@ class Pi0Policy(SpecPolicy):
         return noise.to(self.device, self.dtype)
 
     def _velocity_fn(self, inputs: Dict[str, torch.Tensor]) -> VelocityFn:
-        """The expert's velocity ``v(x_t, t)`` against the prefix computed once (KV cache)."""
-        model = self.model
-        attention_mask = inputs['attention_mask']
-        position_ids = attention_mask.cumsum(-1) - 1
-        embeds = model.model.embed_prefix(inputs['input_ids'], inputs['pixel_values'],
-                                          inputs['pixel_attention_mask'])
-        cache = model.model.vlm(inputs_embeds=embeds, attention_mask=attention_mask,
-                                position_ids=position_ids,
-                                token_type_ids=torch.zeros_like(embeds)[:, :, 0],
-                                use_cache=True).cache
-        prefix_length = cache.get_seq_length()
-        batch = embeds.shape[0]
-
-        def velocity(x_t: torch.Tensor, t: float) -> torch.Tensor:
-            time = torch.full((batch,), t, dtype=torch.float32, device=x_t.device)
-            out = model(state=inputs['state'], noise=x_t, timestep=time,
-                        pixel_attention_mask=inputs['pixel_attention_mask'],
-                        attention_mask=attention_mask, cache=cache)
-            cache.crop(prefix_length - cache.get_seq_length())
-            return out.logits
-        return velocity
+        """Return the expert's velocity ``v(x_t, t)`` against the prefix computed once."""
+        return prefix_velocity_fn(self.model, inputs)
 
     def predict_batch(self, observations: Sequence[Observation], noise: Any = None,
                       guidance: Optional[Guidance] = None) -> List[ActionChunk]:
@@ -417,15 +246,7 @@ class Pi0Policy(SpecPolicy):
         actions = self.processor.normalize_actions(action_chunks).to(self.device, self.dtype)
         batch = actions.shape[0]
         noise = torch.randn(actions.shape, generator=generator).to(self.device, self.dtype)
-        cfg = self.spec.hf_config
-        beta = torch.distributions.Beta(torch.tensor(cfg.time_sampling_beta_alpha),
-                                        torch.tensor(cfg.time_sampling_beta_beta))
-        if generator is not None:
-            u = torch.rand(batch, generator=generator).clamp(1e-6, 1 - 1e-6)
-            time_beta = _beta_icdf(u, beta)
-        else:
-            time_beta = beta.sample((batch,))
-        timestep = (time_beta * cfg.time_sampling_scale + cfg.time_sampling_offset)
+        timestep = flow_times(self.spec.hf_config, batch, generator)
         timestep = timestep.to(self.device, torch.float32)
         out = self.model(state=inputs['state'], input_ids=inputs['input_ids'],
                          pixel_values=inputs['pixel_values'],
@@ -446,149 +267,6 @@ class Pi0Policy(SpecPolicy):
         :raises ValueError: missing / unexpected keys or shape mismatch (names the first ones).
         """
         copy_state_into(self.model.state_dict(), read_pi0_state_dict(path), path, 'π0', strict)
-
-
-def _beta_icdf(u: torch.Tensor, dist: torch.distributions.Beta) -> torch.Tensor:
-    """Inverse CDF of a Beta distribution at ``u`` (closed form for Beta(a, 1), else a grid)."""
-    a = float(dist.concentration1)
-    b = float(dist.concentration0)
-    if b == 1.0:
-        return u.pow(1.0 / a)
-    grid = torch.linspace(1e-4, 1 - 1e-4, 2001)
-    cdf = torch.cumsum(dist.log_prob(grid).exp(), 0)
-    cdf = cdf / cdf[-1]
-    return grid[torch.searchsorted(cdf, u).clamp(max=grid.numel() - 1)]
-
-
-def default_tokenizer_path(checkpoint_dir: str, tokenizer_path: str = '') -> str:
-    """See :func:`~retain_ros.policies.pi0.tokenizer_pi0.resolve_tokenizer_path`."""
-    return resolve_tokenizer_path(checkpoint_dir, tokenizer_path)
-
-
-def read_pi0_state_dict(path: str) -> Dict[str, torch.Tensor]:
-    """Read a π0 safetensors file (or ``<dir>/model.safetensors``) with canonical key names."""
-    from safetensors.torch import load_file
-
-    file = os.path.join(path, WEIGHTS_FILE) if os.path.isdir(path) else path
-    if not os.path.isfile(file):
-        raise FileNotFoundError(f'no π0 weights at {file}')
-    out: Dict[str, torch.Tensor] = {}
-    for key, tensor in load_file(file).items():
-        name = canonical_pi0_key(key)
-        if name in out and not torch.equal(out[name], tensor):
-            raise ValueError(f'{file}: {key} and another tensor both map to {name} and differ')
-        out[name] = tensor
-    return out
-
-
-def _preprocessor_json(spec: Pi0Spec) -> Dict[str, Any]:
-    features = dict(spec.policy_config.get('input_features', {}))
-    features.update(spec.policy_config.get('output_features', {}))
-    return {'name': 'policy_preprocessor', 'steps': [
-        {'registry_name': 'rename_observations_processor', 'config': {'rename_map': {}}},
-        {'registry_name': 'to_batch_processor', 'config': {}},
-        {'registry_name': 'pi0_new_line_processor', 'config': {}},
-        {'registry_name': 'tokenizer_processor', 'config': {
-            'max_length': spec.tokenizer_max_length, 'task_key': 'task',
-            'padding_side': 'right', 'padding': 'max_length', 'truncation': True,
-            'tokenizer_name': TOKENIZER_DIR}},
-        {'registry_name': 'device_processor', 'config': {'device': 'cpu', 'float_dtype': None}},
-        {'registry_name': 'normalizer_processor', 'config': {
-            'eps': 1e-08, 'features': features,
-            'norm_map': spec.policy_config.get('normalization_mapping', {})},
-         'state_file': PRE_STATS_FILE},
-    ]}
-
-
-def _postprocessor_json(spec: Pi0Spec) -> Dict[str, Any]:
-    return {'name': 'policy_postprocessor', 'steps': [
-        {'registry_name': 'unnormalizer_processor', 'config': {
-            'eps': 1e-08, 'features': dict(spec.policy_config.get('output_features', {})),
-            'norm_map': spec.policy_config.get('normalization_mapping', {})},
-         'state_file': POST_STATS_FILE},
-        {'registry_name': 'device_processor', 'config': {'device': 'cpu', 'float_dtype': None}},
-    ]}
-
-
-def save_pi0_checkpoint(policy: Any, out_dir: str, stats: Any = None,
-                        state_dict: Optional[Dict[str, torch.Tensor]] = None,
-                        tokenizer_dir: Optional[str] = None,
-                        extra_config: Optional[Dict[str, Any]] = None,
-                        spec: Optional[Pi0Spec] = None) -> str:
-    """Write a checkpoint in LeRobot π0 layout.
-
-    Files: ``config.json`` (LeRobot policy config + ``control_period``), ``model.safetensors``
-    (LeRobot names; the tied text embedding stored once as ``...paligemma.lm_head.weight`` with
-    LeRobot's ``__metadata__`` alias; the expert's embedding as ``...gemma_expert.lm_head``),
-    ``policy_preprocessor.json`` / ``policy_postprocessor.json`` + normalizer safetensors,
-    ``tokenizer/`` (the policy's tokenizer directory; the byte tokenizer when there is none and
-    the model's vocabulary is the byte vocabulary).
-
-    :param policy: a :class:`Pi0Policy`, a ``PI0ForConditionalGeneration`` module or a
-        canonical-key state dict (the last two need ``spec``).
-    :param out_dir: target directory (created; existing files overwritten).
-    :param stats: statistics to write (anything :func:`as_norm_stats` takes; default: the
-        policy's).
-    :param state_dict: canonical-key weights to write instead of the module's.
-    :param tokenizer_dir: tokenizer directory to copy (default: the policy's).
-    :param extra_config: keys merged into ``config.json``.
-    :param spec: the model spec (default: the policy's).
-    :return: ``out_dir``.
-    """
-    from safetensors.numpy import save_file as save_numpy
-    from safetensors.torch import save_file
-
-    os.makedirs(out_dir, exist_ok=True)
-    is_policy = isinstance(policy, Pi0Policy)
-    spec = spec or (policy.spec if is_policy else None)
-    if spec is None:
-        raise ValueError('save_pi0_checkpoint needs spec= when given a module or state dict')
-    if stats is None and not is_policy:
-        raise ValueError('save_pi0_checkpoint needs stats= when given a module or state dict')
-    stats = as_norm_stats(policy.stats if stats is None else stats, spec.state_dim,
-                          spec.action_dim)
-    config = dict(spec.policy_config)
-    config['control_period'] = spec.control_period
-    config.update(extra_config or {})
-    with open(os.path.join(out_dir, 'config.json'), 'w', encoding='utf-8') as f:
-        json.dump(config, f, indent=4)
-
-    if state_dict is not None:
-        state = state_dict
-    elif is_policy:
-        state = policy.module.state_dict()
-    elif isinstance(policy, torch.nn.Module):
-        state = policy.state_dict()
-    else:
-        state = dict(policy)
-    tensors = {}
-    for key, tensor in state.items():
-        tensors[lerobot_pi0_key(key)] = tensor.detach().to('cpu').contiguous().clone()
-    save_file(tensors, os.path.join(out_dir, WEIGHTS_FILE), metadata=dict(LEROBOT_TIED_ALIAS))
-
-    numpy_stats = stats.tensors()
-    save_numpy(numpy_stats, os.path.join(out_dir, PRE_STATS_FILE))
-    save_numpy(numpy_stats, os.path.join(out_dir, POST_STATS_FILE))
-    for name, data in ((PREPROCESSOR_JSON, _preprocessor_json(spec)),
-                       (POSTPROCESSOR_JSON, _postprocessor_json(spec))):
-        with open(os.path.join(out_dir, name), 'w', encoding='utf-8') as f:
-            json.dump(data, f, indent=2)
-
-    src = tokenizer_dir or (policy.processor.tokenizer.path if is_policy else '')
-    if src and os.path.isfile(src):
-        src = os.path.dirname(src)
-    dst = os.path.join(out_dir, TOKENIZER_DIR)
-    if not src and spec.hf_config.vlm_config.text_config.vocab_size == BYTE_VOCAB_SIZE:
-        save_byte_tokenizer(dst)
-    elif not src:
-        LOG.warning('no tokenizer to copy into %s; pass tokenizer_dir', dst)
-    elif os.path.abspath(src) != os.path.abspath(dst):
-        os.makedirs(dst, exist_ok=True)
-        for name in sorted(os.listdir(src)):
-            if os.path.isfile(os.path.join(src, name)):
-                shutil.copy2(os.path.join(src, name), os.path.join(dst, name))
-    LOG.info('saved π0 checkpoint (LeRobot layout) to %s', out_dir)
-    return out_dir
 
 
 def build_policy(checkpoint_dir: str, device: str = 'cpu', dtype: str = 'auto',

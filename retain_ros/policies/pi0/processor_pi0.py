@@ -21,7 +21,7 @@
 
 Normalization statistics come from the finetuned checkpoint (LeRobot processor files, a
 transformers ``processor_config.json``, or openpi ``assets/<asset_id>/norm_stats.json``);
-:func:`~retain_ros.policies.normalize.load_norm_stats` says which file it read.
+:func:`~retain_ros.policies.norm_stats_files.load_norm_stats` says which file it read.
 """
 from __future__ import annotations
 
@@ -40,11 +40,7 @@ from retain_ros.policies.base import check_observations
 from retain_ros.policies.base import Observation
 from retain_ros.policies.images import pi_camera_inputs
 from retain_ros.policies.normalize import normalized_padded_states
-from retain_ros.policies.normalize import as_norm_stats  # noqa: F401  (re-exported)
-from retain_ros.policies.normalize import load_norm_stats  # noqa: F401
 from retain_ros.policies.normalize import NormStats
-from retain_ros.policies.normalize import POSTPROCESSOR_JSON  # noqa: F401
-from retain_ros.policies.normalize import PREPROCESSOR_JSON  # noqa: F401
 from retain_ros.policies.pi0.configuration_pi0 import Pi0Spec
 from retain_ros.policies.pi0.tokenizer_pi0 import TextTokenizer
 
@@ -136,12 +132,12 @@ class Pi0Processor:
 
     # -- state / actions ----------------------------------------------------------------------
     def state(self, states: Sequence[np.ndarray]) -> torch.Tensor:
-        """Normalized, zero-padded states ``(B, max_state_dim)``."""
+        """Normalize and zero-pad states to ``(B, max_state_dim)``."""
         return normalized_padded_states(self.stats, states, self.spec.state_dim,
                                         self.spec.max_state_dim)
 
     def normalize_actions(self, actions: np.ndarray) -> torch.Tensor:
-        """Normalized, zero-padded action chunks ``(B, H, max_action_dim)`` from ``(B, H, D)``."""
+        """Normalize and zero-pad action chunks ``(B, H, D)`` to ``(B, H, max_action_dim)``."""
         act = torch.as_tensor(np.asarray(actions), dtype=torch.float32)
         if act.ndim != 3 or act.shape[1:] != (self.spec.chunk_size, self.spec.action_dim):
             raise ValueError(f'action chunks must be (B, {self.spec.chunk_size}, '

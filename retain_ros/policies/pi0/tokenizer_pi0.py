@@ -107,8 +107,10 @@ def build_word_tokenizer(words):
 
 
 def save_tokenizer(tokenizer, out_dir: str) -> str:
-    """Write ``tokenizer`` (a ``tokenizers.Tokenizer``) as ``<out_dir>/tokenizer.json`` with a
-    small ``tokenizer_config.json`` (loadable by transformers' ``PreTrainedTokenizerFast``).
+    """Write ``tokenizer`` (a ``tokenizers.Tokenizer``) as ``<out_dir>/tokenizer.json``.
+
+    A small ``tokenizer_config.json`` goes beside it (loadable by transformers'
+    ``PreTrainedTokenizerFast``).
 
     :return: ``out_dir``.
     """
@@ -190,7 +192,7 @@ TOKENIZER_DIR = 'tokenizer'
 
 
 def _pipeline_tokenizer(checkpoint_dir: str) -> str:
-    """The LeRobot pipeline's ``tokenizer_name`` when it is a local directory (else '')."""
+    """Return the LeRobot pipeline's ``tokenizer_name`` if it is a local directory, else ''."""
     import json
 
     pre = os.path.join(checkpoint_dir, 'policy_preprocessor.json')

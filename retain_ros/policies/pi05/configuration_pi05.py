@@ -1,14 +1,15 @@
-"""π0.5 configuration: a LeRobot ``"type": "pi05"`` ``config.json`` -> :class:`Pi05Spec`.
+r"""π0.5 configuration: a LeRobot ``"type": "pi05"`` ``config.json`` -> :class:`Pi05Spec`.
 
 π0.5 has π0's PaliGemma (SigLIP + Gemma) and a Gemma action expert of the same variant names, so
 the sizes come from :mod:`retain_ros.policies.pi0.configuration_pi0` (variant tables, or the
-widths read from ``model.safetensors`` when they disagree, as in tiny test checkpoints that keep
-``gemma_2b`` / ``gemma_300m``). The differences are in the model and the processor:
+widths read from ``model.safetensors`` by :mod:`retain_ros.policies.pi0.checkpoint_config_pi0`
+when they disagree, as in tiny test checkpoints that keep ``gemma_2b`` / ``gemma_300m``). The
+differences are in the model and the processor:
 
 - the expert's RMSNorms are adaptive (``dense: width -> 3 * width`` = scale, shift, gate,
   conditioned on the flow-time embedding) and its residuals are gated;
 - no ``state_proj``: the normalized state is discretized into 256 bins and written into the
-  prompt, ``Task: {task}, State: {bins};\\nAction: ``;
+  prompt, ``Task: {task}, State: {bins};\nAction: ``;
 - ``tokenizer_max_length`` defaults to 200; normalization is QUANTILES in LeRobot (read from the
   checkpoint anyway) and in openpi (``norm_stats.json`` without a mode).
 """
@@ -19,9 +20,9 @@ import logging
 from typing import Any
 from typing import Dict
 
+from retain_ros.policies.pi0.checkpoint_config_pi0 import read_config
+from retain_ros.policies.pi0.checkpoint_config_pi0 import spec_from_lerobot
 from retain_ros.policies.pi0.configuration_pi0 import Pi0Spec
-from retain_ros.policies.pi0.configuration_pi0 import read_config
-from retain_ros.policies.pi0.configuration_pi0 import spec_from_lerobot
 
 LOG = logging.getLogger(__name__)
 

@@ -40,15 +40,15 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
+from retain_ros.merging.devices import resolve_device
+from retain_ros.merging.devices import resolve_dtype
 from retain_ros.policies.base import Observation
+from retain_ros.policies.flow import sinusoidal_time_embedding
 from retain_ros.policies.flow import VelocityFn
+from retain_ros.policies.norm_stats_files import load_norm_stats
 from retain_ros.policies.normalize import as_norm_stats
-from retain_ros.policies.normalize import load_norm_stats
 from retain_ros.policies.normalize import QUANTILES
 from retain_ros.policies.pi0.modeling_pi0 import Pi0Policy
-from retain_ros.policies.pi0.modeling_pi0 import resolve_device
-from retain_ros.policies.pi0.modeling_pi0 import resolve_dtype
-from retain_ros.policies.pi0.modeling_pi0 import sinusoidal_time_embedding
 from retain_ros.policies.pi0.tokenizer_pi0 import load_tokenizer
 from retain_ros.policies.pi0.tokenizer_pi0 import resolve_tokenizer_path
 from retain_ros.policies.pi05.configuration_pi05 import load_pi05_config
@@ -97,7 +97,7 @@ class Pi05ActionTime(nn.Module):
 
     def forward(self, noisy_actions: torch.Tensor,
                 timestep: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        """``(action tokens (B, H, width), adaRMS condition (B, width))``."""
+        """Return ``(action tokens (B, H, width), adaRMS condition (B, width))``."""
         emb = sinusoidal_time_embedding(timestep, self.width, self.min_period, self.max_period)
         emb = emb.to(self.time_mlp_in.weight.dtype)
         cond = F.silu(self.time_mlp_out(F.silu(self.time_mlp_in(emb))))
@@ -273,7 +273,7 @@ class Pi05Policy(Pi0Policy):
                                   'Pi05Policy.build(checkpoint_dir)')
 
     def _velocity_fn(self, inputs: Dict[str, torch.Tensor]) -> VelocityFn:
-        """The expert's velocity ``v(x_t, t)`` against the prefix computed once."""
+        """Return the expert's velocity ``v(x_t, t)`` against the prefix computed once."""
         model = self.model
         mask = inputs['attention_mask']
         prefix = model.prefix_cache(inputs['pixel_values'], inputs['input_ids'], mask)

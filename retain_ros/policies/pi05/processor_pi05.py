@@ -1,10 +1,10 @@
-"""π0.5 pre/post-processing (LeRobot 0.4.4 / openpi order).
+r"""π0.5 pre/post-processing (LeRobot 0.4.4 / openpi order).
 
 1. state: normalized with the checkpoint's mode (QUANTILES in LeRobot π0.5), zero-padded to
    ``max_state_dim``, discretized into 256 bins: ``digitize(s, linspace(-1, 1, 257)[:-1]) - 1``
    (padding -> 128; values outside [-1, 1] give -1 or 255, as in LeRobot);
-2. prompt: ``Task: {task}, State: {bins separated by spaces};\\nAction: `` where ``task`` is the
-   instruction stripped, with ``_`` and ``\\n`` replaced by spaces;
+2. prompt: ``Task: {task}, State: {bins separated by spaces};\nAction: `` where ``task`` is the
+   instruction stripped, with ``_`` and ``\n`` replaced by spaces;
 3. text: bos + prompt, truncated / right-padded to ``tokenizer_max_length`` (200);
 4. images: as π0 (:mod:`retain_ros.policies.images`, LeRobot pads -3 quirk for LeRobot
    checkpoints); the prefix is image tokens of every camera then the text, no state token;
@@ -31,12 +31,12 @@ BIN_EDGES = np.linspace(-1.0, 1.0, STATE_BINS + 1)[:-1]
 
 
 def discretize_state(state: np.ndarray) -> np.ndarray:
-    """Normalized, padded state ``(B, D)`` -> int64 bins ``(B, D)``."""
+    """Discretize a normalized, padded state ``(B, D)`` into int64 bins ``(B, D)``."""
     return (np.digitize(np.asarray(state), bins=BIN_EDGES) - 1).astype(np.int64)
 
 
 def pi05_prompt(instruction: str, bins: Sequence[int]) -> str:
-    """LeRobot / openpi π0.5 prompt with the discretized state."""
+    """Return the LeRobot / openpi π0.5 prompt with the discretized state."""
     task = instruction.strip().replace('_', ' ').replace('\n', ' ')
     return f'Task: {task}, State: {" ".join(str(int(b)) for b in bins)};\nAction: '
 
@@ -45,14 +45,17 @@ class Pi05Processor(Pi0Processor):
     """Observations -> π0.5 model inputs; model outputs -> actions in robot units."""
 
     def prompts(self, observations: Sequence[Observation]) -> List[str]:
-        """The full prompts (state bins included) of a batch."""
+        """Return the full prompt of each observation of a batch, state bins included."""
         bins = discretize_state(self.state([o.state for o in observations]).numpy())
         return [pi05_prompt(o.instruction, b) for o, b in zip(observations, bins)]
 
     def __call__(self, observations: Sequence[Observation]) -> Dict[str, torch.Tensor]:
-        """``input_ids`` / ``text_mask`` ``(B, max_len)``, ``attention_mask`` ``(B, n_img +
+        """Return the model inputs of a batch.
+
+        ``input_ids`` / ``text_mask`` ``(B, max_len)``, ``attention_mask`` ``(B, n_img +
         max_len)`` (the prefix; 0 on empty slots' image tokens), ``pixel_values``,
-        ``image_masks`` ``(B, n_cams)``, ``state`` (normalized, padded), ``state_bins``."""
+        ``image_masks`` ``(B, n_cams)``, ``state`` (normalized, padded), ``state_bins``.
+        """
         check_observations(observations)
         state = self.state([o.state for o in observations])
         bins = discretize_state(state.numpy())

@@ -146,7 +146,7 @@ class SmolVLASpec:
 
 def get_intermediate_size(hidden_dim: int, ffn_dim_multiplier: int = 4,
                           multiple_of: int = 256) -> int:
-    """LeRobot's expert MLP width for an expert of width ``hidden_dim``."""
+    """Return LeRobot's expert MLP width for an expert of width ``hidden_dim``."""
     hidden_dim = int(2 * hidden_dim / 3)
     hidden_dim = int(ffn_dim_multiplier * hidden_dim)
     return multiple_of * ((hidden_dim + multiple_of - 1) // multiple_of)
@@ -161,7 +161,7 @@ def _read_json(path: str) -> Dict[str, Any]:
 
 
 def find_vlm_dir(checkpoint_dir: str, vlm_model_name: str) -> str:
-    """The local folder holding the VLM's ``config.json`` (see the module docstring).
+    """Return the local folder holding the VLM's ``config.json`` (see the module docstring).
 
     :raises FileNotFoundError: none found; the message lists where it looked.
     """
@@ -203,7 +203,7 @@ def _shapes(checkpoint_dir: str) -> Dict[str, Tuple[int, ...]]:
 
 
 def _layers(shapes: Dict[str, Tuple[int, ...]], prefix: str) -> int:
-    """Number of ``<prefix><i>.*`` layers in the weights (0 when none)."""
+    """Count the ``<prefix><i>.*`` layers in the weights (0 when none)."""
     found = set()
     for key in shapes:
         if key.startswith(prefix):

@@ -1,6 +1,6 @@
-"""SmolVLA pre/post-processing, as LeRobot 0.4.4's SmolVLA pipelines and ``prepare_*`` do.
+r"""SmolVLA pre/post-processing, as LeRobot 0.4.4's SmolVLA pipelines and ``prepare_*`` do.
 
-- prompt: the instruction with ``\\n`` appended (unless it ends with one); tokenized with the
+- prompt: the instruction with ``\n`` appended (unless it ends with one); tokenized with the
   checkpoint's tokenizer and its own special-token rule (the SmolVLM tokenizers add no BOS),
   ``padding='longest'`` (the pipeline's ``padding`` / ``max_length`` / ``padding_side`` /
   ``truncation`` when ``policy_preprocessor.json`` has a tokenizer step), right side, truncated
@@ -41,9 +41,9 @@ from retain_ros.policies.base import Observation
 from retain_ros.policies.images import camera_images
 from retain_ros.policies.images import EMPTY_VALUE
 from retain_ros.policies.images import to_unit_float
+from retain_ros.policies.norm_stats_files import PREPROCESSOR_JSON
 from retain_ros.policies.normalize import normalized_padded_states
 from retain_ros.policies.normalize import NormStats
-from retain_ros.policies.normalize import PREPROCESSOR_JSON
 from retain_ros.policies.smolvla.configuration_smolvla import EMPTY_CAMERA_PREFIX
 from retain_ros.policies.smolvla.configuration_smolvla import SmolVLASpec
 
@@ -90,14 +90,14 @@ def resolve_tokenizer_path(checkpoint_dir: str, spec: SmolVLASpec,
 
 
 def load_tokenizer(path: str) -> Any:
-    """A transformers tokenizer from a local folder (never downloads)."""
+    """Load a transformers tokenizer from a local folder (never downloads)."""
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(path, local_files_only=True)
 
 
 def _tokenizer_step(checkpoint_dir: str) -> Dict[str, Any]:
-    """The ``config`` of the pre-processor's ``tokenizer_processor`` step ({} when none)."""
+    """Return the ``config`` of the pre-processor's ``tokenizer_processor`` step ({} if none)."""
     pre = os.path.join(checkpoint_dir, PREPROCESSOR_JSON)
     if not os.path.isfile(pre):
         return {}
@@ -122,7 +122,7 @@ def tokenizer_options(checkpoint_dir: str, spec: SmolVLASpec) -> Dict[str, Any]:
 
 def resize_with_pad_left_top(images: torch.Tensor, width: int, height: int,
                              pad_value: float = 0.0) -> torch.Tensor:
-    """LeRobot SmolVLA's resize-with-pad of ``(B, C, H, W)`` float images.
+    """Apply LeRobot SmolVLA's resize-with-pad to ``(B, C, H, W)`` float images.
 
     The image is scaled by ``1 / max(W / width, H / height)`` (sizes truncated to int), bilinear
     (``align_corners=False``, no antialias), then padded with ``pad_value`` on the left and top.
@@ -161,7 +161,7 @@ class SmolVLAProcessor:
     # -- text ---------------------------------------------------------------------------------
     @staticmethod
     def prompt(instruction: str) -> str:
-        """The text the model reads: the instruction with a trailing newline."""
+        """Return the text the model reads: the instruction with a trailing newline."""
         return instruction if instruction.endswith('\n') else f'{instruction}\n'
 
     def tokenize(self, instructions: Sequence[str]) -> Dict[str, torch.Tensor]:
@@ -276,7 +276,7 @@ class SmolVLAProcessor:
 
     # -- state / actions ----------------------------------------------------------------------
     def state(self, states: Sequence[np.ndarray]) -> torch.Tensor:
-        """Normalized, zero-padded states ``(B, max_state_dim)`` float32."""
+        """Normalize and zero-pad states to ``(B, max_state_dim)`` float32."""
         return normalized_padded_states(self.stats, states, self.spec.state_dim,
                                         self.spec.max_state_dim)
 
@@ -297,8 +297,11 @@ class SmolVLAProcessor:
     # -- all together -------------------------------------------------------------------------
     def __call__(self, observations: Sequence[Observation],
                  device: Optional[torch.device] = None) -> Dict[str, Any]:
-        """Model inputs: ``images`` / ``img_masks`` / ``slot_masks`` (lists per slot),
-        ``lang_tokens``, ``lang_masks``, ``state`` (on ``device``)."""
+        """Return the model inputs of a batch, on ``device``.
+
+        ``images`` / ``img_masks`` / ``slot_masks`` (lists per slot), ``lang_tokens``,
+        ``lang_masks``, ``state``.
+        """
         check_observations(observations)
         images, masks, slot_masks = self.camera_slots(
             [o.images for o in observations], device, [o.empty_cameras for o in observations])
