@@ -1,10 +1,9 @@
-"""Package-level rules: layering, lint, packaging, Python 3.10 syntax, the CLI entry point."""
+"""Package-level rules: layering, packaging, Python 3.10 syntax, the CLI entry point."""
 import ast
 import glob
 import os
 import shutil
 import subprocess
-import sys
 
 import pytest
 
@@ -43,18 +42,6 @@ def test_lower_layers_never_import_ros_layer():
             if 'retain_ros.ros' in text:
                 offenders.append(os.path.relpath(f, ROOT))
     assert not offenders, f'modules below ros/ import retain_ros.ros: {offenders}'
-
-
-@pytest.mark.linter
-def test_flake8():
-    pytest.importorskip('flake8')
-    paths = [p for p in ('retain_ros', 'launch', 'test', 'benchmarks', 'setup.py')
-             if os.path.exists(os.path.join(ROOT, p))]
-    result = subprocess.run(
-        [sys.executable, '-m', 'flake8', '--max-line-length=99',
-         '--extend-exclude=.venv*,data', *paths],
-        cwd=ROOT, capture_output=True, text=True)
-    assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_python310_syntax():

@@ -7,12 +7,14 @@ A family adapter supplies ``velocity_fn(x_t, t) -> v`` (its action expert attend
 cached prefix). A *guidance* (real-time chunking, ...) wraps the velocity: it is called as
 ``guidance(x_t, t, velocity_fn) -> v`` and may evaluate ``velocity_fn`` with autograd enabled.
 
-Also shared: the start noise of a batch (:func:`seeded_noise`) and the sine-cosine flow-time
-embedding (:func:`sinusoidal_time_embedding`) of LeRobot / openpi.
+Also shared: the start noise of a batch (:func:`seeded_noise`), the sine-cosine flow-time
+embedding (:func:`sinusoidal_time_embedding`) of LeRobot / openpi, and the timed tail of every
+family's ``predict_batch`` (:func:`sample_chunks`: sample, unnormalize, one chunk per row).
 """
 from __future__ import annotations
 
 import math
+import time
 from typing import Callable
 from typing import List
 from typing import Optional
@@ -50,6 +52,37 @@ def euler_sample(velocity_fn: VelocityFn, noise: torch.Tensor, num_steps: int,
             velocities.append(v.detach().clone())
         x = x + dt * v
     return x, velocities
+
+
+def sample_chunks(velocity_fn: VelocityFn, start: torch.Tensor, num_steps: int,
+                  guidance: Optional[Guidance], processor, control_period: float,
+                  t_start: float, t_inputs: float) -> list:
+    """Sample a batch of action chunks and time the steps (the tail of ``predict_batch``).
+
+    :param velocity_fn: the family's velocity field against the cached prefix.
+    :param start: ``(B, H, A)`` start noise.
+    :param num_steps: Euler steps.
+    :param guidance: optional guidance (RTC); only then does sampling build an autograd graph.
+    :param processor: the family's processor (its ``unnormalize_actions`` gives robot units).
+    :param control_period: seconds between the chunk's actions.
+    :param t_start: ``time.perf_counter()`` when ``predict_batch`` began.
+    :param t_inputs: ``time.perf_counter()`` when the model inputs were ready.
+    :return: one :class:`~retain_ros.policies.base.ActionChunk` per row, each with the timings
+        ``model_ms``, ``preprocess_ms``, ``postprocess_ms``, ``total_ms`` in its ``info``.
+    """
+    from retain_ros.policies.base import ActionChunk
+
+    with torch.set_grad_enabled(guidance is not None):
+        actions, _ = euler_sample(velocity_fn, start, num_steps, guidance=guidance)
+    actions = actions.detach()
+    if actions.device.type == 'cuda':
+        torch.cuda.synchronize(actions.device)
+    t_model = time.perf_counter()
+    chunks = processor.unnormalize_actions(actions)
+    t_end = time.perf_counter()
+    info = {'model_ms': (t_model - t_inputs) * 1e3, 'preprocess_ms': (t_inputs - t_start) * 1e3,
+            'postprocess_ms': (t_end - t_model) * 1e3, 'total_ms': (t_end - t_start) * 1e3}
+    return [ActionChunk(actions=c, dt=control_period, info=dict(info)) for c in chunks]
 
 
 def seeded_noise(batch: int, chunk_size: int, width: int, seed: int) -> torch.Tensor:

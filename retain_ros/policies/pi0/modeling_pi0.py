@@ -30,8 +30,8 @@ from retain_ros.policies.base import ActionChunk
 from retain_ros.policies.base import copy_state_into
 from retain_ros.policies.base import Observation
 from retain_ros.policies.base import SpecPolicy
-from retain_ros.policies.flow import euler_sample
 from retain_ros.policies.flow import Guidance
+from retain_ros.policies.flow import sample_chunks
 from retain_ros.policies.flow import seeded_noise
 from retain_ros.policies.flow import VelocityFn
 from retain_ros.policies.norm_stats_files import load_norm_stats
@@ -211,18 +211,8 @@ class Pi0Policy(SpecPolicy):
         with torch.no_grad():
             velocity = self._velocity_fn(inputs)
         steps = int(self.model.config.num_inference_steps)
-        # guidance (RTC) differentiates through the velocity; plain sampling needs no graph
-        with torch.set_grad_enabled(guidance is not None):
-            actions, _ = euler_sample(velocity, start, steps, guidance=guidance)
-        actions = actions.detach()
-        if self.device.type == 'cuda':
-            torch.cuda.synchronize(self.device)
-        t2 = time.perf_counter()
-        chunks = self.processor.unnormalize_actions(actions)
-        t3 = time.perf_counter()
-        info = {'model_ms': (t2 - t1) * 1e3, 'preprocess_ms': (t1 - t0) * 1e3,
-                'postprocess_ms': (t3 - t2) * 1e3, 'total_ms': (t3 - t0) * 1e3}
-        return [ActionChunk(actions=c, dt=self.control_period, info=dict(info)) for c in chunks]
+        return sample_chunks(velocity, start, steps, guidance, self.processor, self.control_period,
+                             t0, t1)
 
     def training_loss(self, observations: Sequence[Observation], action_chunks: np.ndarray,
                       generator: Optional[torch.Generator] = None) -> torch.Tensor:

@@ -25,8 +25,8 @@ from retain_ros.policies.base import ActionChunk
 from retain_ros.policies.base import copy_state_into
 from retain_ros.policies.base import Observation
 from retain_ros.policies.base import SpecPolicy
-from retain_ros.policies.flow import euler_sample
 from retain_ros.policies.flow import Guidance
+from retain_ros.policies.flow import sample_chunks
 from retain_ros.policies.flow import seeded_noise
 from retain_ros.policies.flow import VelocityFn
 from retain_ros.policies.norm_stats_files import load_norm_stats
@@ -178,17 +178,8 @@ class SmolVLAPolicy(SpecPolicy):
         start = self._noise(len(observations), noise)
         t1 = time.perf_counter()
         velocity = self.velocity_fn(inputs)
-        with torch.set_grad_enabled(guidance is not None):
-            actions, _ = euler_sample(velocity, start, self.spec.num_steps, guidance=guidance)
-        actions = actions.detach()
-        if self.device.type == 'cuda':
-            torch.cuda.synchronize(self.device)
-        t2 = time.perf_counter()
-        chunks = self.processor.unnormalize_actions(actions)
-        t3 = time.perf_counter()
-        info = {'model_ms': (t2 - t1) * 1e3, 'preprocess_ms': (t1 - t0) * 1e3,
-                'postprocess_ms': (t3 - t2) * 1e3, 'total_ms': (t3 - t0) * 1e3}
-        return [ActionChunk(actions=c, dt=self.control_period, info=dict(info)) for c in chunks]
+        return sample_chunks(velocity, start, self.spec.num_steps, guidance, self.processor,
+                             self.control_period, t0, t1)
 
     # -- weights ----------------------------------------------------------------------------------
     def load_weights(self, path: str, strict: bool = True) -> None:
