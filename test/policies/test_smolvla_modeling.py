@@ -18,6 +18,7 @@ import torch
 from retain_ros.policies.base import Observation
 from retain_ros.policies.base import Policy
 from retain_ros.policies.flow import euler_sample
+from retain_ros.policies.prompts import newline_terminated
 from retain_ros.policies.smolvla import build_policy
 from retain_ros.policies.smolvla import resize_with_pad_left_top
 from retain_ros.policies.smolvla.layers_smolvla import legacy_patch_positions
@@ -68,8 +69,8 @@ def test_stage_token_ids(policy, ref):
     assert torch.equal(out['lang_tokens'], arrays['lang_tokens'])
     assert torch.equal(out['lang_masks'], arrays['lang_attention_mask'])
     # no BOS, newline appended, padded to the longest prompt only
-    assert policy.processor.prompt('open the drawer') == 'open the drawer\n'
-    assert policy.processor.prompt('open\n') == 'open\n'
+    assert newline_terminated('open the drawer') == 'open the drawer\n'
+    assert newline_terminated('open\n') == 'open\n'
     assert out['lang_tokens'].shape[1] == int(arrays['lang_attention_mask'].sum(1).max())
 
 

@@ -43,6 +43,7 @@ from retain_ros.policies.normalize import normalized_padded_states
 from retain_ros.policies.normalize import NormStats
 from retain_ros.policies.pi0.configuration_pi0 import Pi0Spec
 from retain_ros.policies.pi0.tokenizer_pi0 import TextTokenizer
+from retain_ros.policies.prompts import newline_terminated
 
 LOG = logging.getLogger(__name__)
 
@@ -84,11 +85,16 @@ class Pi0Processor:
 
     # -- text ---------------------------------------------------------------------------------
     def text_ids(self, instruction: str) -> List[int]:
-        """Ids of bos + instruction + newline, truncated to ``tokenizer_max_length``."""
+        """Ids of bos + instruction + newline (added only when missing), truncated.
+
+        The prompt rule is :func:`~retain_ros.policies.prompts.newline_terminated`; the ids are
+        cut to ``tokenizer_max_length``.
+        """
         ids = self._prompt_cache.get(instruction)
         if ids is None:
             image_id = self.spec.image_token_id
-            body = [i for i in self.tokenizer.encode(f'{instruction}\n') if i != image_id]
+            body = [i for i in self.tokenizer.encode(newline_terminated(instruction))
+                    if i != image_id]
             ids = ([self.tokenizer.bos_token_id] + body)[:self.spec.tokenizer_max_length]
             if len(self._prompt_cache) < 256:
                 self._prompt_cache[instruction] = ids

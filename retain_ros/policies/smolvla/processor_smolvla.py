@@ -44,6 +44,7 @@ from retain_ros.policies.images import to_unit_float
 from retain_ros.policies.norm_stats_files import PREPROCESSOR_JSON
 from retain_ros.policies.normalize import normalized_padded_states
 from retain_ros.policies.normalize import NormStats
+from retain_ros.policies.prompts import newline_terminated
 from retain_ros.policies.smolvla.configuration_smolvla import EMPTY_CAMERA_PREFIX
 from retain_ros.policies.smolvla.configuration_smolvla import SmolVLASpec
 
@@ -159,14 +160,9 @@ class SmolVLAProcessor:
             raise ValueError('the SmolVLA tokenizer has no pad token; it cannot pad a batch')
 
     # -- text ---------------------------------------------------------------------------------
-    @staticmethod
-    def prompt(instruction: str) -> str:
-        """Return the text the model reads: the instruction with a trailing newline."""
-        return instruction if instruction.endswith('\n') else f'{instruction}\n'
-
     def tokenize(self, instructions: Sequence[str]) -> Dict[str, torch.Tensor]:
         """``lang_tokens`` (int64) and ``lang_masks`` (bool), ``(B, L)``."""
-        out = self.tokenizer([self.prompt(t) for t in instructions],
+        out = self.tokenizer([newline_terminated(t) for t in instructions],
                              max_length=int(self.options['max_length']),
                              truncation=bool(self.options['truncation']),
                              padding=self.options['padding'],
