@@ -13,7 +13,9 @@ setup(
     packages=find_packages(exclude=['test', 'test.*', 'benchmarks']),
     # the shipped demo generalist (tiny pi0 checkpoint, LeRobot layout)
     package_data={'retain_ros.demo': ['pretrained/*.json', 'pretrained/*.safetensors',
-                                      'pretrained/*.png', 'pretrained/tokenizer/*']},
+                                      'pretrained/*.png', 'pretrained/tokenizer/*'],
+                  # the operator console's page (retain-ros console)
+                  'retain_ros.ros.console': ['static/*.html', 'static/*.js', 'static/*.css']},
     data_files=[
         ('share/ament_index/resource_index/packages', ['resource/' + package_name]),
         ('share/' + package_name, ['package.xml']),
@@ -40,6 +42,10 @@ setup(
         'mcap-ros2-support>=0.5',
         'pyarrow>=14',
         'pandas',
+        # the operator console in the browser (retain-ros console)
+        'fastapi',
+        'uvicorn',
+        'websockets',
     ],
     extras_require={
         # rclpy and the message packages from PyPI (Kilted wheels), for machines without a
@@ -49,7 +55,9 @@ setup(
             'ros-std-srvs', 'ros-trajectory-msgs', 'ros-diagnostic-msgs', 'ros-rcl-interfaces',
             'ros-lifecycle-msgs', 'ros-geometry-msgs',
         ],
-        'test': ['pytest<8.4', 'hypothesis', 'flake8', 'pydocstyle', 'rosbags>=0.10', 'datasets'],
+        'test': ['pytest<8.4', 'hypothesis', 'flake8', 'pydocstyle', 'rosbags>=0.10', 'datasets',
+                 # the console's browser test (Debian chromium + chromium-driver, .ci/setup)
+                 'selenium'],
         # the same for ROS 2 Jazzy (LTS; rclpy 7.x), in a virtual environment of its own
         # (.ci/setup jazzy -> .venv-jazzy): the two distributions' wheels cannot share one
         'ros-jazzy-wheels': [
@@ -70,6 +78,7 @@ setup(
             'retain-ros = retain_ros.cli:main',
             'policy_node = retain_ros.ros.policy_node.main:main',
             'sim_robot = retain_ros.ros.sim_robot.main:main',
+            'console = retain_ros.ros.console.main:main',
         ],
     },
 )

@@ -2,13 +2,17 @@ r"""Launch the ``retain_policy`` node.
 
     ros2 launch retain_ros policy.launch.py pretrained:=/ckpt/pi0_base finetuned:=/ckpt/pi0_task \
         alpha:=0.75 device:=cuda [tokenizer_path:=/ckpt/tokenizer] [keep_sources:=host] \
-        [embodiment:=droid] [params_file:=my_robot.yaml] [namespace:=arm]
+        [embodiment:=droid] [params_file:=my_robot.yaml] [namespace:=arm] \
+        [console:=true] [console_host:=127.0.0.1] [console_port:=8765]
 
 ``params_file`` defaults to the installed ``share/retain_ros/config/policy.yaml``. Each of
 ``pretrained``, ``finetuned``, ``alpha``, ``device``, ``tokenizer_path``, ``keep_sources`` and
 ``embodiment`` (a preset name or an embodiment YAML file) overrides the parameter file only
 when it is given (non-empty); ``finetuned`` takes several checkpoints separated by commas.
 Alpha is the weight on the FINETUNED model: theta = (1 - alpha)*theta_pre + alpha*theta_ft.
+
+``console:=true`` also starts the operator console (``console`` executable, the web page on
+``console_host``:``console_port``; a non-loopback host prints the token it requires).
 
 When the node exits with a non-zero status (it failed at startup: missing checkpoint, bad
 parameter; the reason is in its log) or is killed by a crash signal, the whole launch is shut
@@ -160,7 +164,31 @@ def _policy_node(context, *args, **kwargs):
         output='screen',
         emulate_tty=True,
     )
-    return [node, RegisterEventHandler(OnProcessExit(target_action=node, on_exit=on_node_exit))]
+    actions = [node, RegisterEventHandler(OnProcessExit(target_action=node,
+                                                        on_exit=on_node_exit))]
+    if arg('console').strip().lower() in ('true', '1', 'yes', 'on'):
+        actions.append(console_node(arg('namespace'), arg('console_host'), arg('console_port')))
+    return actions
+
+
+def console_arguments(namespace, host, port):
+    """Command-line arguments of the console for the policy node in ``namespace``."""
+    target = '/' + '/'.join(p for p in (namespace.strip('/'), 'retain_policy') if p)
+    return ['--node', target, '--host', host.strip() or '127.0.0.1',
+            '--port', port.strip() or '8765']
+
+
+def console_node(namespace, host, port):
+    """Return the operator console's process (it talks to the node over ROS only)."""
+    return Node(
+        package='retain_ros',
+        executable='console',
+        name='retain_console',
+        namespace=namespace,
+        arguments=console_arguments(namespace, host, port),
+        output='screen',
+        emulate_tty=True,
+    )
 
 
 def generate_launch_description():
@@ -194,5 +222,15 @@ def generate_launch_description():
             description='ROS parameter file of the node'),
         DeclareLaunchArgument(
             'namespace', default_value='', description='namespace of the node'),
+        DeclareLaunchArgument(
+            'console', default_value='false',
+            description='true: also start the operator console in the browser (retain-ros '
+                        'console)'),
+        DeclareLaunchArgument(
+            'console_host', default_value='127.0.0.1',
+            description='address the console binds; any non-loopback one requires the token '
+                        'it prints'),
+        DeclareLaunchArgument(
+            'console_port', default_value='8765', description='TCP port of the console'),
         OpaqueFunction(function=_policy_node),
     ])

@@ -30,6 +30,8 @@ COMMANDS = {
                'recorded episode bags (record parameter) as a LeRobot v3 dataset'),
     'params': ('retain_ros.ros.policy_node.param_reference', 'main',
                'write (--write) or check (--check) docs/parameters.md and config/policy.yaml'),
+    'console': ('retain_ros.ros.console.main', 'main',
+                'operator console in the browser: start / judge / abort episodes, live status'),
     'embodiment': ('retain_ros.embodiment.cli', 'main',
                    "robot embodiments: 'embodiment show NAME|FILE' prints the resolved mapping"),
 }

@@ -10,7 +10,8 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LAUNCH_FILE = os.path.join(ROOT, 'launch', 'policy.launch.py')
 ARGUMENTS = {'pretrained', 'finetuned', 'alpha', 'device', 'tokenizer_path', 'keep_sources',
-             'embodiment', 'params_file', 'namespace'}
+             'embodiment', 'params_file', 'namespace', 'console', 'console_host',
+             'console_port'}
 LAUNCH_SKIP = ('launch_ros is not installed (no ROS 2 install: it is on no package registry '
                'here); the static checks above still ran. Run it after colcon build on a '
                'machine with ROS 2')
@@ -44,13 +45,29 @@ def test_launch_file_compiles_and_declares_its_arguments():
 def test_launch_file_starts_the_policy_node():
     keywords = {}
     for call in _calls(_tree(), 'Node'):
-        keywords.update({k.arg: k.value for k in call.keywords})
+        found = {k.arg: k.value for k in call.keywords}
+        if getattr(found.get('name'), 'value', None) == 'retain_policy':   # not the console
+            keywords.update(found)
     for key, value in (('package', 'retain_ros'), ('executable', 'policy_node'),
                        ('name', 'retain_policy')):
         assert isinstance(keywords.get(key), ast.Constant) and keywords[key].value == value
     assert 'parameters' in keywords and 'namespace' in keywords
     text = open(LAUNCH_FILE, encoding='utf-8').read()
     assert "get_package_share_directory" in text and "'policy.yaml'" in text
+
+
+def test_launch_file_starts_the_console_on_request():
+    names = {getattr(k.value, 'value', None) for call in _calls(_tree(), 'Node')
+             for k in call.keywords if k.arg in ('executable', 'name')}
+    assert {'console', 'retain_console'} <= names
+    body = [n for n in _tree().body
+            if isinstance(n, ast.FunctionDef) and n.name == 'console_arguments']
+    helpers = {}
+    exec(compile(ast.Module(body=body, type_ignores=[]), LAUNCH_FILE, 'exec'), helpers)
+    assert helpers['console_arguments']('', '', '') == [
+        '--node', '/retain_policy', '--host', '127.0.0.1', '--port', '8765']
+    assert helpers['console_arguments']('/arm', '0.0.0.0', '9000') == [
+        '--node', '/arm/retain_policy', '--host', '0.0.0.0', '--port', '9000']
 
 
 def test_launch_file_ends_the_launch_when_the_node_fails():

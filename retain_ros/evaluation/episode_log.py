@@ -4,7 +4,9 @@ A line holds everything needed to compute success per alpha later without the ro
 id, the instruction, the scene tag (``'split=new_ood;task=red_block;variation=lighting'``) and its
 parsed fields, the effective alpha of every parameter group (alpha = weight on the FINETUNED
 model), the merge recipe and merged-weights fingerprint, start / end time, the outcome, the
-number of action chunks and their inference latency.
+number of action chunks and their inference latency. An aborted episode (:meth:`EpisodeLog.abort`)
+gets a line too, with ``"aborted": true`` and ``"success": null`` (not counted); with a sequential
+schedule every line carries the test's state after that episode under ``"sequential"``.
 
 Lines are appended and flushed to disk (``fsync``) at the end of every episode, so a crash or a
 power cut on the robot loses at most the episode that was running. The report reads the lines
@@ -97,7 +99,8 @@ class EpisodeLog:
 
     def start(self, instruction: str, tag: str = '', alphas: Optional[Mapping] = None,
               recipe: str = '', fingerprint: str = '', alpha_hidden: bool = False,
-              extra: Optional[Mapping[str, Any]] = None) -> str:
+              extra: Optional[Mapping[str, Any]] = None,
+              checkpoints: Optional[Mapping[str, Any]] = None) -> str:
         """Begin an episode.
 
         :param instruction: the language instruction the policy gets.
@@ -108,6 +111,8 @@ class EpisodeLog:
         :param fingerprint: merged-weights fingerprint.
         :param alpha_hidden: the operator was not shown alpha (blind schedule).
         :param extra: more JSON-able fields stored under ``extra``.
+        :param checkpoints: the live checkpoints (``{'pretrained': path, 'finetuned': [paths],
+            'digests': ...}``, ``MergedPolicy.checkpoints()``), stored as ``checkpoints``.
         :return: the new episode id.
         :raises EpisodeError: when an episode is already running.
         """
@@ -134,6 +139,7 @@ class EpisodeLog:
                 'alpha': alphas,
                 'recipe': str(recipe or ''),
                 'fingerprint': str(fingerprint or ''),
+                'checkpoints': dict(checkpoints or {}),
                 'alpha_hidden': bool(alpha_hidden),
                 'start_unix': now,
                 '_t0': time.monotonic(),
@@ -155,7 +161,8 @@ class EpisodeLog:
 
     def end(self, success: bool, extra: Optional[Mapping[str, Any]] = None,
             recording: Optional[Mapping[str, Any]] = None,
-            instruction: str = '') -> Dict[str, Any]:
+            instruction: str = '', sequential: Optional[Mapping[str, Any]] = None,
+            setting: str = '') -> Dict[str, Any]:
         """Finish the running episode and append its line to the log.
 
         :param success: the outcome.
@@ -164,10 +171,32 @@ class EpisodeLog:
             stored as ``recording``.
         :param instruction: the instruction in force at the end, logged when none was known at
             the start (an instruction that arrived just after ``start``).
+        :param sequential: the sequential test's state after this episode (JSON-able), stored
+            as ``sequential``.
+        :param setting: the schedule's label of this episode's setting (``'setting C'`` when
+            blind: with ``alpha`` it unblinds the test's decisions later), stored as ``setting``.
         :return: the dict that was written.
         :raises EpisodeError: when no episode is running.
         :raises OSError: when the line could not be written (the episode is then dropped).
         """
+        return self._finish(bool(success), extra, recording, instruction, sequential, setting)
+
+    def abort(self, extra: Optional[Mapping[str, Any]] = None,
+              recording: Optional[Mapping[str, Any]] = None,
+              instruction: str = '', sequential: Optional[Mapping[str, Any]] = None,
+              setting: str = '') -> Dict[str, Any]:
+        """Finish the running episode WITHOUT an outcome: its line has ``"aborted": true``.
+
+        The line keeps everything else (α, tag, duration, chunks, ``recording``) with
+        ``"success": null``, so it is never counted as a success or a failure; the report skips
+        it. Same parameters, return value and errors as :meth:`end`.
+        """
+        return self._finish(None, extra, recording, instruction, sequential, setting)
+
+    def _finish(self, success: Optional[bool], extra: Optional[Mapping[str, Any]],
+                recording: Optional[Mapping[str, Any]], instruction: str,
+                sequential: Optional[Mapping[str, Any]], setting: str) -> Dict[str, Any]:
+        """Write the running episode's line; ``success`` None = aborted (see :meth:`abort`)."""
         with self._lock:
             if self._current is None:
                 raise EpisodeError('no episode is running; start one before ending it')
@@ -189,13 +218,14 @@ class EpisodeLog:
             'alpha': record['alpha'],
             'recipe': record['recipe'],
             'fingerprint': record['fingerprint'],
+            'checkpoints': record['checkpoints'],
             'alpha_hidden': record['alpha_hidden'],
             'start_time': _iso(record['start_unix']),
             'end_time': _iso(end_unix),
             'start_unix': round(record['start_unix'], 6),
             'end_unix': round(end_unix, 6),
             'duration_s': round(duration, 6),
-            'success': bool(success),
+            'success': success,
             'chunks': len(latencies),
             'latency_ms': latency_summary(latencies),
         }
@@ -205,9 +235,17 @@ class EpisodeLog:
             line['extra'] = merged_extra
         if recording:
             line['recording'] = dict(recording)
+        if success is None:
+            line['aborted'] = True
+        if setting:
+            line['setting'] = str(setting)
+        if sequential is not None:
+            line['sequential'] = dict(sequential)
         self._append(line)
-        LOG.info('episode %s: %s after %.1f s, %d chunks', line['episode_id'],
-                 'SUCCESS' if line['success'] else 'failure', duration, line['chunks'])
+        outcome = 'ABORTED (not counted)' if success is None else (
+            'SUCCESS' if success else 'failure')
+        LOG.info('episode %s: %s after %.1f s, %d chunks', line['episode_id'], outcome,
+                 duration, line['chunks'])
         return line
 
     def discard(self) -> Optional[str]:

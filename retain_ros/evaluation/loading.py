@@ -8,6 +8,8 @@ becomes the effective alpha per group (alpha = weight on the FINETUNED model).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+from dataclasses import field
 import json
 import logging
 import math
@@ -15,6 +17,7 @@ import os
 from typing import Any
 from typing import Dict
 from typing import List
+from typing import Optional
 from typing import Sequence
 from typing import Tuple
 from typing import Union
@@ -89,21 +92,44 @@ def validate_episode(record: Any) -> Dict[str, Any]:
     return record
 
 
-def load_episodes(paths: Union[str, Sequence[str]]) -> Tuple[List[Dict[str, Any]], int]:
-    """Read episode logs.
+@dataclass
+class LogContents:
+    """What the report reads from episode logs.
+
+    :param episodes: the valid, counted episodes (see :func:`validate_episode`).
+    :param skipped: malformed lines.
+    :param aborted: aborted episodes (``"aborted": true``, ``"success": null``): not counted.
+    :param sequential: the sequential test's state on the last line that has one, or None.
+    :param labels: the schedule's label of each setting (``'setting C'`` when blind) -> the
+        effective alpha per group of the episodes that carried it (to unblind decisions).
+    """
+
+    episodes: List[Dict[str, Any]] = field(default_factory=list)
+    skipped: int = 0
+    aborted: int = 0
+    sequential: Optional[Dict[str, Any]] = None
+    labels: Dict[str, Dict[str, float]] = field(default_factory=dict)
+
+
+def _is_aborted(record: Any) -> bool:
+    return isinstance(record, dict) and record.get('aborted') is True \
+        and record.get('success') is None
+
+
+def read_logs(paths: Union[str, Sequence[str]]) -> LogContents:
+    """Read episode logs: valid episodes, malformed and aborted lines, the sequential state.
 
     Lines that are not valid episodes (bad JSON, no boolean ``success``, no usable ``alpha``) are
-    skipped with one warning per file that counts them; blank lines are ignored.
+    skipped with one warning per file that counts them; aborted episodes are counted apart and
+    never as a success or a failure; blank lines are ignored.
 
-    :param paths: one path or several.
-    :return: ``(episodes, skipped)``; every episode has its ``split`` filled in (``'unknown'``
-        when the log had none) and its effective per-group alphas under ``'_alphas'``.
+    :param paths: one path or several (read in order; the last ``sequential`` state wins).
+    :return: the :class:`LogContents`.
     :raises FileNotFoundError: when a path does not exist.
     """
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
-    episodes: List[Dict[str, Any]] = []
-    skipped = 0
+    out = LogContents()
     for path in paths:
         bad: List[str] = []
         with open(path, encoding='utf-8') as handle:
@@ -111,11 +137,33 @@ def load_episodes(paths: Union[str, Sequence[str]]) -> Tuple[List[Dict[str, Any]
                 if not line.strip():
                     continue
                 try:
-                    episodes.append(validate_episode(json.loads(line)))
+                    record = json.loads(line)
+                    if isinstance(record, dict) and isinstance(record.get('sequential'), dict):
+                        out.sequential = record['sequential']
+                    if _is_aborted(record):
+                        out.aborted += 1
+                        continue
+                    episode = validate_episode(record)
                 except ValueError as exc:
                     bad.append(f'line {number}: {exc}')
+                    continue
+                out.episodes.append(episode)
+                if isinstance(episode.get('setting'), str) and episode['setting']:
+                    out.labels[episode['setting']] = episode['_alphas']
         if bad:
-            skipped += len(bad)
+            out.skipped += len(bad)
             LOG.warning('%s: skipped %d malformed line(s) (%s%s)', path, len(bad),
                         '; '.join(bad[:3]), '; ...' if len(bad) > 3 else '')
-    return episodes, skipped
+    return out
+
+
+def load_episodes(paths: Union[str, Sequence[str]]) -> Tuple[List[Dict[str, Any]], int]:
+    """Read episode logs (:func:`read_logs`); aborted lines are left out, not counted as skipped.
+
+    :param paths: one path or several.
+    :return: ``(episodes, skipped)``; every episode has its ``split`` filled in (``'unknown'``
+        when the log had none) and its effective per-group alphas under ``'_alphas'``.
+    :raises FileNotFoundError: when a path does not exist.
+    """
+    contents = read_logs(paths)
+    return contents.episodes, contents.skipped

@@ -26,7 +26,7 @@ from typing import Optional
 from typing import Sequence
 from typing import Union
 
-from retain_ros.evaluation.loading import load_episodes
+from retain_ros.evaluation.loading import read_logs
 from retain_ros.evaluation.plot import plot_summary
 from retain_ros.evaluation.summary import CONVENTION
 from retain_ros.evaluation.summary import summarize
@@ -49,8 +49,10 @@ def write_report(logs: Union[str, Sequence[str]], markdown: Optional[str] = None
     :return: the :class:`Summary` (print it with :func:`format_table`).
     """
     paths = [logs] if isinstance(logs, (str, os.PathLike)) else list(logs)
-    episodes, skipped = load_episodes(paths)
-    summary = summarize(episodes, skipped=skipped, sources=[str(p) for p in paths])
+    contents = read_logs(paths)
+    summary = summarize(contents.episodes, skipped=contents.skipped,
+                        sources=[str(p) for p in paths], aborted=contents.aborted,
+                        sequential=contents.sequential, labels=contents.labels)
     if plot:
         plot_summary(summary, plot, title=title)
     if markdown:

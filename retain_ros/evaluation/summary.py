@@ -129,6 +129,17 @@ class Summary:
     fingerprints: Dict[Setting, List[str]] = field(default_factory=dict)
     multi_recipe: bool = False
     task_cells: Dict[Tuple[Setting, str, str], Cell] = field(default_factory=dict)
+    aborted: int = 0
+    sequential: Optional[Dict[str, Any]] = None
+    schedule_labels: Dict[str, str] = field(default_factory=dict)
+
+    def unblind(self, label: str) -> str:
+        """Return a schedule label with its setting: ``'setting C (alpha=0.5)'``.
+
+        Labels that already are the setting (not blind) and unknown labels come back as given.
+        """
+        setting = self.schedule_labels.get(label)
+        return f'{label} ({setting})' if setting and setting != label else label
 
     def cell(self, setting: Setting, split: str) -> Cell:
         """Return the counts of ``setting`` on ``split`` (an empty cell when none ran)."""
@@ -188,7 +199,9 @@ class Summary:
                            if self.cell(setting, s).n},
             })
         return {'convention': CONVENTION, 'episodes': self.n_episodes, 'skipped': self.skipped,
-                'sources': self.sources, 'splits': self.splits, 'rows': rows}
+                'aborted': self.aborted, 'sources': self.sources, 'splits': self.splits,
+                'rows': rows, 'sequential': self.sequential,
+                'schedule_labels': dict(self.schedule_labels)}
 
 
 def _split_order(splits: Iterable[str]) -> List[str]:
@@ -198,13 +211,18 @@ def _split_order(splits: Iterable[str]) -> List[str]:
 
 
 def summarize(episodes: Iterable[Dict[str, Any]], skipped: int = 0,
-              sources: Sequence[str] = ()) -> Summary:
+              sources: Sequence[str] = (), aborted: int = 0,
+              sequential: Optional[Dict[str, Any]] = None,
+              labels: Optional[Dict[str, Dict[str, float]]] = None) -> Summary:
     """Count successes per merge setting and split.
 
     :param episodes: records from :func:`~retain_ros.evaluation.loading.load_episodes` (raw
         log dicts are accepted too).
     :param skipped: malformed lines to mention in the output.
     :param sources: log paths to mention in the output.
+    :param aborted: aborted episodes (not counted) to mention in the output.
+    :param sequential: the sequential test's last state (printed as decisions).
+    :param labels: schedule label -> effective alpha per group (to unblind the decisions).
     :return: the :class:`Summary`, settings sorted by :meth:`Setting.sort_key`.
     :raises ValueError: when a raw record is not a valid episode.
     """
@@ -243,4 +261,8 @@ def summarize(episodes: Iterable[Dict[str, Any]], skipped: int = 0,
                         'different checkpoints', setting.label(), len(fingerprints[setting]))
     return Summary(settings=ordered, splits=_split_order(splits), cells=cells, n_episodes=count,
                    skipped=skipped, sources=[str(s) for s in sources], fingerprints=fingerprints,
-                   multi_recipe=len(recipes) > 1, task_cells=task_cells)
+                   multi_recipe=len(recipes) > 1, task_cells=task_cells, aborted=aborted,
+                   sequential=sequential,
+                   schedule_labels={name: Setting(tuple((g, round(a, 9))
+                                                        for g, a in alphas.items())).label()
+                                    for name, alphas in (labels or {}).items()})

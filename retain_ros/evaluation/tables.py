@@ -27,12 +27,56 @@ def _cell_text(cell: Cell) -> str:
             f'[{100 * low:>3.0f}-{100 * high:>3.0f}%]')
 
 
+def sequential_lines(summary: Summary) -> List[str]:
+    """Return the sequential test's decisions, each with its error rate (empty without one).
+
+    A decision reads ``alpha=0.5 better than alpha=1 (anytime-valid p = 0.012 ≤ 0.05, Holm over
+    2 comparisons)``; blind labels are followed by their setting. Comparisons not decided say
+    so; no setting is ever named a winner without a test behind it.
+    """
+    status = summary.sequential
+    if not isinstance(status, dict) or not isinstance(status.get('comparisons'), list):
+        return []
+    design = status.get('design') or {}
+    level = design.get('level', 0.05)
+    count = design.get('comparisons', len(status['comparisons']))
+    holm = f'Holm over {count} comparison{"s" if count != 1 else ""}'
+    lines = [f'Sequential comparison (family-wise level {level:g}, {holm}; p-values valid at '
+             f'any stopping time within the budget of {design.get("budget", "?")} episodes '
+             'per setting):']
+    for comp in status['comparisons']:
+        if not isinstance(comp, dict):
+            continue
+        a, b = summary.unblind(str(comp.get('a'))), summary.unblind(str(comp.get('b')))
+        p_value = float(comp.get('p_value', 1.0))
+        decision = comp.get('decision')
+        if decision in ('a better', 'b better'):
+            win, lose = (a, b) if decision == 'a better' else (b, a)
+            lines.append(f'  {win} better than {lose} (anytime-valid p = {p_value:.3g} '
+                         f'≤ {level:g}, {holm})')
+        else:
+            why = 'no difference within budget' if decision == 'no difference within budget' \
+                else 'not decided' + (f' ({comp["note"]})' if comp.get('note') else '')
+            lines.append(f'  {a} vs {b}: {why} (p = {p_value:.3g} > {level:g}, '
+                         f'{comp.get("pairs", 0)} pairs)')
+    stopped = status.get('stopped')
+    dropped = ', '.join(summary.unblind(str(d)) for d in status.get('dropped') or [])
+    lines.append('  ' + (f'stopped: {stopped}' if stopped else 'still running') + ' after '
+                 f'{status.get("episodes_done", "?")} episodes'
+                 + (f'; settings dropped: {dropped}' if dropped else ''))
+    if status.get('mixed_tag_blocks'):
+        lines.append(f'  note: {status["mixed_tag_blocks"]} block(s) mixed scene tags')
+    return lines
+
+
 def _header_lines(summary: Summary) -> List[str]:
     lines = [f'Success rate per merge setting ({CONVENTION})',
              f'95% Wilson intervals; {summary.n_episodes} episode(s)'
              + (f' from {", ".join(summary.sources)}' if summary.sources else '')]
     if summary.skipped:
         lines.append(f'WARNING: {summary.skipped} malformed line(s) skipped')
+    if summary.aborted:
+        lines.append(f'{summary.aborted} aborted episode(s) not counted')
     return lines
 
 
@@ -60,6 +104,9 @@ def format_table(summary: Summary) -> str:
     lines.append('highest observed rate: ' + '; '.join(
         f'{_split_title(s)}: {summary.leaders_text(s)}' for s in summary.splits))
     lines.append('  (overlapping intervals mean the data do not separate those settings)')
+    seq = sequential_lines(summary)
+    if seq:
+        lines += [''] + seq
     return '\n'.join(lines)
 
 
@@ -93,6 +140,11 @@ def format_markdown(summary: Summary, plot_path: Optional[str] = None,
             '- Cells: successes / episodes, success rate, 95% Wilson interval.']
     if summary.skipped:
         out.append(f'- **{summary.skipped} malformed log line(s) skipped.**')
+    if summary.aborted:
+        out.append(f'- {summary.aborted} aborted episode(s) not counted.')
+    seq = sequential_lines(summary)
+    if seq:
+        out += ['', seq[0]] + [f'- {line.strip()}' for line in seq[1:]]
     out.append('')
     if plot_path:
         out += [f'![success rate per alpha]({plot_path})', '']

@@ -69,6 +69,7 @@ from retain_ros.merging.errors import SpecError
 from retain_ros.merging.live_inputs import load_cache
 from retain_ros.merging.live_inputs import MergeInputs
 from retain_ros.merging.live_inputs import PieceReader
+from retain_ros.merging.live_inputs import Reopened
 from retain_ros.merging.memory import KEEP_SOURCES
 from retain_ros.merging.memory import MemoryPlan
 from retain_ros.merging.memory import plan_memory
@@ -103,20 +104,6 @@ class MergeState:
         return {'alpha': dict(self.alphas), 'recipe': self.recipe,
                 'fingerprint': self.fingerprint, 'merge_ms': round(self.merge_ms, 3),
                 'convention': CONVENTION}
-
-
-@dataclass(frozen=True)
-class Reopened:
-    """Checkpoint files opened again and checked against the module (:meth:`LiveMerger.reopen`).
-
-    :param pre: pretrained source.
-    :param fts: finetuned sources.
-    :param groups: canonical key -> parameter group.
-    """
-
-    pre: CheckpointSource
-    fts: List[CheckpointSource]
-    groups: Dict[str, str]
 
 
 class LiveMerger:
@@ -362,38 +349,49 @@ class LiveMerger:
                  (time.perf_counter() - t0) * 1e3)
 
     # -- reload ----------------------------------------------------------------------------------
-    def reopen(self) -> Reopened:
-        """Open the checkpoint files again and check them against the module; nothing changes.
+    def reopen(self, pretrained: Optional[SourceLike] = None,
+               finetuned: Optional[Sequence[SourceLike]] = None) -> Reopened:
+        """Open checkpoint files (again) and check them against the module; nothing changes.
 
         Needs no lock: :class:`~retain_ros.runtime.merged_policy.MergedPolicy` calls it while
         inference goes on, then hands the result to :meth:`reload`.
 
-        :raises MergeError: a file is unreadable, or the checkpoints no longer fit each other or
+        :param pretrained: another pretrained checkpoint (None: the live one's path).
+        :param finetuned: other finetuned checkpoints (None: the live ones' paths).
+        :raises MergeError: a file is unreadable, or the checkpoints do not fit each other or
             the module (naming the file and the first offending tensors).
         """
         pre, fts = self.sources
-        new_pre, new_fts = open_sources(pre.path, [f.path for f in fts], self.family)
+        new_pre, new_fts = open_sources(pre.path if pretrained is None else pretrained,
+                                        [f.path for f in fts] if finetuned is None
+                                        else list(finetuned), self.family)
         validate_sources(new_pre, new_fts)
         return Reopened(new_pre, list(new_fts), check_fit(self._targets, new_pre, self.family))
 
-    def reload(self, reopened: Optional[Reopened] = None) -> MergeState:
-        """Re-merge the current spec from the checkpoint files read again; all-or-nothing.
+    def reload(self, reopened: Optional[Reopened] = None,
+               spec: Optional[MergeSpec] = None) -> MergeState:
+        """Re-merge from the checkpoint files read again; all-or-nothing.
 
         In device / host mode the new sources are loaded while the old ones are still held (the
-        memory plan is checked for that first).
+        memory plan is checked for that first, before anything is allocated).
 
-        :param reopened: the files as :meth:`reopen` opened and checked them (None: opened here).
-        :raises MergeError: files unreadable or no longer fitting; old sources and weights stay.
+        :param reopened: the files as :meth:`reopen` opened and checked them (None: the live
+            paths, opened here); other paths than the live ones switch checkpoints.
+        :param spec: the spec to merge them with (None: the live one), e.g. a new alpha applied
+            in the same merge as new checkpoints.
+        :raises MergeError: files unreadable or not fitting, or the spec invalid for them; the
+            old sources and weights stay.
         :raises RestoreFailedError: as for :meth:`apply`.
         """
         with self._lock:
             old = self._src
-            spec = self._state.spec
+            spec = self._state.spec if spec is None else spec
             digester = self._digester
             try:
                 if reopened is None:
                     reopened = self.reopen()
                 pre, fts = reopened.pre, reopened.fts
+                PreparedMerge(pre, fts, spec, reopened.groups)  # a spec unfit for them: refused
                 if self.keep_sources != 'disk':
                     plan_memory(pre, fts, self.device, self._module_dtype(), self.keep_sources,
                                 model_allocated=True, extra_sources=True)

@@ -36,6 +36,20 @@ Cache = Optional[Dict[str, Tuple[torch.Tensor, List[torch.Tensor]]]]
 Piece = Tuple[str, Optional[int], Optional[int]]
 
 
+@dataclass(frozen=True)
+class Reopened:
+    """Checkpoint files opened (again) and checked against the module (``LiveMerger.reopen``).
+
+    :param pre: pretrained source.
+    :param fts: finetuned sources.
+    :param groups: canonical key -> parameter group.
+    """
+
+    pre: CheckpointSource
+    fts: List[CheckpointSource]
+    groups: Dict[str, str]
+
+
 @dataclass
 class MergeInputs:
     """The inputs of a merge: the sources and their in-memory copies (None: disk mode)."""

@@ -32,7 +32,8 @@ def export(bags: Sequence[str], out: str, fps: Optional[int] = None,
     :param out: the dataset folder to create (new, or empty).
     :param fps: frames per second; None = the first episode's control rate.
     :param only_success: keep only episodes whose line says ``success: true``.
-    :param include_interrupted: also keep episodes that never ended (no outcome).
+    :param include_interrupted: also keep episodes without an outcome: those that never ended
+        and those the operator aborted (``~/abort_episode``; their ``success`` is ``None``).
     :param cameras: ``{topic: feature name}`` overrides of
         :func:`~retain_ros.recording.episode_reader.camera_key`.
     :param robot_type: ``robot_type`` of ``meta/info.json``.
@@ -57,6 +58,8 @@ def export(bags: Sequence[str], out: str, fps: Optional[int] = None,
         episode = read_episode(path, fps=fps or writer.fps, cameras=cameras)
         if episode.line is None and not include_interrupted:
             skipped[path] = f'no episode line (status {episode.status}): the episode never ended'
+        elif (episode.line or {}).get('aborted') and not include_interrupted:
+            skipped[path] = 'aborted by the operator (not counted)'
         elif only_success and not (episode.line or {}).get('success'):
             skipped[path] = 'not a success'
         else:
@@ -99,7 +102,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument('--only-success', action='store_true',
                         help='keep only successful episodes')
     parser.add_argument('--include-interrupted', action='store_true',
-                        help='also keep episodes that never ended (crash, no outcome)')
+                        help='also keep episodes without an outcome: never ended (crash) or '
+                             'aborted by the operator')
     parser.add_argument('--camera', action='append', default=[], metavar='TOPIC=NAME',
                         help='feature name of a camera topic (observation.images.NAME)')
     parser.add_argument('--robot-type', default=None, help='robot_type of meta/info.json')

@@ -17,7 +17,10 @@ No ROS here. The node talks to the weights only through this object::
   :meth:`predict` refuses, and only a successful :meth:`reload` makes it valid again;
 - :meth:`reload` opens the files again and checks them against the model outside the lock
   (``LiveMerger.reopen``: a bad file is refused without stopping inference), then hands them to
-  ``LiveMerger.reload``, which reads and swaps them in under the lock.
+  ``LiveMerger.reload``, which reads and swaps them in under the lock;
+- :meth:`switch` does the same with other checkpoint files (and optionally a new spec, one
+  merge): the new last finetuned checkpoint must have the running model's configuration, and its
+  normalization statistics come in with its weights (:mod:`.checkpoint_switch`).
 """
 from __future__ import annotations
 
@@ -29,6 +32,7 @@ from typing import Any
 from typing import Dict
 from typing import Iterator
 from typing import Optional
+from typing import Sequence
 from typing import Tuple
 
 from retain_ros.merging.engine import CONVENTION
@@ -38,6 +42,9 @@ from retain_ros.merging.spec import MergeSpec
 from retain_ros.policies.base import ActionChunk
 from retain_ros.policies.base import Observation
 from retain_ros.policies.loader import warm_up
+from retain_ros.runtime.checkpoint_switch import describe_checkpoints
+from retain_ros.runtime.checkpoint_switch import install_stats
+from retain_ros.runtime.checkpoint_switch import stats_for_switch
 
 LOG = logging.getLogger(__name__)
 
@@ -195,28 +202,59 @@ class MergedPolicy:
         :raises MergeError: files unreadable or not fitting; the previous weights stay (and an
             invalid runtime stays invalid).
         """
-        reopened = self._reopen()
+        return self._swap(self._reopen(), None, None)
+
+    def switch(self, pretrained: str, finetuned: Sequence[str],
+               spec: Optional[MergeSpec] = None):
+        """Merge other checkpoints in place of the live ones (and ``spec``, in the same merge).
+
+        Like :meth:`reload`: the files are opened and checked outside the lock (same tensors and
+        shapes as the model, the running model's ``config.json``, readable normalization
+        statistics), then read and merged in under it, all-or-nothing; the new last finetuned
+        checkpoint's statistics are installed with its weights.
+
+        :param pretrained: the pretrained checkpoint path.
+        :param finetuned: the finetuned checkpoint paths.
+        :param spec: the spec to merge them with (None: the live one).
+        :return: the new :class:`~retain_ros.merging.live.MergeState`.
+        :raises MergeError: refused or failed; the previous checkpoints, statistics and weights
+            stay live (the message says why).
+        :raises RuntimeInvalidError: as for :meth:`set_spec`.
+        """
+        reopened = self._reopen(pretrained, list(finetuned))
+        try:
+            stats = stats_for_switch(self._policy, self._merger.sources[1][-1], reopened.fts[-1])
+        except MergeError:
+            raise
+        except Exception as exc:  # noqa: B902 - any unreadable file is a refused switch
+            raise MergeError(f'switch refused: {type(exc).__name__}: {exc}') from exc
+        return self._swap(reopened, spec, stats)
+
+    def _swap(self, reopened, spec: Optional[MergeSpec], stats: Any):
+        """Under the model lock: ``LiveMerger.reload`` of ``reopened``, then ``stats``."""
         with self._model_lock:
             was_invalid = self._invalid_now()
             try:
-                state = self._merger.reload(reopened)
+                state = self._merger.reload(reopened, spec)
             except Exception as exc:  # noqa: B902
                 if not was_invalid:
                     self._fail(exc)
                 raise
+            install_stats(self._policy, stats)
             self._policy.reset()
             self._bump()
         if was_invalid:
             LOG.info('weights reloaded: the runtime is valid again')
         return state
 
-    def _reopen(self):
-        """``LiveMerger.reopen``: the files opened again and checked, without the model lock.
+    def _reopen(self, pretrained: Optional[str] = None,
+                finetuned: Optional[Sequence[str]] = None):
+        """``LiveMerger.reopen``: the files opened (again) and checked, without the model lock.
 
         :raises MergeError: with the reason (names the file).
         """
         try:
-            return self._merger.reopen()
+            return self._merger.reopen(pretrained, finetuned)
         except MergeError:
             raise
         except Exception as exc:  # noqa: B902 - any unreadable file is a refused reload
@@ -264,9 +302,17 @@ class MergedPolicy:
         return (f'recipe={state.recipe} alpha (weight on finetuned) per group: {per}; '
                 f'fingerprint={state.fingerprint}')
 
+    def checkpoints(self) -> Dict[str, Any]:
+        """Return the live checkpoints: pretrained, finetuned (paths) and their digests."""
+        return describe_checkpoints(self._merger)
+
     def merge_state(self, blind: bool = False) -> Dict[str, Any]:
-        """``~/merge_state`` content: alpha per group (hidden when blind), recipe, fingerprint."""
+        """``~/merge_state`` content: alpha per group (hidden when blind), recipe, fingerprint.
+
+        Also the live ``checkpoints`` (:meth:`checkpoints`), the generation and the validity.
+        """
         data = dict(self.state.to_dict())
+        data['checkpoints'] = self.checkpoints()
         data['generation'] = self.generation
         data['valid'] = self.valid
         if blind:

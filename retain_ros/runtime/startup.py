@@ -3,7 +3,8 @@
 The node's ``configure`` transition is these three steps:
 
 1. :func:`resolve_checkpoints`: ``pretrained_path`` / ``finetuned_paths``, or the demo
-   checkpoints made by ``retain-ros demo-train`` when both are empty;
+   checkpoints made by ``retain-ros demo-train`` when both are empty (also for a live switch of
+   checkpoints, :func:`checkpoint_change`);
 2. :func:`load_pair`: load both checkpoints and merge them on the target device
    (:func:`retain_ros.policies.loader.load_merged_policy`);
 3. :func:`plan_acting`: what acting needs from the configuration, the policy and the robot's
@@ -21,6 +22,7 @@ import time
 from typing import Any
 from typing import Dict
 from typing import List
+from typing import Optional
 from typing import Tuple
 
 from retain_ros.runtime.merged_policy import MergedPolicy
@@ -79,6 +81,20 @@ def resolve_checkpoints(cfg, log=LOG) -> Tuple[str, List[str]]:
             'or set pretrained_path and finetuned_paths')
     log.info(f'using the demo checkpoints: {pretrained} + {finetuned}')
     return pretrained, finetuned
+
+
+def checkpoint_change(old_cfg, new_cfg, log=LOG) -> Optional[Tuple[str, List[str]]]:
+    """Return the checkpoints a live parameter set switches to, or None when they stay.
+
+    ``pretrained_path`` / ``finetuned_paths`` compared as given; changed ones are resolved like
+    at start-up (:func:`resolve_checkpoints`: both empty = the demo checkpoints).
+
+    :raises StartupError: the new values name no valid pair (the message says why).
+    """
+    if (old_cfg.pretrained_path.strip(), old_cfg.finetuned) == \
+            (new_cfg.pretrained_path.strip(), new_cfg.finetuned):
+        return None
+    return resolve_checkpoints(new_cfg, log)
 
 
 def load_pair(cfg, log=LOG):

@@ -69,3 +69,33 @@ def test_episode_log_threaded_chunks(tmp_path):
     for t in threads:
         t.join()
     assert log.end(True)['chunks'] == 800
+
+
+def test_aborted_episode_line_is_not_an_outcome(tmp_path):
+    path = tmp_path / 'e.jsonl'
+    log = EpisodeLog(str(path))
+    log.start('x', 'split=new_id;task=t', {'vision': 0.5})
+    log.record_chunk(12.0)
+    status = {'episodes_done': 0, 'aborted': 1, 'summary': '2 settings left'}
+    line = log.abort(recording={'bag': '/b', 'messages': 3}, sequential=status,
+                     setting='setting A')
+    assert not log.active
+    with pytest.raises(EpisodeError, match='no episode is running'):
+        log.abort()
+    log.start('y', 'split=new_id;task=t', {'vision': 1.0})
+    ended = log.end(False, sequential={'episodes_done': 1}, setting='setting B')
+    rows = [json.loads(t) for t in path.read_text().splitlines()]
+    assert rows == [line, ended]
+    assert rows[0]['aborted'] is True and rows[0]['success'] is None
+    assert rows[0]['chunks'] == 1 and rows[0]['recording'] == {'bag': '/b', 'messages': 3}
+    assert rows[0]['sequential'] == status and rows[0]['setting'] == 'setting A'
+    assert rows[1]['success'] is False and 'aborted' not in rows[1]
+    assert rows[1]['sequential'] == {'episodes_done': 1} and rows[1]['setting'] == 'setting B'
+
+
+def test_lines_without_schedule_have_no_sequential_fields(tmp_path):
+    log = EpisodeLog(str(tmp_path / 'e.jsonl'))
+    log.start('x')
+    line = log.end(True)
+    assert line['success'] is True
+    assert not {'sequential', 'setting', 'aborted'} & set(line)

@@ -63,7 +63,7 @@ def _chunk(c, dt=0.1, horizon=4):
 
 
 def write_bag(path, success=True, instruction='touch the red block', frames=10,
-              line=True, jpeg_wrist=True, wrist=None, camera=None):
+              line=True, jpeg_wrist=True, wrist=None, camera=None, aborted=False):
     """Write a 1 s episode bag: camera, joints at 10 Hz, a 4-point chunk (dt 0.1 s) every 0.2 s.
 
     :param wrist: ``k -> CompressedImage`` for the wrist camera (default: a JPEG).
@@ -87,9 +87,11 @@ def write_bag(path, success=True, instruction='touch the red block', frames=10,
         bag.write('/joint_states', cdr(_joints(k)), t)
         if k % 2 == 0:
             bag.write('/arm_controller/joint_trajectory', cdr(_chunk(k // 2)), t + MS)
-    bag.close(episode={'episode_id': os.path.basename(str(path)), 'success': success,
-                       'instruction': instruction, 'alpha': {'vision': 0.5},
-                       'fingerprint': 'f00d'} if line else None)
+    episode = {'episode_id': os.path.basename(str(path)), 'success': success,
+               'instruction': instruction, 'alpha': {'vision': 0.5}, 'fingerprint': 'f00d'}
+    if aborted:
+        episode.update(success=None, aborted=True)
+    bag.close(episode=episode if line else None)
     return str(path)
 
 
@@ -182,6 +184,17 @@ def test_export_is_a_lerobot_v3_dataset(tmp_path):
                                                'q99'}
     assert np.asarray(stats['observation.images.camera']['mean']).shape == (3, 1, 1)
     assert 0.0 <= np.asarray(stats['observation.images.camera']['max']).max() <= 1.0
+
+
+def test_aborted_episodes_are_left_out_unless_asked_for(tmp_path):
+    bags = tmp_path / 'bags'
+    write_bag(bags / 'a', success=False, jpeg_wrist=False)
+    write_bag(bags / 'b', jpeg_wrist=False, aborted=True)
+    info = export([str(bags)], str(tmp_path / 'out'), progress=False)
+    assert info['total_episodes'] == 1
+    assert info['skipped'] == {str(bags / 'b'): 'aborted by the operator (not counted)'}
+    info = export([str(bags)], str(tmp_path / 'all'), include_interrupted=True, progress=False)
+    assert info['total_episodes'] == 2
 
 
 def test_export_filters_and_errors(tmp_path, capsys):

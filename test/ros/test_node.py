@@ -207,8 +207,8 @@ def test_invalid_alpha_sets_are_refused(env):
     assert not bad_group.successful and '-1 (follow alpha)' in bad_group.reason
     bad_recipe = env.h.set_params(recipe='no-such-recipe')[0]
     assert not bad_recipe.successful and 'recipe' in bad_recipe.reason
-    read_only = env.h.set_params(pretrained_path='/elsewhere')[0]
-    assert not read_only.successful
+    missing = env.h.set_params(pretrained_path='/elsewhere')[0]   # live, but no checkpoint there
+    assert not missing.successful and '/elsewhere' in missing.reason
     assert env.node.get_parameter('alpha_vision').value == -1.0
     assert env.node.get_parameter('recipe').value == 'interpolate'
     assert env.merge_state()['fingerprint'] == before

@@ -142,3 +142,88 @@ def test_release_frees_the_model(tiny_pi0_checkpoints):
     runtime = _runtime(*tiny_pi0_checkpoints)
     runtime.release()
     assert runtime.policy is None and runtime.merger is None and not runtime.valid
+
+
+# ---------------------------------------------------------------- switching checkpoints live
+def _third(tmp_path, seed=3, **kwargs):
+    """A third tiny pi0 (another seed) with its own, non-identity normalization statistics."""
+    from retain_ros.policies.loader import load_policy
+    from retain_ros.policies.pi0 import NormStats
+    from retain_ros.policies.pi0 import save_pi0_checkpoint
+
+    out = write_tiny_pi0(tmp_path / f'ft{seed}', seed=seed, **kwargs)
+    policy = load_policy(out, device='cpu', dtype='float32', warmup=False)
+    d = policy.state_dim
+    stats = NormStats(state_mean=np.full(d, 0.2), state_std=np.full(d, 2.0),
+                      action_mean=np.full(policy.action_dim, -0.3),
+                      action_std=np.full(policy.action_dim, 3.0), source='test')
+    return save_pi0_checkpoint(policy, out, stats=stats)
+
+
+def test_switch_equals_a_fresh_runtime_on_the_new_pair(tiny_pi0_checkpoints, tmp_path):
+    pre, ft = tiny_pi0_checkpoints
+    ft3 = _third(tmp_path)
+    runtime = _runtime(pre, ft)
+    before, gen = runtime.predict(_obs(runtime))
+    state = runtime.switch(pre, [ft3], MergeSpec(alpha=0.7))   # sources and alpha: one merge
+    fresh = _runtime(pre, ft3, alpha=0.7)
+    assert runtime.generation == gen + 1 and state.fingerprint == fresh.state.fingerprint
+    after, _ = runtime.predict(_obs(runtime))
+    np.testing.assert_allclose(after.actions, fresh.predict(_obs(fresh))[0].actions, atol=1e-6)
+    assert not np.allclose(after.actions, before.actions)
+    assert runtime.policy.stats.action.stats['std'][0] == pytest.approx(3.0)  # ft3's statistics
+    live = runtime.checkpoints()
+    assert live['pretrained'] == os.path.abspath(pre)
+    assert live['finetuned'] == [os.path.abspath(ft3)]
+    assert live['digests'] == fresh.checkpoints()['digests']
+    assert runtime.merge_state()['checkpoints'] == live
+    runtime.reload()                                # a reload re-reads the switched-to files
+    assert runtime.checkpoints()['finetuned'] == [os.path.abspath(ft3)]
+
+
+def test_switch_refusals_leave_everything_live(tiny_pi0_checkpoints, tmp_path):
+    pre, ft = tiny_pi0_checkpoints
+    runtime = _runtime(pre, ft)
+    chunk, gen = runtime.predict(_obs(runtime))
+    live, stats, fp = runtime.checkpoints(), runtime.policy.stats, runtime.state.fingerprint
+    other_config = write_tiny_pi0(tmp_path / 'chunk12', seed=4, chunk_size=12)
+    other_shapes = write_tiny_pi0(tmp_path / 'wide', seed=5, state_dim=6, action_dim=6)
+    no_stats = write_tiny_pi0(tmp_path / 'nostats', seed=6)
+    for name in os.listdir(no_stats):
+        if name.startswith('policy_'):
+            os.remove(os.path.join(no_stats, name))
+    cases = [
+        (str(tmp_path / 'missing'), 'no such checkpoint'),
+        (other_config, 'chunk_size'),
+        (other_shapes, 'shape'),
+        (no_stats, 'normalization statistics'),
+    ]
+    for path, reason in cases:
+        with pytest.raises(MergeError, match=reason):
+            runtime.switch(pre, [path], MergeSpec(alpha=0.9))
+    with pytest.raises(MergeError, match='capability'):          # a spec unfit for the sources
+        runtime.switch(pre, [_third(tmp_path)], MergeSpec(recipe='capability', alpha=0.5))
+    assert runtime.valid and runtime.generation == gen and runtime.state.fingerprint == fp
+    assert runtime.checkpoints() == live and runtime.policy.stats is stats
+    again, _ = runtime.predict(_obs(runtime))
+    np.testing.assert_array_equal(again.actions, chunk.actions)
+
+
+def test_switch_refused_by_the_memory_plan_before_allocating(tiny_pi0_checkpoints, tmp_path,
+                                                             monkeypatch):
+    from retain_ros.merging import live
+    from retain_ros.merging import memory
+    from retain_ros.merging.memory import MemoryPlanError
+
+    pre, ft = tiny_pi0_checkpoints
+    policy, merger = load_merged_policy(pre, [ft], MergeSpec(alpha=0.5), device='cpu',
+                                        dtype='float32', keep_sources='host', warmup=False)
+    runtime = MergedPolicy(policy, merger)
+    ft3 = _third(tmp_path)
+    loads = []
+    monkeypatch.setattr(live, 'load_cache', lambda *a: loads.append(a))
+    monkeypatch.setattr(memory, 'host_free', lambda: (1024, 'test limit'))
+    with pytest.raises(MemoryPlanError, match='keep_sources=host does not fit'):
+        runtime.switch(pre, [ft3])
+    assert loads == [] and runtime.valid
+    assert runtime.checkpoints()['finetuned'] == [os.path.abspath(ft)]

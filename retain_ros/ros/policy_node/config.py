@@ -18,6 +18,10 @@ from typing import Tuple
 
 from rclpy.parameter import Parameter
 
+from retain_ros.evaluation.schedule import describe
+from retain_ros.evaluation.schedule import parse_setting
+from retain_ros.evaluation.sequential import MAX_BUDGET
+from retain_ros.merging.errors import SpecError
 from retain_ros.merging.live import KEEP_SOURCES
 from retain_ros.merging.spec import RECIPES
 from retain_ros.ros.policy_node.params import CHUNK_BLENDING
@@ -84,6 +88,12 @@ class NodeConfig:
     schedule_seed: int
     schedule_repeats: int
     blind: bool
+    sequential: bool
+    sequential_reference: str
+    sequential_level: float
+    sequential_power: float
+    sequential_gap: float
+    sequential_budget: int
     record: bool
     record_dir: str
     record_jpeg_quality: int
@@ -156,6 +166,7 @@ class NodeConfig:
             raise ConfigError('max_instruction_chars must be at least 1')
         if self.schedule_repeats < 1:
             raise ConfigError('schedule_repeats must be at least 1')
+        _check_sequential(self)
 
     @property
     def finetuned(self) -> List[str]:
@@ -198,3 +209,41 @@ def _check_group_alpha(name: str, value: float) -> Optional[str]:
         return None
     return (f'{name}={value:g}: use -1 (follow alpha) or a value in [0, 1] '
             '(alpha = weight on the FINETUNED model)')
+
+
+def _check_sequential(config: NodeConfig) -> None:
+    """Refuse sequential-evaluation parameters the test cannot run with (one line each)."""
+    for name, allowed, ok in (
+            ('sequential_level', '(0, 0.5)', lambda v: 0.0 < v < 0.5),
+            ('sequential_power', '(0, 1)', lambda v: 0.0 < v < 1.0),
+            ('sequential_gap', '(0, 1]', lambda v: 0.0 < v <= 1.0)):
+        value = getattr(config, name)
+        if not ok(value):
+            raise ConfigError(f'{name}={value:g}: use a value in {allowed}')
+    if not 2 <= config.sequential_budget <= MAX_BUDGET:
+        raise ConfigError(f'sequential_budget={config.sequential_budget}: use 2 to {MAX_BUDGET} '
+                          'episodes per setting')
+    reference = config.sequential_reference.strip()
+    if not reference:
+        raise ConfigError("sequential_reference is empty: use a setting of alpha_schedule "
+                          "(e.g. 'alpha=1') or 'best'")
+    if not config.sequential:
+        return
+    settings = [s for s in config.alpha_schedule if s.strip()]
+    if len(settings) < 2:
+        raise ConfigError(f'sequential=true needs alpha_schedule with at least 2 settings to '
+                          f'compare, got {settings}')
+    if reference == 'best':
+        return
+    try:
+        wanted = describe(parse_setting(reference))
+    except SpecError as exc:
+        raise ConfigError(f"sequential_reference={reference!r}: {exc} (or use 'best')") \
+            from None
+    try:
+        known = [describe(parse_setting(s)) for s in settings]
+    except SpecError as exc:
+        raise ConfigError(f'alpha_schedule={settings}: {exc}') from None
+    if wanted not in known:
+        raise ConfigError(f"sequential_reference={reference!r} is not one of alpha_schedule "
+                          f"{settings}: add it there, or use 'best'")

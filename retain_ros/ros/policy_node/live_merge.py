@@ -1,4 +1,4 @@
-"""Live weight changes of the ``retain_policy`` node: alpha / recipe parameters and reloads.
+"""Live weight changes of the ``retain_policy`` node: alpha / recipe / checkpoints, reloads.
 
 alpha's path: a parameter set -> :meth:`LiveMergeMixin._on_set_parameters` (here, the on-set
 callback, which calls :meth:`~retain_ros.runtime.merged_policy.MergedPolicy.set_spec` itself) ->
@@ -12,6 +12,9 @@ callback, which calls :meth:`~retain_ros.runtime.merged_policy.MergedPolicy.set_
   inconsistent and the node holds until a successful ``~/reload_weights``.
 - After a change no command computed with the previous weights reaches any output (merge
   generations, checked under the lock the set takes) and the queued actions are dropped.
+- ``pretrained_path`` / ``finetuned_paths`` switch the checkpoints between episodes
+  (:meth:`~retain_ros.runtime.merged_policy.MergedPolicy.switch`: checked like a reload, one
+  merge with the new sources and the alpha of the same set, same all-or-nothing rule).
 - Parameters the embodiment file names (``$joint_lower_limits``...) re-load the embodiment; the
   set is refused when the new one is invalid.
 """
@@ -29,10 +32,13 @@ from rclpy.parameter import Parameter
 
 from retain_ros.merging.errors import MergeError
 from retain_ros.ros.policy_node.config import ConfigError
+from retain_ros.ros.policy_node.params import CHECKPOINT_PARAMS
 from retain_ros.ros.policy_node.params import MERGE_PARAMS
 from retain_ros.ros.policy_node.parameter_services import run_on
 from retain_ros.runtime.merged_policy import RuntimeInvalidError
+from retain_ros.runtime.startup import checkpoint_change
 from retain_ros.runtime.startup import merge_spec
+from retain_ros.runtime.startup import StartupError
 
 
 class LiveMergeMixin:
@@ -45,7 +51,7 @@ class LiveMergeMixin:
         (rclpy calls it right after this callback succeeded and the values were stored).
 
         :return: successful only when the new values are valid and, for alpha / recipe, the
-            re-merge succeeded (the reason otherwise).
+            re-merge (or checkpoint switch) succeeded (the reason otherwise).
         """
         changes = {p.name: _plain(p.value) for p in parameters}
         try:
@@ -55,24 +61,32 @@ class LiveMergeMixin:
             return SetParametersResult(successful=False, reason=str(exc))
         self._pending_cfg = new
         runtime = self._runtime
-        if runtime is None or not set(MERGE_PARAMS) & set(changes):
+        if runtime is None or not set(MERGE_PARAMS + CHECKPOINT_PARAMS) & set(changes):
             return SetParametersResult(successful=True)
         try:
             spec = merge_spec(new)
         except ValueError as exc:
             return SetParametersResult(successful=False, reason=f'invalid merge: {exc}')
+        try:
+            sources = checkpoint_change(self._cfg, new, self.get_logger())
+        except StartupError as exc:
+            return SetParametersResult(successful=False, reason=f'invalid checkpoints: {exc}')
         if not runtime.valid:
             return SetParametersResult(
                 successful=False, reason=(f'weights invalid ({runtime.invalid_reason}): call '
                                           '~/reload_weights before changing the merge'))
-        if spec == runtime.state.spec:
+        if spec == runtime.state.spec and sources is None:
             return SetParametersResult(successful=True)     # these weights are already live
         if self._episodes is not None and self._episodes.active:
-            return SetParametersResult(successful=False,
-                                       reason=self._episodes.busy_reason('changing the merge'))
+            what = 'changing the merge' if sources is None else 'switching checkpoints'
+            return SetParametersResult(successful=False, reason=self._episodes.busy_reason(what))
         try:
-            with self._busy_while('re-merging the weights (alpha / recipe change)'):
-                state = runtime.set_spec(spec)
+            if sources is None:
+                with self._busy_while('re-merging the weights (alpha / recipe change)'):
+                    state = runtime.set_spec(spec)
+            else:
+                with self._busy_while(f'switching checkpoints to {sources[0]} + {sources[1]}'):
+                    state = runtime.switch(sources[0], sources[1], spec)
         except RuntimeInvalidError as exc:
             self.flush_commands()
             reason = (f'merge failed and the previous weights could not be restored: {exc}. '
@@ -86,8 +100,10 @@ class LiveMergeMixin:
         self.flush_commands()
         self._cfg = new
         self._publish_merge_state()
-        self.get_logger().info(
-            f're-merged in {state.merge_ms:.1f} ms: {runtime.describe(self._cfg.blind)}')
+        switched = '' if sources is None else (
+            f'switched checkpoints to {json.dumps(runtime.checkpoints())}; ')
+        self.get_logger().info(f'{switched}re-merged in {state.merge_ms:.1f} ms: '
+                               f'{runtime.describe(self._cfg.blind)}')
         return SetParametersResult(successful=True)
 
     def _post_set_parameters(self, parameters: List[Parameter]) -> None:

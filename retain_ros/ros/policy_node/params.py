@@ -1,8 +1,9 @@
 """Parameters of the ``retain_policy`` node: one table (:data:`PARAMS`) of :class:`ParamSpec`.
 
 Names are fixed by DESIGN.md ('Names users type'). ``read_only`` parameters are the ones that
-cannot change while the node runs (paths, topics, device, timing); the alpha parameters and the
-safety limits can change live (alpha changes re-merge the weights in place).
+cannot change while the node runs (topics, device, timing); the alpha parameters, the
+checkpoint paths and the safety limits can change live (alpha and checkpoint changes re-merge the
+weights in place).
 
 The table is declared on the node by :mod:`.declare`; the values become a typed, validated
 :class:`~retain_ros.ros.policy_node.config.NodeConfig` (:mod:`.config`); ``docs/parameters.md``
@@ -22,6 +23,8 @@ from rcl_interfaces.msg import IntegerRange
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.parameter import Parameter
 
+from retain_ros.evaluation.sequential import MAX_BUDGET
+from retain_ros.evaluation.sequential import SequentialDesign
 from retain_ros.merging.live import KEEP_SOURCES
 from retain_ros.merging.spec import ALPHA_PARAMS
 from retain_ros.merging.spec import FOLLOW
@@ -30,6 +33,8 @@ from retain_ros.merging.spec import RECIPES
 
 #: parameters whose change triggers a re-merge (alpha parameters: merging/spec.py)
 MERGE_PARAMS: Tuple[str, ...] = ALPHA_PARAMS + ('recipe',)
+#: parameters whose change switches the checkpoints (one merge with the new sources)
+CHECKPOINT_PARAMS: Tuple[str, ...] = ('pretrained_path', 'finetuned_paths')
 #: group of each per-group alpha parameter
 GROUP_OF_PARAM = {param: group for group, param in PARAM_OF_GROUP.items()}
 #: default episode log, under ``$ROS_HOME`` (``~/.ros``, where ROS keeps its own logs)
@@ -107,14 +112,22 @@ _GROUP_ALPHA = ('alpha for the {} group (weight on the FINETUNED model); -1 = fo
                 'Setting it re-merges in place; the set fails (old weights stay live) when the '
                 'merge does.')
 
+#: the sequential comparison's defaults (one copy: :class:`SequentialDesign`)
+_DESIGN = SequentialDesign()
+
 PARAMS: Tuple[ParamSpec, ...] = (
     # checkpoints and merge
     ParamSpec('pretrained_path', _S, '',
               'pretrained checkpoint: LeRobot/HF dir, .safetensors, sharded index. '
-              "Empty = the demo checkpoints made by 'retain-ros demo-train'.", read_only=True),
+              "Empty = the demo checkpoints made by 'retain-ros demo-train'. Settable between "
+              'episodes (with finetuned_paths and alpha in one atomic set): the new pair is '
+              'checked and merged in place; the set fails (old weights stay live) when that '
+              'does.'),
     ParamSpec('finetuned_paths', _SA, [],
               'finetuned checkpoint(s); several for task-arithmetic / sequential recipes. Empty '
-              'with an empty pretrained_path = the demo finetune.', read_only=True),
+              'with an empty pretrained_path = the demo finetune. Settable between episodes '
+              'like pretrained_path; the last one must have the running model\'s config.json '
+              '(its normalization statistics come with it).'),
     ParamSpec('tokenizer_path', _S, '',
               'local tokenizer dir or tokenizer.json (nothing is downloaded); empty = the one '
               'next to the checkpoint', read_only=True),
@@ -216,6 +229,26 @@ PARAMS: Tuple[ParamSpec, ...] = (
     ParamSpec('blind', _B, False,
               'hide alpha in ~/start_episode replies, logs and ~/merge_state (the episode log '
               'still records it)', read_only=True),
+    ParamSpec('sequential', _B, False,
+              'compare the alpha_schedule settings with a sequential test: each episode updates '
+              'it, a setting decided worse is dropped, ~/start_episode refuses once decided or '
+              'the budget is spent (false = the fixed schedule, schedule_repeats each)',
+              read_only=True),
+    ParamSpec('sequential_reference', _S, _DESIGN.reference,
+              "the setting of alpha_schedule every other is compared with ('alpha=1' = the "
+              "finetuned model), or 'best' (all pairs: find the best)", read_only=True),
+    ParamSpec('sequential_level', _D, _DESIGN.level,
+              'family-wise false-positive rate over all comparisons (Holm-adjusted)',
+              read_only=True, float_range=(0.0, 0.5), constraints='0 < level < 0.5'),
+    ParamSpec('sequential_power', _D, _DESIGN.power, 'target power at the design gap',
+              read_only=True, float_range=(0.0, 1.0), constraints='0 < power < 1'),
+    ParamSpec('sequential_gap', _D, _DESIGN.gap,
+              'design gap in success rate the test must detect with that power',
+              read_only=True, float_range=(0.0, 1.0), constraints='0 < gap <= 1'),
+    ParamSpec('sequential_budget', _I, _DESIGN.budget,
+              'most episodes per setting (N_max); 64 reaches the default power at the default gap '
+              'for up to 3 settings (2 settings need 46)', read_only=True,
+              int_range=(2, MAX_BUDGET)),
     # recording (retain_ros/ros/policy_node/recording.py)
     ParamSpec('record', _B, False,
               'record every episode (~/start_episode to ~/end_episode) as a rosbag2 bag (mcap): '
