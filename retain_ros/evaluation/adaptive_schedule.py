@@ -261,7 +261,10 @@ class AdaptiveSchedule:
                 continue
             if comp.a not in self._active or comp.b not in self._active:
                 comp.note = 'setting dropped'
-            elif self._need[comp.wins_a, comp.wins_b] > budget - comp.pairs:
+            elif comp.pairs >= budget or \
+                    self._need[comp.wins_a, comp.wins_b] > budget - comp.pairs:
+                # at the budget even a state past the lenient threshold (not significant
+                # after Holm) is final: no more pairs may run
                 comp.decision = NO_DIFFERENCE
         live = [c for c in self._comparisons if self._live(c)]
         self._active = {i for i in self._active if any(i in (c.a, c.b) for c in live)}

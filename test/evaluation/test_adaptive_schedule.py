@@ -165,3 +165,26 @@ def test_report_prints_decisions_and_skips_aborted(tmp_path, capsys):
     assert re.search(r'setting [A-C] \(alpha=0\.5\) better than setting [A-C] \(alpha=1\) '
                      r'\(anytime-valid p = [0-9.e-]+ ≤ 0\.05, Holm over 2 comparisons\)', out)
     assert 'winner' not in out
+
+
+@pytest.mark.parametrize('design', [REF, BEST], ids=['reference', 'best'])
+def test_never_offers_an_episode_beyond_the_budget(design):
+    """Every run ends within the budget, whatever the outcomes.
+
+    Regression: a comparison that reached its budget with a raw p-value under the level but a
+    Holm-adjusted one above it stayed undecided, and ``next()`` kept offering its settings.
+    Near-equal rates around the threshold make such states common.
+    """
+    settings = ['0', '0.25', '0.5', '1']
+    design = SequentialDesign(level=0.05, power=0.8, gap=0.5, budget=30,
+                              reference=design.reference)
+    for seed in range(40):
+        rng = random.Random(seed)
+        rates = {0.0: 0.35, 0.25: 0.55, 0.5: 0.6, 1.0: 0.65}
+        sched = AdaptiveSchedule(settings, design, seed=seed)
+        episodes = run(sched, rates, rng)
+        per_setting = {}
+        for alpha, _ in episodes:
+            per_setting[alpha] = per_setting.get(alpha, 0) + 1
+        assert max(per_setting.values()) <= design.budget, (seed, per_setting)
+        assert sched.decided and sched.remaining == 0, seed

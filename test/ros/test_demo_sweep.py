@@ -22,3 +22,12 @@ def test_ros_and_offline_episodes_have_one_length():
     """The ROS demo's episode timeout is the offline harness's step budget (one protocol)."""
     assert sweep.EPISODE_TIMEOUT == pytest.approx(rollout.EPISODE_STEPS * sweep.CONTROL_PERIOD)
     assert sweep.REPLAN_STEPS == rollout.REPLAN_STEPS
+
+
+def test_splits_option_keeps_the_order_given_and_refuses_unknown_ones():
+    assert sweep.parse_splits('new_ood, new_id') == ['new_ood', 'new_id']
+    for bad in ('', 'new_id,new_id', 'ood'):
+        with pytest.raises(sweep.DemoError, match='give distinct splits out of generalist,'):
+            sweep.parse_splits(bad)
+    plan = sweep.build_plan(sweep.build_settings('0,1', -1, ''), 3, 0, ['new_ood'])
+    assert len(plan) == 6 and {e.split for e in plan} == {'new_ood'}

@@ -5,6 +5,11 @@ no restart), sets the sim's scene parameters and resets it, tags and starts the 
 node, and waits for the sim to end it (success test or timeout: the sim calls the node's
 ``~/end_episode`` and publishes the outcome on ``~/episode``).
 
+With the node's sequential schedule (``retain-ros demo --adaptive``) the node picks the
+setting itself at ``~/start_episode``: :meth:`EpisodeDriver.run_scheduled_episode` sets only the
+scene, and :meth:`EpisodeDriver.evaluation` reads the node's ``~/evaluation`` topic (the next
+setting, the sequential test's status, whether the evaluation is finished).
+
 ``retain-ros demo`` drives its whole sweep with it. Run alone, it drives one episode on nodes
 that are already running (for instance on another host) and prints ``RESULT {outcome JSON}``::
 
@@ -20,6 +25,7 @@ import time
 from typing import Dict
 from typing import List
 from typing import Optional
+from typing import Tuple
 
 from rcl_interfaces.srv import SetParameters
 from rcl_interfaces.srv import SetParametersAtomically
@@ -53,13 +59,27 @@ class EpisodeDriver(Node):
         self._reset = self.create_client(Trigger, f'/{SIM}/reset')
         latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
         self._outcome: Optional[dict] = None
+        self._reset_before = 0
+        #: the highest ``reset`` number of the sim's outcomes seen so far
+        self._last_reset = 0
         self.create_subscription(String, f'/{SIM}/episode', self._episode_callback, latched)
+        self._evaluation: Optional[dict] = None
+        self.create_subscription(String, f'/{POLICY}/evaluation', self._evaluation_callback,
+                                 latched)
 
     def _episode_callback(self, msg: String) -> None:
         try:
             self._outcome = json.loads(msg.data)
         except ValueError:
             self.get_logger().warning(f'unreadable episode outcome: {msg.data!r}')
+            return
+        self._last_reset = max(self._last_reset, int(self._outcome.get('reset') or 0))
+
+    def _evaluation_callback(self, msg: String) -> None:
+        try:
+            self._evaluation = json.loads(msg.data)
+        except ValueError:
+            self.get_logger().warning(f'unreadable evaluation state: {msg.data!r}')
 
     # ---------------------------------------------------------------------------- plumbing
     def _call(self, client, request, timeout: float = 30.0):
@@ -99,24 +119,82 @@ class EpisodeDriver(Node):
 
     # ---------------------------------------------------------------------------- episodes
     def run_episode(self, plan: EpisodePlan, timeout: float) -> dict:
-        """Run one episode; return the sim's outcome record."""
+        """Run one episode with the plan's alpha setting; return the sim's outcome record."""
         self.set_params(self._policy_params, plan.params)      # live re-merge, no restart
-        self.set_params(self._sim_params, {'task': plan.task, 'split': plan.split,
-                                           'seed': int(plan.seed)})
+        self._set_scene(plan.split, plan.task, plan.seed)
+        started = self._call(self._start, Trigger.Request())
+        if not started.success:
+            raise DemoError(f'start_episode refused: {started.message}')
+        return self._await_outcome(plan.task, plan.seed, timeout)
+
+    def run_scheduled_episode(self, split: str, task: str, seed: int,
+                              timeout: float) -> Tuple[Optional[dict], Optional[dict]]:
+        """Run one episode of the node's own schedule (it applies the setting) on a scene.
+
+        :param split: the scene's split.
+        :param task: the scene's task.
+        :param seed: the scene's seed.
+        :param timeout: the episode timeout (s); the outcome is awaited 10 s longer.
+        :return: ``(start reply JSON, the sim's outcome)``, or ``(None, None)`` when the node
+            answers that the evaluation is finished.
+        :raises DemoError: the node refused the start for another reason.
+        """
+        self._set_scene(split, task, seed)
+        started = self._call(self._start, Trigger.Request())
+        if not started.success:
+            if started.message.startswith('evaluation finished'):
+                return None, None
+            raise DemoError(f'start_episode refused: {started.message}')
+        return json.loads(started.message), self._await_outcome(task, seed, timeout)
+
+    def evaluation(self, timeout: float = 10.0, done: Optional[int] = None) -> dict:
+        """Return the node's latest ``~/evaluation`` state, waiting for it if needed.
+
+        :param timeout: seconds before :class:`DemoError`.
+        :param done: wait for a state with no running episode and at least this many
+            ``episodes_done`` (the state published after an episode's end).
+        """
+        deadline = time.monotonic() + timeout
+        while not self._evaluation_ready(done):
+            if time.monotonic() > deadline:
+                raise DemoError(
+                    f'no state on /{POLICY}/evaluation within {timeout:g} s'
+                    + ('' if done is None else f' with {done} episode(s) done')
+                    + '; is the node running with sequential: true?')
+            rclpy.spin_once(self, timeout_sec=0.05)
+        return self._evaluation
+
+    def _is_this_episode(self, task: str, seed: int) -> bool:
+        # the scene's task and seed, and (the adaptive sweep runs a scene once per setting) a
+        # sim reset count above any outcome seen before the last reset
+        out = self._outcome
+        return (out is not None and out.get('task') == task and out.get('seed') == seed
+                and int(out.get('reset') or 0) > self._reset_before)
+
+    def _evaluation_ready(self, done: Optional[int]) -> bool:
+        state = self._evaluation
+        if state is None or done is None:
+            return state is not None
+        return state.get('running') is None and int(state.get('episodes_done') or 0) >= done
+
+    def _set_scene(self, split: str, task: str, seed: int) -> str:
+        """Set the sim's scene, reset it and tag the coming episode on the node; return the tag."""
+        self.set_params(self._sim_params, {'task': task, 'split': split, 'seed': int(seed)})
+        self._outcome = None
+        self._reset_before = self._last_reset
         reset = self._call(self._reset, Trigger.Request())
         if not reset.success:
             raise DemoError(f'sim reset failed: {reset.message}')
         scene = json.loads(reset.message)
-        tag = (f'split={plan.split};task={plan.task};seed={plan.seed};'
+        tag = (f'split={split};task={task};seed={seed};'
                f'variation={scene.get("variation_tag", "")}')
         self.set_params(self._policy_params, {'episode_tag': tag})
-        self._outcome = None
-        started = self._call(self._start, Trigger.Request())
-        if not started.success:
-            raise DemoError(f'start_episode refused: {started.message}')
+        return tag
+
+    def _await_outcome(self, task: str, seed: int, timeout: float) -> dict:
+        """Wait for the sim's outcome of the episode opened by the last reset (task, seed)."""
         deadline = time.monotonic() + timeout + 10.0
-        while self._outcome is None or self._outcome.get('seed') != plan.seed \
-                or self._outcome.get('task') != plan.task:
+        while not self._is_this_episode(task, seed):
             if time.monotonic() > deadline:
                 raise DemoError(f'no episode outcome from {SIM} within {timeout + 10:g} s')
             rclpy.spin_once(self, timeout_sec=0.05)

@@ -13,6 +13,7 @@ from typing import Dict
 from typing import List
 from typing import Optional
 from typing import Sequence
+from typing import Tuple
 
 from retain_ros.demo import rollout
 from retain_ros.evaluation.schedule import describe
@@ -30,6 +31,8 @@ DEFAULT_ALPHAS = ','.join(f'{a:g}' for a in rollout.SWEEP_ALPHAS)
 DEFAULT_LANGUAGE_ONLY = rollout.SWEEP_LANGUAGE_ONLY
 DEFAULT_GROUP_SETTINGS = ';'.join(','.join(f'{k}={v:g}' for k, v in setting.items())
                                   for setting in rollout.SWEEP_GROUP_SETTINGS)
+#: the splits the demo runs by default (the report's three columns)
+DEFAULT_SPLITS = SPLITS
 #: Episode protocol (the offline sweep's): control period, replanning, episode length.
 CONTROL_PERIOD = 0.1
 REPLAN_STEPS = rollout.REPLAN_STEPS
@@ -77,17 +80,36 @@ def build_settings(alphas: str, language_only: Optional[float],
         raise DemoError(str(exc)) from exc
 
 
+def parse_splits(text: str) -> List[str]:
+    """Return the splits of ``--splits`` (comma-separated), in the order given.
+
+    :raises DemoError: an unknown split, a repeated one, or none.
+    """
+    splits = [s.strip() for s in text.split(',') if s.strip()]
+    unknown = [s for s in splits if s not in SPLITS]
+    if unknown or not splits or len(set(splits)) != len(splits):
+        raise DemoError(f'--splits {text!r}: give distinct splits out of {",".join(SPLITS)}')
+    return splits
+
+
+def split_scenes(split: str, episodes: int, seed: int) -> List[Tuple[str, str, int]]:
+    """Return the demo's scenes of one split: ``(split, task, scene seed)``, seeds ``seed*1000+k``.
+
+    Generalist episodes cycle through the generalist tasks. The fixed sweep and the adaptive
+    one (:mod:`.adaptive`) draw their scenes from here, so they run the same scenes.
+
+    :param split: one of :data:`~retain_ros.sim.tasks.SPLITS`.
+    :param episodes: how many scenes.
+    :param seed: the demo's ``--seed``.
+    """
+    tasks = tasks_for_split(split)
+    return [(split, tasks[k % len(tasks)], seed * 1000 + k) for k in range(episodes)]
+
+
 def build_plan(settings: Sequence[Dict[str, float]], episodes: int, seed: int,
                splits: Sequence[str] = SPLITS) -> List[EpisodePlan]:
-    """Return every setting x split x episode, the same scenes for every setting, shuffled.
-
-    Generalist episodes cycle through the generalist tasks.
-    """
-    scenes = []
-    for split in splits:
-        tasks = tasks_for_split(split)
-        for k in range(episodes):
-            scenes.append((split, tasks[k % len(tasks)], seed * 1000 + k))
+    """Return every setting x split x episode, the same scenes for every setting, shuffled."""
+    scenes = [scene for split in splits for scene in split_scenes(split, episodes, seed)]
     plan = [EpisodePlan(dict(p), split, task, scene_seed)
             for p in settings for split, task, scene_seed in scenes]
     random.Random(seed).shuffle(plan)
