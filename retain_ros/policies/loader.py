@@ -14,6 +14,8 @@ which builds the model from the config and the normalization statistics WITHOUT 
 device; the module's state-dict names are the checkpoints' canonical names, see
 :mod:`retain_ros.merging.dialects`), ``load_policy`` calls ``policy.load_weights(checkpoint_dir)``.
 The policy is built from the FINETUNED checkpoint (RETAIN: its statistics), then warmed up.
+``compile`` (:mod:`retain_ros.policies.compile`) is applied after the weights are in and before
+the warm-up, so the warm-up is the compile and the first real chunk is not.
 """
 from __future__ import annotations
 
@@ -38,6 +40,8 @@ from retain_ros.merging.devices import resolve_device
 from retain_ros.merging.devices import resolve_dtype
 from retain_ros.policies.base import Observation
 from retain_ros.policies.base import Policy
+from retain_ros.policies.compile import apply_compile
+from retain_ros.policies.compile import check_compile_mode
 
 LOG = logging.getLogger(__name__)
 
@@ -133,7 +137,7 @@ def load_merged_policy(pretrained: Union[str, Any], finetuned_paths: Union[str, 
                        spec: Any, family: str = 'auto', device: str = 'auto',
                        dtype: str = 'auto', keep_sources: str = 'auto',
                        tokenizer_path: str = '', noise_seed: int = 0,
-                       warmup: bool = True) -> Tuple[Policy, Any]:
+                       warmup: bool = True, compile: str = 'none') -> Tuple[Policy, Any]:
     """Build the policy from the finetuned checkpoint and merge the weights into it on device.
 
     The model (config, normalization statistics, tokenizer) comes from the LAST finetuned
@@ -154,8 +158,11 @@ def load_merged_policy(pretrained: Union[str, Any], finetuned_paths: Union[str, 
     :param tokenizer_path: local tokenizer directory; empty = looked up beside the finetuned
         checkpoint (``<ckpt>/tokenizer/``, ``<ckpt>/``, the pipeline's local tokenizer_name).
     :param noise_seed: seed of the sampler's start noise.
-    :param warmup: run one prediction before returning.
+    :param warmup: run one prediction before returning (with ``compile``: the compile).
+    :param compile: ``none`` | ``default`` | ``reduce-overhead`` (CUDA only) | ``max-autotune``
+        (:mod:`retain_ros.policies.compile`); checked before anything is loaded.
     :return: ``(policy, live_merger)``.
+    :raises ValueError: an invalid ``compile`` value (names it).
     """
     from retain_ros.merging.engine import open_sources
     from retain_ros.merging.live import LiveMerger
@@ -169,6 +176,7 @@ def load_merged_policy(pretrained: Union[str, Any], finetuned_paths: Union[str, 
     source = finetuned[-1]
     source_path = getattr(source, 'path', source)
     fam = detect_family(source_path, family)
+    check_compile_mode(compile, resolve_device(device))
     t_open = time.perf_counter()
     pre_src, ft_srcs = open_sources(pretrained, finetuned, fam)
     plan = plan_memory(pre_src, ft_srcs, resolve_device(device), dtype, keep_sources)
@@ -189,6 +197,7 @@ def load_merged_policy(pretrained: Union[str, Any], finetuned_paths: Union[str, 
                         device=param.device, family=fam, plan=plan)
     LOG.info('phase merge: %.2f s; policy built in %.0f ms on %s (%s); merged: %s',
              time.perf_counter() - t1, build_ms, param.device, param.dtype, _describe(merger))
+    apply_compile(policy, compile)
     if warmup:
         t2 = time.perf_counter()
         warm_up(policy)
@@ -228,7 +237,7 @@ def _describe(merger: Any) -> str:
 
 def load_policy(checkpoint: str, family: str = 'auto', device: str = 'auto',
                 dtype: str = 'auto', tokenizer_path: str = '', noise_seed: int = 0,
-                warmup: bool = True) -> Policy:
+                warmup: bool = True, compile: str = 'none') -> Policy:
     """Load one checkpoint as a policy, without merging.
 
     :param checkpoint: checkpoint directory (or its ``model.safetensors``).
@@ -238,13 +247,17 @@ def load_policy(checkpoint: str, family: str = 'auto', device: str = 'auto',
         widened to what the device computes well (see :func:`single_checkpoint_dtype`).
     :param tokenizer_path: local tokenizer directory; empty = looked up beside the checkpoint.
     :param noise_seed: seed of the sampler's start noise.
-    :param warmup: run one prediction before returning.
+    :param warmup: run one prediction before returning (with ``compile``: the compile).
+    :param compile: as for :func:`load_merged_policy`.
     :return: the policy.
+    :raises ValueError: an invalid ``compile`` value (names it).
     """
     fam = detect_family(checkpoint, family)
+    check_compile_mode(compile, resolve_device(device))
     dtype = single_checkpoint_dtype(checkpoint, fam, device, dtype)
     policy = _build(fam, checkpoint, device, dtype, tokenizer_path, noise_seed)
     policy.load_weights(checkpoint)
+    apply_compile(policy, compile)
     if warmup:
         warm_up(policy)
     return policy

@@ -6,7 +6,8 @@ The node's ``configure`` transition is these three steps:
    checkpoints made by ``retain-ros demo-train`` when both are empty (also for a live switch of
    checkpoints, :func:`checkpoint_change`);
 2. :func:`load_pair`: load both checkpoints and merge them on the target device
-   (:func:`retain_ros.policies.loader.load_merged_policy`);
+   (:func:`retain_ros.policies.loader.load_merged_policy`; with the ``compile`` option the
+   node's warm-up, right after, is the compile);
 3. :func:`plan_acting`: what acting needs from the configuration, the policy and the robot's
    embodiment: chunk length, control period, replanning, camera topics per slot.
 
@@ -109,14 +110,15 @@ def load_pair(cfg, log=LOG):
         raise StartupError(f'invalid merge parameters: {exc}') from exc
     from retain_ros.policies.loader import load_merged_policy
 
+    compile_mode = getattr(cfg, 'compile', 'none')
     log.info(f'loading pretrained={pretrained} finetuned={finetuned} on device={cfg.device} '
-             f'dtype={cfg.dtype} keep_sources={cfg.keep_sources}')
+             f'dtype={cfg.dtype} keep_sources={cfg.keep_sources} compile={compile_mode}')
     t0 = time.perf_counter()
     try:
         policy, merger = load_merged_policy(
             pretrained, finetuned, spec, family=cfg.family, device=cfg.device,
             dtype=cfg.dtype, keep_sources=cfg.keep_sources,
-            tokenizer_path=cfg.tokenizer_path, warmup=False)
+            tokenizer_path=cfg.tokenizer_path, warmup=False, compile=compile_mode)
     except Exception as exc:  # noqa: B902 - any load failure ends configure with its reason
         # broad on purpose: files, formats, torch and the device fail in many ways; none is
         # swallowed, each becomes the StartupError configure reports

@@ -15,10 +15,12 @@ from __future__ import annotations
 import logging
 import time
 from typing import Any
+from typing import Callable
 from typing import Dict
 from typing import List
 from typing import Optional
 from typing import Sequence
+from typing import Tuple
 from typing import Union
 
 import numpy as np
@@ -43,6 +45,8 @@ from retain_ros.policies.pi0.checkpoint_pi0 import read_pi0_state_dict
 from retain_ros.policies.pi0.configuration_pi0 import pi0_config_from_dict
 from retain_ros.policies.pi0.configuration_pi0 import Pi0Spec
 from retain_ros.policies.pi0.flow_pi0 import flow_times
+from retain_ros.policies.pi0.flow_pi0 import pi0_prefix
+from retain_ros.policies.pi0.flow_pi0 import pi0_velocity
 from retain_ros.policies.pi0.flow_pi0 import prefix_velocity_fn
 from retain_ros.policies.pi0.processor_pi0 import Pi0Processor
 from retain_ros.policies.pi0.tokenizer_pi0 import build_byte_tokenizer
@@ -63,6 +67,9 @@ class Pi0Policy(SpecPolicy):
     """
 
     name = 'pi0'
+    #: the ``compile`` option in effect (:meth:`set_compile`)
+    compile_mode = 'none'
+    _steps: Optional[Tuple[Callable, Callable]] = None
 
     def __init__(self, spec: Pi0Spec, model: torch.nn.Module, processor: Pi0Processor,
                  noise_seed: int = 0):
@@ -195,6 +202,50 @@ class Pi0Policy(SpecPolicy):
         """Return the expert's velocity ``v(x_t, t)`` against the prefix computed once."""
         return prefix_velocity_fn(self.model, inputs)
 
+    # -- compile ----------------------------------------------------------------------------------
+    def set_compile(self, mode: str) -> None:
+        """Compile the prefix pass and the velocity step (``none`` = back to eager).
+
+        See :mod:`retain_ros.policies.compile`; the compile itself happens on the first
+        prediction (the warm-up). Sampling with guidance (RTC) stays eager.
+
+        :raises ValueError: invalid mode, or ``reduce-overhead`` on a CPU device.
+        """
+        from retain_ros.policies.compile import check_compile_mode
+
+        mode = check_compile_mode(mode, self.device)
+        self._steps = None if mode == 'none' else self._compile_steps(mode)
+        self.compile_mode = mode
+
+    def _compile_steps(self, mode: str) -> Tuple[Callable, Callable]:
+        """Return the compiled ``(prefix, velocity step)`` (:mod:`.flow_pi0`'s functions)."""
+        from retain_ros.policies.compile import compile_fn
+
+        model = self.model
+
+        def prefix(input_ids, pixel_values, pixel_attention_mask, attention_mask):
+            return pi0_prefix(model, input_ids, pixel_values, pixel_attention_mask,
+                              attention_mask)
+
+        def step(state, x_t, timestep, pixel_attention_mask, attention_mask, kv):
+            return pi0_velocity(model, state, x_t, timestep, pixel_attention_mask,
+                                attention_mask, kv)
+        return (compile_fn(prefix, mode, 'π0 prefix pass'),
+                compile_fn(step, mode, 'π0 velocity step'))
+
+    def _compiled_velocity_fn(self, inputs: Dict[str, torch.Tensor]) -> VelocityFn:
+        """Return ``v(x_t, t)`` of the compiled steps (the prefix computed once, here)."""
+        prefix_fn, step_fn = self._steps
+        kv = prefix_fn(inputs['input_ids'], inputs['pixel_values'],
+                       inputs['pixel_attention_mask'], inputs['attention_mask'])
+        batch = inputs['attention_mask'].shape[0]
+
+        def velocity(x_t: torch.Tensor, t: float) -> torch.Tensor:
+            timestep = torch.full((batch,), t, dtype=torch.float32, device=x_t.device)
+            return step_fn(inputs['state'], x_t, timestep, inputs['pixel_attention_mask'],
+                           inputs['attention_mask'], kv)
+        return velocity
+
     def predict_batch(self, observations: Sequence[Observation], noise: Any = None,
                       guidance: Optional[Guidance] = None) -> List[ActionChunk]:
         """Predict one chunk per observation in one batched model call.
@@ -209,7 +260,10 @@ class Pi0Policy(SpecPolicy):
         start = self._noise_tensor(len(observations), noise)
         t1 = time.perf_counter()
         with torch.no_grad():
-            velocity = self._velocity_fn(inputs)
+            if self._steps is not None and guidance is None:
+                velocity = self._compiled_velocity_fn(inputs)
+            else:
+                velocity = self._velocity_fn(inputs)
         steps = int(self.model.config.num_inference_steps)
         return sample_chunks(velocity, start, steps, guidance, self.processor, self.control_period,
                              t0, t1)

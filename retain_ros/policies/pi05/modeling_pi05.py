@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import logging
 from typing import Any
+from typing import Callable
 from typing import Dict
 from typing import List
 from typing import Optional
@@ -282,6 +283,32 @@ class Pi05Policy(Pi0Policy):
         def velocity(x_t: torch.Tensor, t: float) -> torch.Tensor:
             time = torch.full((batch,), t, dtype=torch.float32, device=x_t.device)
             return model.velocity(x_t, time, prefix, mask)
+        return velocity
+
+    def _compile_steps(self, mode: str) -> Tuple[Callable, Callable]:
+        """Return the compiled ``(Pi05Model.prefix_cache, Pi05Model.velocity)``."""
+        from retain_ros.policies.compile import compile_fn
+
+        model = self.model
+
+        def prefix(pixel_values, input_ids, mask):
+            return model.prefix_cache(pixel_values, input_ids, mask)
+
+        def step(x_t, timestep, kv, mask):
+            return model.velocity(x_t, timestep, kv, mask)
+        return (compile_fn(prefix, mode, 'π0.5 prefix pass'),
+                compile_fn(step, mode, 'π0.5 velocity step'))
+
+    def _compiled_velocity_fn(self, inputs: Dict[str, torch.Tensor]) -> VelocityFn:
+        """Return ``v(x_t, t)`` of the compiled steps (the prefix computed once, here)."""
+        prefix_fn, step_fn = self._steps
+        mask = inputs['attention_mask']
+        kv = prefix_fn(inputs['pixel_values'], inputs['input_ids'], mask)
+        batch = mask.shape[0]
+
+        def velocity(x_t: torch.Tensor, t: float) -> torch.Tensor:
+            timestep = torch.full((batch,), t, dtype=torch.float32, device=x_t.device)
+            return step_fn(x_t, timestep, kv, mask)
         return velocity
 
     def training_loss(self, observations: Sequence[Observation], action_chunks: np.ndarray,

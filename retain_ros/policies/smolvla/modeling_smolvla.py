@@ -11,10 +11,12 @@ import logging
 import os
 import time
 from typing import Any
+from typing import Callable
 from typing import Dict
 from typing import List
 from typing import Optional
 from typing import Sequence
+from typing import Tuple
 
 import numpy as np
 import torch
@@ -66,6 +68,8 @@ class SmolVLAPolicy(SpecPolicy):
     """
 
     name = 'smolvla'
+    #: the ``compile`` option in effect (:meth:`set_compile`)
+    compile_mode = 'none'
 
     def __init__(self, spec: SmolVLASpec, module: SmolVLAModule, processor: SmolVLAProcessor,
                  noise_seed: int = 0):
@@ -77,6 +81,8 @@ class SmolVLAPolicy(SpecPolicy):
         self.device = param.device
         self.dtype = param.dtype
         self._special_ids = None
+        self._steps: Optional[Tuple[Callable, Callable]] = None
+        self._eager_padding = processor.options.get('padding')
         if spec.add_image_special_tokens:
             self._special_ids = (
                 processor.special_token_id('fake_image_token', '<fake_token_around_image>'),
@@ -164,6 +170,46 @@ class SmolVLAPolicy(SpecPolicy):
             return model.velocity(x_t, times, cache, prefix_pad)
         return velocity
 
+    # -- compile ----------------------------------------------------------------------------------
+    def set_compile(self, mode: str) -> None:
+        """Compile the prefix pass and the velocity step (``none`` = back to eager).
+
+        See :mod:`retain_ros.policies.compile`. Compiled, the instruction is padded to
+        ``tokenizer_max_length`` instead of the pipeline's ``longest`` (padding is masked out:
+        same actions, within float rounding), so a new instruction length does not recompile.
+        Sampling with guidance (RTC) stays eager.
+
+        :raises ValueError: invalid mode, or ``reduce-overhead`` on a CPU device.
+        """
+        from retain_ros.policies.compile import check_compile_mode
+        from retain_ros.policies.compile import compile_fn
+
+        mode = check_compile_mode(mode, self.device)
+        self._steps = None
+        self.processor.options['padding'] = self._eager_padding
+        if mode != 'none':
+            model = self._module.model
+            special = self._special_ids
+
+            def prefix(inputs):
+                return model.prefix(inputs, special)
+
+            self._steps = (compile_fn(prefix, mode, 'SmolVLA prefix pass'),
+                           compile_fn(model.velocity, mode, 'SmolVLA velocity step'))
+            if self._eager_padding:
+                self.processor.options['padding'] = 'max_length'
+        self.compile_mode = mode
+
+    def _compiled_velocity_fn(self, inputs: Dict[str, Any]) -> VelocityFn:
+        prefix_fn, step_fn = self._steps
+        with torch.no_grad():
+            cache, prefix_pad = prefix_fn(inputs)
+
+        def velocity(x_t: torch.Tensor, t: float) -> torch.Tensor:
+            times = torch.full((x_t.shape[0],), t, dtype=torch.float32, device=x_t.device)
+            return step_fn(x_t, times, cache, prefix_pad)
+        return velocity
+
     def predict_batch(self, observations: Sequence[Observation], noise: Any = None,
                       guidance: Optional[Guidance] = None) -> List[ActionChunk]:
         """Predict one chunk per observation in one batched model call.
@@ -177,7 +223,10 @@ class SmolVLAPolicy(SpecPolicy):
         inputs = self.inputs(observations)
         start = self._noise(len(observations), noise)
         t1 = time.perf_counter()
-        velocity = self.velocity_fn(inputs)
+        if self._steps is not None and guidance is None:
+            velocity = self._compiled_velocity_fn(inputs)
+        else:
+            velocity = self.velocity_fn(inputs)
         return sample_chunks(velocity, start, self.spec.num_steps, guidance, self.processor,
                              self.control_period, t0, t1)
 

@@ -24,6 +24,7 @@ from retain_ros.evaluation.sequential import MAX_BUDGET
 from retain_ros.merging.errors import SpecError
 from retain_ros.merging.live import KEEP_SOURCES
 from retain_ros.merging.spec import RECIPES
+from retain_ros.policies.compile import COMPILE_MODES
 from retain_ros.ros.policy_node.params import CHUNK_BLENDING
 from retain_ros.ros.policy_node.params import FOLLOW
 from retain_ros.ros.policy_node.params import GROUP_OF_PARAM
@@ -63,6 +64,7 @@ class NodeConfig:
     keep_sources: str
     device: str
     dtype: str
+    compile: str
     camera_topics: Tuple[str, ...]
     instruction_topic: str
     max_instruction_chars: int
@@ -134,6 +136,10 @@ class NodeConfig:
         """Cross-field checks; :raises ConfigError: naming the parameter."""
         _one_of('recipe', self.recipe, RECIPES)
         _one_of('keep_sources', self.keep_sources, KEEP_SOURCES)
+        _one_of('compile', self.compile, COMPILE_MODES)
+        if self.compile == 'reduce-overhead' and self.device.strip().lower() == 'cpu':
+            raise ConfigError("compile='reduce-overhead' records CUDA graphs and needs a CUDA "
+                              "device, but device='cpu': use compile='default' there")
         _one_of('output_mode', self.output_mode, OUTPUT_MODES)
         _one_of('chunk_blending', self.chunk_blending, CHUNK_BLENDING)
         if not 0.0 <= self.alpha <= 1.0 or not math.isfinite(self.alpha):

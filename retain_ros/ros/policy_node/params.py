@@ -30,6 +30,7 @@ from retain_ros.merging.spec import ALPHA_PARAMS
 from retain_ros.merging.spec import FOLLOW
 from retain_ros.merging.spec import PARAM_OF_GROUP
 from retain_ros.merging.spec import RECIPES
+from retain_ros.policies.compile import COMPILE_MODES
 
 #: parameters whose change triggers a re-merge (alpha parameters: merging/spec.py)
 MERGE_PARAMS: Tuple[str, ...] = ALPHA_PARAMS + ('recipe',)
@@ -154,6 +155,11 @@ PARAMS: Tuple[ParamSpec, ...] = (
     ParamSpec('device', _S, 'auto', 'auto|cpu|cuda|cuda:N; the merge runs on this device',
               read_only=True),
     ParamSpec('dtype', _S, 'auto', 'auto|float32|bfloat16|float16', read_only=True),
+    ParamSpec('compile', _S, 'none',
+              'torch.compile of the per-step model functions (prefix pass, velocity step), '
+              'compiled by the warm-up at configure; live alpha stays exact and never '
+              'recompiles. reduce-overhead (CUDA graphs) needs a CUDA device', read_only=True,
+              constraints=f'one of {", ".join(COMPILE_MODES)}'),
     # inputs
     ParamSpec('camera_topics', _SA, ['camera/image_raw'],
               "camera topics, in the model's camera-slot order; sensor_msgs/Image, or "
