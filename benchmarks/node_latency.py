@@ -6,9 +6,16 @@ For 1-3 cameras at 224x224 (rgb8), the tiny pi0 on CPU: the round trips of
 count. Node and publisher share one process, transport is Fast DDS on loopback.
 
     .venv/bin/python benchmarks/node_latency.py [--samples 60] [--cameras 1 2 3] [--results]
+        [--before DIR]
     .venv/bin/python benchmarks/node_latency.py --recording [--cameras 1 3] [--repeat 2]
         [--results]
     (--threads N sets torch's threads; default torch's own, as the node runs)
+
+Every row also measures the transport floor (:mod:`retain_ros.ros.tools.transport_floor`: the
+same messages echoed by a bare node, no policy node) and ``node's own`` = overhead - floor.
+``--before DIR`` interleaves, per camera count, the benchmark of another checkout (e.g. ``git
+archive HEAD | tar -x -C DIR``: the code before a change) in a subprocess, for a before / after
+table from one run.
 
 ``--results`` writes the table into the ``## Node latency`` section of benchmarks/RESULTS.md
 (replacing that section only). ``--recording`` measures the same round trips with the node's
@@ -22,6 +29,8 @@ import argparse
 import os
 import platform
 import random
+import re
+import subprocess
 import sys
 
 import numpy as np
@@ -35,6 +44,7 @@ os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
 from benchmarks.results import write_section  # noqa: E402
 from retain_ros.ros.tools.node_latency import run  # noqa: E402
 from retain_ros.ros.tools.node_latency import SIDE  # noqa: E402
+from retain_ros.ros.tools.transport_floor import run_floor  # noqa: E402
 
 SECTION = '## Node latency'
 RECORDING_SECTION = '## Recording'
@@ -72,6 +82,53 @@ def table(results, samples: int) -> str:
             f'{s["overhead"][0]:.2f} / {s["overhead"][1]:.2f} | {ratio:.0f}% | '
             f'{s["inbound"][0]:.2f} | {s["convert"][0]:.2f} | {s["post"][0]:.2f} | '
             f'{s["outbound"][0]:.2f} | {s["no_chunk"]} |')
+    return '\n'.join(lines)
+
+
+def before(tree: str, cams: int, samples: int):
+    """Run ``tree``'s own benchmark for ``cams`` cameras; its overhead and model p50 / p99 (ms)."""
+    proc = subprocess.run([sys.executable, os.path.join(tree, 'benchmarks', 'node_latency.py'),
+                           '--samples', str(samples), '--cameras', str(cams)], cwd=tree,
+                          capture_output=True, text=True, timeout=600)
+    found = re.search(r'\| %d \| [^|]+\| ([\d.]+) / ([\d.]+) \| [^|]+\| ([\d.]+) / ([\d.]+) \|'
+                      % cams, proc.stdout)
+    if proc.returncode or not found:
+        raise RuntimeError(f'the benchmark in {tree} failed ({proc.returncode}): '
+                           f'{proc.stdout[-1000:]}{proc.stderr[-2000:]}')
+    model = (float(found.group(1)), float(found.group(2)))
+    return {'overhead': (float(found.group(3)), float(found.group(4))), 'model': model}
+
+
+def load_average() -> str:
+    """Return the 1-minute load average now, as text."""
+    return f'{os.getloadavg()[0]:.2f}'
+
+
+def overhead_table(results, samples: int, old: str) -> str:
+    """Before / after / floor table of the node's overhead against the issue's targets."""
+    lines = [
+        f'{samples} samples per row and per measurement, rows interleaved per camera count in '
+        'one run (before, after, floor). Overhead = end-to-end - model - timer wait, p50 / p99 '
+        'ms. **Floor** = the same messages echoed by a bare rclpy node with no policy '
+        '(publish calls, DDS loopback both ways, rclpy deserialization, two executors): what '
+        'the transport costs, not the node. **Node\'s own** = overhead - floor (p50). Target: '
+        'overhead <= 1 ms p50 and <= 3 ms p99.' + (f' Before = `{old}`.' if old else ''),
+        '',
+        '| cameras | before: overhead | after: overhead | transport floor | node\'s own '
+        '(p50, after) | after: inbound | convert | post | outbound | model p50 (before / '
+        'after) | load avg (1 min) |',
+        '|---|---|---|---|---|---|---|---|---|---|---|',
+    ]
+    for cams, s in results.items():
+        b = s.get('before')
+        old_cell = f'{b["overhead"][0]:.2f} / {b["overhead"][1]:.2f}' if b else '-'
+        old_model = f'{b["model"][0]:.1f}' if b else '-'
+        lines.append(
+            f'| {cams} | {old_cell} | {s["overhead"][0]:.2f} / {s["overhead"][1]:.2f} | '
+            f'{s["floor"][0]:.2f} / {s["floor"][1]:.2f} | '
+            f'{s["overhead"][0] - s["floor"][0]:.2f} | {s["inbound"][0]:.2f} | '
+            f'{s["convert"][0]:.2f} | {s["post"][0]:.2f} | {s["outbound"][0]:.2f} | '
+            f'{old_model} / {s["model"][0]:.1f} | {s["load"]} |')
     return '\n'.join(lines)
 
 
@@ -138,6 +195,8 @@ def main(argv=None) -> int:
                         help='write the section of benchmarks/RESULTS.md')
     parser.add_argument('--repeat', type=int, default=1,
                         help='--recording: run the whole comparison this many times (spread)')
+    parser.add_argument('--before', default='',
+                        help='another checkout whose benchmark runs interleaved (before rows)')
     parser.add_argument('--threads', type=int, default=None,
                         help="torch threads (default: torch's own, as the node runs)")
     args = parser.parse_args(argv)
@@ -163,15 +222,24 @@ def main(argv=None) -> int:
 
     results = {}
     for cams in args.cameras:
+        load = [load_average()]
+        old = before(args.before, cams, args.samples) if args.before else None
         rows, extra = run(cams, args.samples)
         results[cams] = summarize(rows, extra)
         s = results[cams]
+        floor = run_floor(cams, args.samples, extra['points'])
+        s['floor'] = (float(np.percentile(floor, 50)), float(np.percentile(floor, 99)))
+        s['before'] = old
+        s['load'] = '-'.join(load + [load_average()])
         print(f'{cams} camera(s): e2e p50 {s["e2e"][0]:.1f} ms, model p50 {s["model"][0]:.1f} ms, '
-              f'overhead p50 {s["overhead"][0]:.2f} ms p99 {s["overhead"][1]:.2f} ms', flush=True)
-    text = (f'{SECTION}\n\n`.venv/bin/python benchmarks/node_latency.py --results` on {machine}. '
-            'No GPU was lent for this task, so there are no GPU rows (pi0-sized bf16 model, '
-            'merge-at-startup / alpha-change time on GPU: not measured).\n\n'
-            + table(results, args.samples))
+              f'overhead p50 {s["overhead"][0]:.2f} ms p99 {s["overhead"][1]:.2f} ms, floor p50 '
+              f'{s["floor"][0]:.2f} ms p99 {s["floor"][1]:.2f} ms' +
+              (f', before p50 {old["overhead"][0]:.2f} ms p99 {old["overhead"][1]:.2f} ms'
+               if old else ''), flush=True)
+    flag = f' --before {args.before}' if args.before else ''
+    text = (f'{SECTION}\n\n`.venv/bin/python benchmarks/node_latency.py --results{flag}` on '
+            f'{machine}.\n\n' + overhead_table(results, args.samples, args.before)
+            + '\n\nThe same run, every timing:\n\n' + table(results, args.samples))
     print(text)
     if args.results:
         write_section(text, SECTION)

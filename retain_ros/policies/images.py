@@ -100,7 +100,13 @@ def camera_images(images: Dict[str, np.ndarray], camera_names: Sequence[str],
 
 
 def to_unit_float(img: np.ndarray) -> torch.Tensor:
-    """``uint8 (H, W, 3)`` -> float32 ``(H, W, 3)`` in [0, 1] (``x / 255``, as LeRobot)."""
+    """``uint8 (H, W, 3)`` -> float32 ``(H, W, 3)`` in [0, 1] (``x / 255``, as LeRobot).
+
+    A read-only image (the node's zero-copy view of a camera message) is widened to float32 by
+    numpy (the same exact values) instead of being wrapped: torch warns on read-only arrays.
+    """
+    if not img.flags.writeable:
+        return torch.from_numpy(np.asarray(img, dtype=np.float32)) / 255.0
     return torch.from_numpy(np.ascontiguousarray(img)).to(torch.float32) / 255.0
 
 

@@ -32,13 +32,37 @@ def image_to_rgb(msg) -> np.ndarray:
 
     :param msg: the message (encodings rgb8, bgr8, rgba8, bgra8, mono8; rows may be padded,
         ``step`` >= ``width * channels``).
-    :return: ``(H, W, 3)`` ``uint8`` RGB array (a copy; it does not alias the message).
+    :return: ``(H, W, 3)`` ``uint8`` RGB array. A copy, except for an unpadded ``rgb8`` image
+        whose ``data`` is immutable (``bytes``, or a read-only memoryview such as
+        :mod:`retain_ros.ros.image_cdr` gives): a read-only view of those bytes, no copy.
     :raises ConversionError: on an unsupported encoding or when step / size do not match the data.
     """
+    view = rgb8_view(msg)
+    if view is not None:
+        return view
     try:
         return images.raw_to_rgb(msg.data, msg.encoding, msg.height, msg.width, msg.step)
     except images.ImageDecodeError as exc:
         raise ConversionError(str(exc)) from exc
+
+
+def rgb8_view(msg) -> Optional[np.ndarray]:
+    """Return a read-only ``(H, W, 3)`` view of an unpadded rgb8 image's immutable data, or None.
+
+    None when the image is not ``rgb8``, its rows are padded, its sizes do not match its data
+    (the copying path then raises the error) or its data can be written to (an rclpy message's
+    ``array.array``: a view would alias a buffer someone else may change).
+    """
+    data = msg.data
+    if str(msg.encoding).lower() != 'rgb8' or not isinstance(data, (bytes, memoryview)):
+        return None
+    if isinstance(data, memoryview) and not data.readonly:
+        return None
+    height, width, step = int(msg.height), int(msg.width), int(msg.step)
+    if not (0 < height <= MAX_SIDE and 0 < width <= MAX_SIDE) or step != width * 3 \
+            or len(data) != step * height:
+        return None
+    return np.frombuffer(data, dtype=np.uint8).reshape(height, width, 3)
 
 
 def check_compressed(msg) -> None:

@@ -5,6 +5,10 @@ Camera messages (``sensor_msgs/Image``, or ``CompressedImage`` on topics ending 
 header's dimensions); converting and decoding run on the node's decode thread, which keeps the
 latest pending message per camera slot (older pending ones are dropped), so a huge or slow image
 never stalls subscriptions, services or parameter sets.
+
+The subscriptions take the serialized bytes (``raw=True``) and read them with
+:mod:`retain_ros.ros.image_cdr`: no rclpy deserialization, no copy of the pixels before the
+conversion, and none at all for unpadded ``rgb8`` (the image is a read-only view of the bytes).
 """
 from __future__ import annotations
 
@@ -27,6 +31,7 @@ from retain_ros.ros.conversions import is_compressed_topic
 from retain_ros.ros.conversions import MAX_SIDE
 from retain_ros.ros.conversions import stamp_to_sec
 from retain_ros.ros.conversions import to_rgb
+from retain_ros.ros.image_cdr import parse_camera
 from retain_ros.ros.policy_node.qos import SENSOR_QOS
 from retain_ros.ros.policy_node.qos import Subscriptions
 
@@ -112,7 +117,8 @@ class CameraInputs:
         for topic, slot in self.camera_slots.items():
             msg_type = CompressedImage if is_compressed_topic(topic) else Image
             subscriptions.add(msg_type, topic,
-                              functools.partial(self._camera_callback, topic, slot), SENSOR_QOS)
+                              functools.partial(self._raw_callback, topic, slot, msg_type),
+                              SENSOR_QOS, raw=True)
 
     def stop(self) -> None:
         """Stop the decode thread and forget the images (the subscriptions are destroyed)."""
@@ -126,6 +132,14 @@ class CameraInputs:
         """Return the latest image of each slot that has one (a copy)."""
         with self._lock:
             return dict(self._images)
+
+    def _raw_callback(self, topic: str, slot: str, msg_type, data: bytes) -> None:
+        try:
+            msg = parse_camera(data, msg_type)[0]
+        except ConversionError as exc:
+            self._drop(f'image {topic}', str(exc))
+            return
+        self._camera_callback(topic, slot, msg)
 
     def _camera_callback(self, topic: str, slot: str, msg) -> None:
         # cheap checks only: no conversion or decoding on the executor thread

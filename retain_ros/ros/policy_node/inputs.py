@@ -94,6 +94,9 @@ class InputHub:
         self._states: Dict[str, Slot] = {}
         self._instruction: Optional[str] = None
         self._subscriptions = Subscriptions(node)
+        # per embodiment object (a re-load or a joint-name binding makes a new one): its state
+        # sources by topic and the joints read from each topic, computed once, not per message
+        self._layout: Tuple[Any, List[Any], Dict[str, List[str]]] = (None, [], {})
 
     @property
     def camera_slots(self) -> Dict[str, str]:
@@ -132,12 +135,26 @@ class InputHub:
         with self._lock:
             self._states.clear()
 
+    def _embodiment_layout(self) -> Tuple[Any, List[Any], Dict[str, List[str]]]:
+        """Return ``(embodiment, sources, joints by topic)`` of the live embodiment (cached)."""
+        emb = self._embodiment()
+        layout = self._layout
+        if layout[0] is emb:
+            return layout
+        seen: Dict[str, Any] = {}
+        joints: Dict[str, List[str]] = {}
+        for source in emb.state_sources:
+            seen.setdefault(source.topic, source)
+            if source.type != 'pose':
+                names = joints.setdefault(source.topic, [])
+                names += [j for j in (source.joints or ()) if j not in names]
+        layout = (emb, list(seen.values()), joints)
+        self._layout = layout
+        return layout
+
     def _sources(self) -> List[Any]:
         """Return the embodiment's state sources, one per topic (first occurrence)."""
-        seen: Dict[str, Any] = {}
-        for source in self._embodiment().state_sources:
-            seen.setdefault(source.topic, source)
-        return list(seen.values())
+        return self._embodiment_layout()[1]
 
     # ------------------------------------------------------------------ callbacks
     def _now(self) -> float:
@@ -147,11 +164,7 @@ class InputHub:
         return stamp - self._config().clock_offset if stamp > 0 else recv_ros
 
     def _joints_of(self, topic: str) -> List[str]:
-        joints: List[str] = []
-        for source in self._embodiment().state_sources:
-            if source.topic == topic and source.type != 'pose':
-                joints += [j for j in (source.joints or ()) if j not in joints]
-        return joints
+        return self._embodiment_layout()[2].get(topic, [])
 
     def _joint_state_callback(self, topic: str, msg: JointState) -> None:
         names = self._joints_of(topic)
@@ -236,7 +249,7 @@ class InputHub:
             known.
         """
         cfg = self._config()
-        emb = self._embodiment()
+        emb, sources, _ = self._embodiment_layout()
         now = self._now()
         max_age = float(cfg.max_observation_age)
         images = self.cameras.latest()
@@ -246,7 +259,6 @@ class InputHub:
         missing = [t for t, s in self.camera_slots.items() if s not in images]
         if missing:
             return None, f'no image yet on {", ".join(missing)}', None
-        sources = self._sources()
         waiting = [s.topic for s in sources if s.topic not in states]
         if waiting:
             return None, f'no {", ".join(waiting)} yet', None

@@ -25,6 +25,7 @@ the first output, ``~/preview/<output name>`` for the others.
 """
 from __future__ import annotations
 
+import array
 import threading
 from typing import Callable
 from typing import Dict
@@ -48,10 +49,18 @@ GRIPPER_ACTIONS = {'gripper_command': 'GripperCommand',
 
 def build_trajectory(actions: np.ndarray, joint_names, obs_time: float,
                      dt: float) -> JointTrajectory:
-    """Return a ``JointTrajectory`` stamped at the observation time, points at ``(i + 1) * dt``."""
-    msg = JointTrajectory(joint_names=list(joint_names), points=[
-        JointTrajectoryPoint(positions=row, time_from_start=sec_to_duration((i + 1) * dt))
-        for i, row in enumerate(np.asarray(actions, dtype=np.float64).tolist())])
+    """Return a ``JointTrajectory`` stamped at the observation time, points at ``(i + 1) * dt``.
+
+    Positions are handed over as ``array.array('d')`` (rosidl's setter takes it without checking
+    every value in Python, and rclpy copies it as one buffer); the message is the same.
+    """
+    rows = np.ascontiguousarray(actions, dtype=np.float64)
+    points = []
+    for i in range(rows.shape[0]):
+        point = JointTrajectoryPoint(time_from_start=sec_to_duration((i + 1) * dt))
+        point.positions = array.array('d', rows[i].tobytes())
+        points.append(point)
+    msg = JointTrajectory(joint_names=list(joint_names), points=points)
     msg.header.stamp = sec_to_time(obs_time)
     return msg
 

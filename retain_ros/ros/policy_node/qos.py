@@ -48,11 +48,13 @@ class Subscriptions:
         #: publishers with incompatible QoS, by topic (their total count)
         self.incompatible: Dict[str, int] = {}
 
-    def add(self, msg_type, topic: str, callback, qos: QoSProfile, warn: bool = True) -> None:
+    def add(self, msg_type, topic: str, callback, qos: QoSProfile, warn: bool = True,
+            raw: bool = False) -> None:
         """Subscribe ``callback`` to ``topic``.
 
         :param warn: report publishers with incompatible QoS (False for the instruction's
             transient-local twin: volatile publishers reach the node through the volatile one).
+        :param raw: hand ``callback`` the serialized bytes (no rclpy deserialization).
         """
         if warn:
             events = SubscriptionEventCallbacks(
@@ -60,7 +62,7 @@ class Subscriptions:
         else:
             events = SubscriptionEventCallbacks(incompatible_qos=lambda info: None)
         self._subscriptions.append(self._node.create_subscription(
-            msg_type, topic, callback, qos, event_callbacks=events))
+            msg_type, topic, callback, qos, event_callbacks=events, raw=raw))
 
     def destroy(self) -> None:
         """Destroy every subscription."""

@@ -106,6 +106,7 @@ class LatencyBench:
         self.joint_pub = self.probe.create_publisher(JointState, 'joint_states', 10)
         self._arrived = {}    # chunk header stamp (ns) -> monotonic arrival time
         self._last_stamp_ns = 0
+        self.points = 0     # the chunk's point count (the transport floor's echo copies it)
         self._cond = threading.Condition()
         self.probe.create_subscription(JointTrajectory, '/arm_controller/joint_trajectory',
                                        self._chunk_callback, 10)
@@ -150,6 +151,7 @@ class LatencyBench:
         now = time.monotonic()
         stamp_ns = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
         with self._cond:
+            self.points = len(msg.points)
             self._arrived.setdefault(stamp_ns, now)   # the first chunk of that observation
             self._cond.notify_all()
 
@@ -217,8 +219,9 @@ def run(cameras: int, samples: int, warmup: int = 5, record: Optional[str] = Non
     late. With ``record`` (``'raw'`` or ``'jpeg'``) an episode is recorded throughout and
     ``extra['recording']`` holds the episode line's ``recording`` counts plus the bag's size
     (``bag_mib``), the episode's duration (``seconds``) and the camera frames in the bag
-    (``frames``). Raises RuntimeError when more than ``max(1, samples // 10)`` samples got
-    no chunk (the node holds: its reason is in the message).
+    (``frames``). ``extra['points']``: the chunk's point count. Raises RuntimeError when more
+    than ``max(1, samples // 10)`` samples got no chunk (the node holds: its reason is in the
+    message).
     """
     with tempfile.TemporaryDirectory() as tmp:
         names = CAMERAS[:cameras]
@@ -238,6 +241,7 @@ def run(cameras: int, samples: int, warmup: int = 5, record: Optional[str] = Non
                         rows.append(row)
                 time.sleep(0.12)  # inputs go stale: the node holds until the next sample
             extra['late'] = bench.node.stats.dropped.get('late_chunk', 0) - late0
+            extra['points'] = bench.points
             if extra['missed'] > max(1, samples // 10):
                 raise RuntimeError(f'{extra["missed"]} of {samples} samples got no chunk '
                                    f'({extra["late"]} late); the node holds: '
