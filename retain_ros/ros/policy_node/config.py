@@ -31,12 +31,7 @@ from retain_ros.ros.policy_node.params import GROUP_OF_PARAM
 from retain_ros.ros.policy_node.params import OUTPUT_MODES
 from retain_ros.ros.policy_node.params import SPECS
 
-_S = Parameter.Type.STRING
-_SA = Parameter.Type.STRING_ARRAY
-_D = Parameter.Type.DOUBLE
-_DA = Parameter.Type.DOUBLE_ARRAY
-_I = Parameter.Type.INTEGER
-_B = Parameter.Type.BOOL
+_TYPE = Parameter.Type
 
 
 class ConfigError(ValueError):
@@ -186,23 +181,23 @@ def _one_of(name: str, value: str, allowed) -> None:
 
 
 def _coerce(kind: Parameter.Type, value: Any) -> Any:
-    if kind == _S:
+    if kind == _TYPE.STRING:
         if not isinstance(value, str):
             raise TypeError('expected a string')
         return value
-    if kind == _SA:
+    if kind == _TYPE.STRING_ARRAY:
         if isinstance(value, str):
             raise TypeError('expected a list of strings')
         return tuple(str(v) for v in value)
-    if kind == _DA:
+    if kind == _TYPE.DOUBLE_ARRAY:
         return tuple(float(v) for v in value)
-    if kind == _D:
+    if kind == _TYPE.DOUBLE:
         return float(value)
-    if kind == _I:
+    if kind == _TYPE.INTEGER:
         if isinstance(value, bool) or int(value) != value:
             raise TypeError('expected an integer')
         return int(value)
-    if kind == _B:
+    if kind == _TYPE.BOOL:
         if not isinstance(value, bool):
             raise TypeError('expected true or false')
         return value
