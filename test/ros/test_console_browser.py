@@ -208,6 +208,52 @@ def test_console_in_a_headless_browser(sim_checkpoints, tmp_path):
     assert all(x['tag'] == TAG for x in lines) and all(x['alpha_hidden'] for x in lines)
 
 
+def test_counts_table_and_plot_when_not_blind(sim_checkpoints, tmp_path):
+    """Not blind: the counts table and the plot show each setting and update after a judgment."""
+    driver = _browser()
+    harness = RosHarness()
+    console = None
+    try:
+        sim = SimRobotNode(context=harness.context, parameter_overrides=[
+            Parameter('image_size', value=32), Parameter('camera_rate', value=10.0),
+            Parameter('task', value='reach_red')])
+        harness.executor.add_node(sim)
+        harness.nodes.append(sim)
+        harness.start_node(*sim_checkpoints, joint_names=list(JOINT_NAMES),
+                           episode_log=str(tmp_path / 'episodes.jsonl'), alpha_schedule=SETTINGS,
+                           schedule_seed=5, schedule_repeats=3, blind=False)
+        port = free_port()
+        console = ConsoleProcess('--node', '/retain_policy', '--port', str(port),
+                                 '--camera', 'none')
+        wait_http(console.url())
+        driver.get(console.url())
+        view = _wait_view(driver, lambda v: v['connected'] and v['evaluation'].get('next')
+                          and v['blind'] is False, 'the next setting, not blind', 60)
+        first = view['evaluation']['next']
+        assert first.startswith('alpha=')
+        _press(driver, 's', 'btn-start')
+        _wait_view(driver, lambda v: v['evaluation'].get('running'), 'episode running')
+        _press(driver, 'y', 'btn-success')
+        _wait_view(driver, lambda v: v['evaluation'].get('episodes_done') == 1
+                   and not v['evaluation'].get('running'), 'episode judged')
+        table = driver.find_element('id', 'counts-table')
+        deadline = time.monotonic() + 10
+        while first not in table.text and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert table.is_displayed() and first in table.text, table.text
+        row = [r for r in table.text.splitlines() if r.startswith(first)][0]
+        assert ' 1 1 ' in f' {row} ', row          # 1 episode, 1 success
+        plot = driver.find_element('id', 'plot')
+        assert plot.is_displayed()
+        assert len(plot.find_elements('tag name', 'circle')) >= 1
+        assert not driver.find_element('id', 'counts-hidden').is_displayed()
+    finally:
+        driver.quit()
+        if console is not None:
+            console.stop()
+        harness.shutdown()
+
+
 @pytest.fixture
 def non_local_address():
     """Add the address :data:`NON_LOCAL` to this machine (root), remove it afterwards."""
