@@ -1,55 +1,43 @@
-"""Per-family inference latency: π0, π0.5 and SmolVLA ``predict`` / ``predict_batch``, 1-3 cameras.
+"""Per-family inference latency, eager vs compiled: π0, π0.5 and SmolVLA ``predict``.
 
 No ROS: the policy alone (pre-processing, the flow-matching sampler, unnormalize), the part of the
 node's step that ``benchmarks/node_latency.py`` reports as ``model``. Every camera gets the same
 raw ``--image-side`` square rgb8 image (each family resizes it to its model input), the state is
-the checkpoint's typical state, the prompt is fixed. Per row: ``--warmup`` untimed calls, then
-``--samples`` timed ``predict(obs)`` calls and ``--samples`` timed ``predict_batch([obs] * B)``
-calls (B = ``--batch``); p50 / p99 in ms. With ``tiny`` all rows are built first and their timed
-calls interleaved over ``--rounds`` rounds (a slow phase of a shared machine hits every row).
-The baseline is π0 with 1 camera in the same run (1.0x); the other rows are ratios of their
-``predict`` p50 to it.
+the checkpoint's typical state, the prompt is fixed.
 
-Sizes:
+One row per (size, family, cameras, ``compile`` mode); the policies of one row group are built
+with the same weights (the fixture's, or random weights of seed 1) and the same sampler noise, so
+a compiled chunk must equal the eager one within rounding (the table gives the largest
+difference). Per row: the first ``predict`` (for a compiled mode: the compile, as the node's
+warm-up at configure) is timed apart, ``--warmup`` more untimed calls follow, then the timed
+calls: ``--samples`` (tiny) or ``--samples-large`` (mid / full) per row, interleaved over
+``--rounds`` rounds across all rows of the group (a slow phase of a shared machine hits every
+row). torch's compile counters are read around the timed calls: they must not move (no
+recompilation in steady state). Ratios: each row's p50 over the eager row's of the same group.
 
-- ``tiny`` (CPU, float32, default): π0 = the project's tiny π0 (random weights, written with
-  ``save_pi0_checkpoint`` as in node_latency.py); π0.5 / SmolVLA = the LeRobot 0.4.4 fixtures in
-  test/data (``pi05_ref``, ``smolvla_ref``). Each is loaded from its folder with
-  :func:`retain_ros.policies.loader.load_policy`. Camera counts other than the fixtures' two are
-  made in a temporary copy of the folder whose ``config.json`` drops ``wrist`` (1 camera) or adds
-  ``side`` (3 cameras; the weights of all three families do not depend on the camera count).
-- ``full`` (CUDA, bfloat16, for a GPU run; random weights, nothing loaded from files): π0 = the
-  config ``benchmarks/full_size.py`` checks against transformers' default ``PI0Config``
-  (PaliGemma gemma_2b + gemma_300m expert, 224 px, chunk 50, 10 steps); π0.5 = the fixture's
-  config with its own variants (gemma_2b + gemma_300m) and LeRobot's π0.5 defaults (224 px,
-  chunk 50, 10 steps), widths from the variant tables (no weights file); SmolVLA = the fixture's
-  config with LeRobot's SmolVLA defaults (``HuggingFaceTB/SmolVLM2-500M-Video-Instruct``, 16 VLM
-  layers, expert 0.75 wide, 512 px, chunk 50, 10 steps), which needs that VLM's config.json and
-  tokenizer locally (the Hugging Face cache, or ``--smolvla-vlm DIR``): nothing is downloaded,
-  and without it the SmolVLA rows say so. Built with the adapters' own builders
-  (``Pi0Policy.from_spec`` / ``Pi05Policy.build`` / ``SmolVLAPolicy.build``, ``init_weights``).
-  Text tokenizers: π0 the project's byte tokenizer, π0.5 the fixture's tiny PaliGemma tokenizer
-  (both pad to a fixed ``tokenizer_max_length``, so the sequence length is the real one).
+Sizes (:mod:`policy_builds`): ``tiny`` (the test-size models, CPU float32), ``mid`` (a few hundred
+million parameters, random weights) and ``full`` (the families' real sizes, random weights; needs
+a GPU unless ``--dry-run``). ``mid`` / ``full`` run in bfloat16 on a GPU or on a CPU with native
+bfloat16 matrix instructions (``cpu_has_native_bf16``), else in float32. ``tiny`` and ``mid``
+are one group each (all their rows interleaved); ``full`` is one group per (cameras, family),
+1 camera first, so that a ``--deadline-s`` cut keeps the most useful rows.
 
-    .venv/bin/python benchmarks/policy_latency.py [--samples 30] [--cameras 1 2 3] [--results]
-    python benchmarks/policy_latency.py --size full [--smolvla-vlm DIR]   # needs a GPU
+    .venv/bin/python benchmarks/policy_latency.py [--size tiny mid] [--compile none default]
+        [--cameras 1] [--threads 2] [--results]
+    .venv/bin/python benchmarks/policy_latency.py --size full --dry-run   # parameter counts only
+    benchmarks/gpu_compile_latency.sh                                      # the GPU run
 
-``--results`` writes the table into the ``## Per-family inference latency`` section of
-benchmarks/RESULTS.md (replacing that section only).
+``--results`` writes the ``## Per-family inference latency`` section of benchmarks/RESULTS.md
+(replacing that section only); ``--out FILE`` writes the same text to FILE after every group.
 """
 from __future__ import annotations
 
 import argparse
-import functools
-import json
 import os
 import platform
-import shutil
 import sys
 import tempfile
 import time
-from typing import Callable
-from typing import Dict
 from typing import List
 
 import numpy as np
@@ -60,120 +48,34 @@ for _path in (ROOT, HERE):
     if _path not in sys.path:
         sys.path.insert(0, _path)
 
+from benchmarks.policy_builds import build_policy  # noqa: E402
+from benchmarks.policy_builds import FAMILIES  # noqa: E402
+from benchmarks.policy_builds import SIZES  # noqa: E402
 from benchmarks.results import write_section  # noqa: E402
 
 SECTION = '## Per-family inference latency'
-FAMILIES = ('pi0', 'pi05', 'smolvla')
 LABELS = {'pi0': 'π0', 'pi05': 'π0.5', 'smolvla': 'SmolVLA'}
-CAMERAS = ('base', 'wrist', 'side')
-DATA = os.path.join(ROOT, 'test', 'data')
-FIXTURES = {'pi05': 'pi05_ref', 'smolvla': 'smolvla_ref'}
-IMAGE_PREFIX = 'observation.images.'
+MODES = ('none', 'default', 'reduce-overhead', 'max-autotune')
 INSTRUCTION = 'put the gripper on the red block'
-SMOLVLA_VLM = 'HuggingFaceTB/SmolVLM2-500M-Video-Instruct'
-#: LeRobot's π0.5 / SmolVLA config defaults the full-size models take over the fixtures' values
-PI05_FULL = {'chunk_size': 50, 'n_action_steps': 50, 'num_inference_steps': 10,
-             'image_resolution': [224, 224]}
-SMOLVLA_FULL = {'vlm_model_name': SMOLVLA_VLM, 'num_vlm_layers': 16, 'chunk_size': 50,
-                'n_action_steps': 50, 'num_steps': 10, 'resize_imgs_with_padding': [512, 512],
-                'expert_width_multiplier': 0.75, 'self_attn_every_n_layers': 2,
-                'attention_mode': 'cross_attn', 'tokenizer_max_length': 48}
-#: published π0 inference figures (for reference next to the table; not measured here)
 PUBLISHED = (
-    'Published π0 figures for reference (as cited in issue 8; not measured here, other '
-    'hardware and code): openpi, ≈73-75 ms per π0 inference on an RTX 4090; with hand-written '
-    'kernels, 20-37 ms.')
+    'Published figures for reference (as cited in issue 24; other hardware and code, not '
+    'measured here): openpi π0 ≈73-75 ms per chunk eager on an RTX 4090; GR00T N1.7 156 ms '
+    'eager -> 72 ms with `torch.compile` on an H100.')
 
 
-# -- checkpoint folders (tiny) -------------------------------------------------------------------
-def camera_config(cfg: dict, cameras: int) -> dict:
-    """``cfg`` with exactly the first ``cameras`` of :data:`CAMERAS` as image features.
+def pick_dtype(size: str, device: str, dtype: str) -> str:
+    """Return the dtype a row runs in: ``--dtype``, else float32 (tiny) / the device's best."""
+    if dtype != 'auto':
+        return dtype
+    if size == 'tiny':
+        return 'float32'
+    from retain_ros.merging.devices import cpu_has_native_bf16
 
-    Kept cameras keep their shape; an added camera (``side``) takes the first camera's shape.
-    :raises ValueError: the config does not start with the cameras this benchmark expects.
-    """
-    features = cfg['input_features']
-    images = [k[len(IMAGE_PREFIX):] for k in features if k.startswith(IMAGE_PREFIX)]
-    if tuple(images) != CAMERAS[:len(images)]:
-        raise ValueError(f'cameras {images} are not a prefix of {CAMERAS}')
-    first = features[IMAGE_PREFIX + images[0]]
-    new = {f'{IMAGE_PREFIX}{name}': dict(features.get(IMAGE_PREFIX + name, first))
-           for name in CAMERAS[:cameras]}
-    new.update({k: v for k, v in features.items() if not k.startswith(IMAGE_PREFIX)})
-    return dict(cfg, input_features=new)
+    return 'bfloat16' if device.startswith('cuda') or cpu_has_native_bf16() else 'float32'
 
 
-def fixture_folder(family: str, out_dir: str, cameras: int, overrides=None) -> str:
-    """Copy the family's test fixture (no reference files) with ``cameras`` cameras."""
-    src = os.path.join(DATA, FIXTURES[family])
-    shutil.copytree(src, out_dir, ignore=shutil.ignore_patterns('reference*'))
-    if family == 'pi05':
-        shutil.copytree(os.path.join(out_dir, 'tiny_paligemma_tokenizer'),
-                        os.path.join(out_dir, 'tokenizer'))
-    path = os.path.join(out_dir, 'config.json')
-    with open(path, encoding='utf-8') as f:
-        cfg = camera_config(json.load(f), cameras)
-    cfg.update(overrides or {})
-    with open(path, 'w', encoding='utf-8') as f:
-        json.dump(cfg, f, indent=1)
-    return out_dir
-
-
-def tiny_policy(family: str, work: str, cameras: int):
-    """Load the tiny policy of ``family`` with ``cameras`` cameras (``load_policy``, CPU, fp32)."""
-    from retain_ros.policies.loader import load_policy
-    from retain_ros.ros.tools.checkpoints import write_random_tiny_pi0
-
-    out = os.path.join(work, f'{family}_{cameras}')
-    if family == 'pi0':
-        write_random_tiny_pi0(out, 1, CAMERAS[:cameras])
-    else:
-        fixture_folder(family, out, cameras)
-    return load_policy(out, device='cpu', dtype='float32', warmup=False)
-
-
-# -- full size (GPU) -----------------------------------------------------------------------------
-def full_policy(family: str, work: str, cameras: int, smolvla_vlm: str = ''):
-    """Build a full-size random-weight policy of ``family`` on CUDA in bfloat16 (see above)."""
-    if family == 'pi0':
-        from full_size import assert_default_pi0
-        from full_size import policy_config
-
-        from retain_ros.policies.pi0 import load_tokenizer
-        from retain_ros.policies.pi0 import NormStats
-        from retain_ros.policies.pi0 import Pi0Policy
-        from retain_ros.policies.pi0 import pi0_config_from_dict
-        from retain_ros.policies.pi0 import save_byte_tokenizer
-
-        spec = pi0_config_from_dict(policy_config('full', CAMERAS[:cameras]))
-        assert_default_pi0(spec)
-        tokenizer = load_tokenizer(save_byte_tokenizer(os.path.join(work, 'byte_tokenizer')))
-        return Pi0Policy.from_spec(spec, tokenizer, NormStats.identity(14, 14), device='cuda',
-                                   dtype='bfloat16', init_weights=True, init_seed=1)
-    out = os.path.join(work, f'{family}_{cameras}')
-    shutil.rmtree(out, ignore_errors=True)
-    if family == 'pi05':
-        from retain_ros.policies.pi05.modeling_pi05 import Pi05Policy
-
-        fixture_folder(family, out, cameras, PI05_FULL)
-        os.remove(os.path.join(out, 'model.safetensors'))   # widths from the variant tables
-        return Pi05Policy.build(out, device='cuda', dtype='bfloat16', init_weights=True,
-                                init_seed=1)
-    from retain_ros.policies.smolvla import SmolVLAPolicy
-
-    overrides = dict(SMOLVLA_FULL)
-    if smolvla_vlm:
-        overrides['vlm_model_name'] = os.path.abspath(smolvla_vlm)
-    fixture_folder(family, out, cameras, overrides)
-    os.remove(os.path.join(out, 'model.safetensors'))
-    shutil.rmtree(os.path.join(out, 'tiny_smolvlm'))
-    return SmolVLAPolicy.build(out, device='cuda', dtype='bfloat16', init_weights=True,
-                               init_seed=1)
-
-
-# -- measurement ---------------------------------------------------------------------------------
 def observation(policy, side: int):
-    """One observation: a fixed random ``side`` x ``side`` rgb8 image per camera."""
+    """Return one observation: a fixed random ``side`` x ``side`` rgb8 image per camera."""
     from retain_ros.policies.base import Observation
 
     rng = np.random.default_rng(0)
@@ -184,174 +86,224 @@ def observation(policy, side: int):
     return Observation(images=images, instruction=INSTRUCTION, state=state)
 
 
-def timed(call: Callable[[], object], samples: int) -> List[float]:
-    """Milliseconds of ``samples`` calls (each returns numpy actions: device work included)."""
-    out = []
-    for _ in range(samples):
-        t0 = time.perf_counter()
-        call()
-        out.append((time.perf_counter() - t0) * 1e3)
-    return out
+def prepare(row: dict, policy, args) -> None:
+    """Compile (``row['mode']``), time the first call, run the warm-up; fill ``row``."""
+    from retain_ros.policies.compile import apply_compile
 
-
-def warm(policy, side: int, warmup: int):
-    """Return the row's observation after ``warmup`` untimed calls and its chunk's shape.
-
-    The chunk is checked to be finite.
-    """
-    obs = observation(policy, side)
-    chunk = None
-    for _ in range(max(1, warmup)):
+    apply_compile(policy, row['mode'])
+    row['obs'] = obs = observation(policy, args.image_side)
+    t0 = time.perf_counter()
+    chunk = policy.predict(obs)
+    row['first_s'] = time.perf_counter() - t0
+    for _ in range(args.warmup):
         chunk = policy.predict(obs)
     if not np.all(np.isfinite(chunk.actions)):
-        raise RuntimeError(f'{policy.name}: non-finite actions')
-    return obs, tuple(chunk.actions.shape)
+        raise RuntimeError(f'{policy.name} {row["mode"]}: non-finite actions')
+    row.update(chunk=np.array(chunk.actions), times=[],
+               params=sum(p.numel() for p in policy.module.parameters()))
 
 
-def measure(policies: List[object], args) -> List[Dict[str, object]]:
-    """``predict`` / ``predict_batch`` p50 / p99 (ms) of each policy, plus its sizes.
+def measure(group: List[dict], policies: list, samples: int, rounds: int) -> None:
+    """Time ``samples`` ``predict`` calls per row, interleaved over ``rounds`` rounds.
 
-    The timed calls are interleaved over ``args.rounds`` rounds (each round times every policy
-    in turn), so a slow phase of the shared machine falls on all rows alike.
+    Also record the compile counters' change over the timed calls (``new_graphs``).
     """
-    rows, single, many = [], [[] for _ in policies], [[] for _ in policies]
-    inputs = [warm(p, args.image_side, args.warmup) for p in policies]
-    per_round = [args.samples // args.rounds + (r < args.samples % args.rounds)
-                 for r in range(args.rounds)]
+    from retain_ros.policies.compile import compile_counts
+
+    before = compile_counts()
+    per_round = [samples // rounds + (r < samples % rounds) for r in range(rounds)]
     for count in per_round:
-        for i, (policy, (obs, _)) in enumerate(zip(policies, inputs)):
-            single[i] += timed(functools.partial(policy.predict, obs), count)
-            many[i] += timed(functools.partial(policy.predict_batch, [obs] * args.batch), count)
-    for policy, (_, shape), one, batch in zip(policies, inputs, single, many):
-        rows.append({'single': (float(np.percentile(one, 50)), float(np.percentile(one, 99))),
-                     'batch': (float(np.percentile(batch, 50)),
-                               float(np.percentile(batch, 99))),
-                     'params': sum(p.numel() for p in policy.module.parameters()),
-                     'chunk': shape})
-    return rows
+        for row, policy in zip(group, policies):
+            for _ in range(count):
+                t0 = time.perf_counter()
+                policy.predict(row['obs'])
+                row['times'].append((time.perf_counter() - t0) * 1e3)
+    after = compile_counts()
+    for row in group:
+        row['new_graphs'] = after['unique_graphs'] - before['unique_graphs']
+        row['p50'], row['p99'] = (float(np.percentile(row['times'], q)) for q in (50, 99))
 
 
-def run_rows(args) -> List[dict]:
-    """Every (family, cameras) row; a row that cannot be built carries its reason.
-
-    ``tiny``: all rows are built first and measured interleaved; ``full``: one policy at a time
-    (the full-size models do not fit on one GPU together), so its rows are not interleaved.
-    """
+def run_group(group: List[dict], work: str, args) -> None:
+    """Build, compile and time one group of rows (a row that fails carries its reason)."""
     import torch
 
-    rows = [{'family': f, 'cameras': c} for f in args.families for c in args.cameras]
-    groups = [rows] if args.size == 'tiny' else [[row] for row in rows]
-    with tempfile.TemporaryDirectory(prefix='policy_latency_') as work:
-        for group in groups:
-            built = []
-            for row in group:
-                family, cams = row['family'], row['cameras']
-                try:
-                    built.append((row, tiny_policy(family, work, cams) if args.size == 'tiny'
-                                  else full_policy(family, work, cams, args.smolvla_vlm)))
-                except (FileNotFoundError, ValueError) as exc:
-                    row['error'] = f'{type(exc).__name__}: {exc}'
-                    print(f'{family} {cams} camera(s): not built: {row["error"]}', flush=True)
-            with torch.inference_mode():
-                results = measure([p for _, p in built], args)
-            for (row, _), result in zip(built, results):
-                row.update(result)
-                print(f'{row["family"]} {row["cameras"]} camera(s): predict p50 '
-                      f'{row["single"][0]:.1f} ms p99 {row["single"][1]:.1f} ms; '
-                      f'predict_batch({args.batch}) p50 {row["batch"][0]:.1f} ms', flush=True)
-            del built
-            if args.size == 'full':
-                torch.cuda.empty_cache()
-    return rows
+    built = []
+    for row in group:   # every model built before any compile: see the note below
+        try:
+            t0 = time.perf_counter()
+            built.append((row, build_policy(row['size'], row['family'], work, row['cameras'],
+                                            row['device'], row['dtype'], args.smolvla_vlm)))
+            row['build_s'] = time.perf_counter() - t0
+        except (FileNotFoundError, ValueError, RuntimeError) as exc:
+            fail(row, exc)
+    # eager first calls before any compile: the first run of a transformers model class grows
+    # transformers' output-capturing registry, and dynamo guards on its length, so a model
+    # class first run after a compile makes the compiled graphs recompile once
+    policies, kept = [], []
+    for row, policy in sorted(built, key=lambda item: item[0]['mode'] != 'none'):
+        try:
+            prepare(row, policy, args)
+        except (ValueError, RuntimeError) as exc:
+            fail(row, exc)
+            continue
+        print(f'{label(row)}: built in {row["build_s"]:.1f} s, first call '
+              f'{row["first_s"]:.1f} s', flush=True)
+        policies.append(policy)
+        kept.append(row)
+    samples = args.samples if group[0]['size'] == 'tiny' else args.samples_large
+    # no inference_mode around the calls: the node calls predict as is (its own no_grad), and
+    # a grad-mode switch between the warm-up and the timed calls would make dynamo recompile
+    measure(kept, policies, samples, min(args.rounds, samples))
+    eager = {(r['family'], r['cameras']): r for r in kept if r['mode'] == 'none'}
+    for row in kept:
+        base = eager.get((row['family'], row['cameras']))
+        if base is not None:
+            row['ratio'] = row['p50'] / base['p50']
+            row['diff'] = float(np.max(np.abs(row['chunk'] - base['chunk'])))
+        print(f'{label(row)}: p50 {row["p50"]:.1f} ms p99 {row["p99"]:.1f} ms '
+              f'({len(row["times"])} calls)', flush=True)
+    del policies
+    if any(r['device'].startswith('cuda') for r in group):
+        torch.cuda.empty_cache()
+
+
+def fail(row: dict, exc: Exception) -> None:
+    row['error'] = f'{type(exc).__name__}: {exc}'.replace('|', '/').splitlines()[0]
+    print(f'{label(row)}: not run: {row["error"]}', flush=True)
+
+
+def label(row: dict) -> str:
+    return f'{row["size"]} {row["family"]} {row["cameras"]} cam {row["mode"]}'
+
+
+def plan_groups(args) -> List[List[dict]]:
+    """Return the rows to run, grouped as the module docstring says."""
+    groups = []
+    for size in args.size:
+        device = args.device if args.device != 'auto' else ('cuda' if size == 'full' else 'cpu')
+        dtype = pick_dtype(size, device, args.dtype)
+        per_key = [[{'size': size, 'family': f, 'cameras': c, 'mode': m, 'device': device,
+                     'dtype': dtype}
+                    for m in (args.compile if c in (args.compile_cameras or [c]) else ['none'])]
+                   for c in args.cameras for f in args.families]
+        groups += per_key if size == 'full' else [[r for rows in per_key for r in rows]]
+    return groups
+
+
+def dry_run(groups: List[List[dict]], work: str, args) -> None:
+    """Print each planned row with its parameter count (modules on the meta device)."""
+    counts = {}
+    for row in (r for g in groups for r in g):
+        key = (row['size'], row['family'], row['cameras'])
+        if key not in counts:
+            module = build_policy(*key[:2], work, key[2], 'meta', row['dtype'],
+                                  args.smolvla_vlm, meta=True)
+            counts[key] = sum(p.numel() for p in module.parameters())
+        print(f'{label(row)}: {counts[key] / 1e6:.1f} M parameters, {row["dtype"]} on '
+              f'{row["device"]} (dry run: nothing built)', flush=True)
 
 
 def table(rows: List[dict], args) -> str:
-    """Markdown rows with ratios against π0 / 1 camera of the same run."""
-    base = next((r for r in rows if r['family'] == 'pi0' and r['cameras'] == 1
-                 and 'single' in r), None)
-    lines = [f'| family | cameras | parameters | chunk | predict p50 / p99 (ms) | vs π0 1 cam '
-             f'(p50) | predict_batch({args.batch}) p50 / p99 (ms) | per observation (p50) |',
-             '|---|---|---|---|---|---|---|---|']
+    """Return the markdown table of ``rows``."""
+    lines = ['| size | family | cameras | parameters | dtype | compile | first call (s) | '
+             'predict p50 / p99 (ms) | vs eager (p50) | max abs diff vs eager | graphs '
+             'compiled while timed (group) |', '|---|---|---|---|---|---|---|---|---|---|---|']
     for r in rows:
-        label = LABELS[r['family']]
-        if 'error' in r:
-            lines.append(f'| {label} | {r["cameras"]} | not built: {r["error"]} | | | | | |')
+        head = f'| {r["size"]} | {LABELS[r["family"]]} | {r["cameras"]} |'
+        if 'p50' not in r:
+            why = r.get('error', 'not run: the --deadline-s or time limit was reached')
+            lines.append(f'{head} | {r["dtype"]} | {r["mode"]} | {why} | | | | |')
             continue
-        ratio = f'{r["single"][0] / base["single"][0]:.2f}x' if base else 'no baseline'
-        lines.append(
-            f'| {label} | {r["cameras"]} | {r["params"] / 1e6:.2f} M | {r["chunk"][0]}x'
-            f'{r["chunk"][1]} | {r["single"][0]:.1f} / {r["single"][1]:.1f} | {ratio} | '
-            f'{r["batch"][0]:.1f} / {r["batch"][1]:.1f} | {r["batch"][0] / args.batch:.1f} |')
+        ratio = f'{r["ratio"]:.2f}x' if 'ratio' in r else 'no eager row'
+        diff = f'{r["diff"]:.1e}' if 'diff' in r and r['mode'] != 'none' else '-'
+        lines.append(f'{head} {r["params"] / 1e6:.1f} M | {r["dtype"]} | {r["mode"]} | '
+                     f'{r["first_s"]:.2f} | {r["p50"]:.1f} / {r["p99"]:.1f} | {ratio} | {diff} '
+                     f'| {r["new_graphs"]} |')
     return '\n'.join(lines)
 
 
-def machine_line(size: str) -> str:
+def machine_line(args) -> str:
+    """Return the machine, torch version and threads, for the report."""
     import torch
 
-    if size == 'full':
-        where = f'{torch.cuda.get_device_name(0)}, bfloat16'
-    else:
-        where = 'CPU, float32, no GPU'
-    return (f'{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores '
-            f'(shared), {where}, torch {torch.__version__}, {torch.get_num_threads()} torch '
-            'thread(s)')
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open('/proc/cpuinfo') as fh:
+            cpu = next((ln.split(':', 1)[1].strip() for ln in fh if ln.startswith('model name')),
+                       cpu)
+    except OSError:
+        pass
+    gpu = (f', {torch.cuda.get_device_name(0)}' if any(s == 'full' for s in args.size)
+           and torch.cuda.is_available() else '')
+    return (f'{cpu}, {os.cpu_count()} CPU cores (shared){gpu}, torch {torch.__version__}, '
+            f'{torch.get_num_threads()} torch thread(s)')
 
 
-def report(rows: List[dict], args) -> str:
+def report(rows: List[dict], args, loads) -> str:
     """Return the RESULTS.md section."""
-    command = 'benchmarks/policy_latency.py' + (' --size full' if args.size == 'full' else '')
-    what = ('tiny configs: π0 = the project\'s tiny π0 (4 joints, 64 px model input); π0.5 / '
-            'SmolVLA = the LeRobot 0.4.4 test fixtures (7-dim actions, 64 px)'
-            if args.size == 'tiny' else 'full-size random-weight models (see the script)')
-    lines = [
+    argv = ' '.join(sys.argv[1:]) if args.command is None else args.command
+    return '\n'.join([
         SECTION, '',
-        f'`OMP_NUM_THREADS={args.threads} .venv/bin/python {command} --samples {args.samples} '
-        f'--warmup {args.warmup} --rounds {args.rounds} --results` on '
-        f'{machine_line(args.size)}. Policy alone (no ROS), {what}; every camera gets the same '
-        f'{args.image_side}x{args.image_side} rgb8 image; {args.warmup} warm-up calls, then '
-        f'{args.samples} timed `predict` and {args.samples} timed `predict_batch` calls per row'
-        + (f', interleaved over {args.rounds} rounds across all rows. ' if args.size == 'tiny'
-           else ' (one model at a time). ') +
-        'Ratios: `predict` p50 against π0 with 1 camera, measured in the same run. '
-        'Cameras other than the fixtures\' two come from a copy of the fixture\'s config.json '
-        'without `wrist` / with an added `side` (same weights).', '',
-        table(rows, args), '']
-    if args.size == 'tiny':
-        lines += [
-            'No GPU was lent for this task: the full-size figures the issue asks for (π0, π0.5, '
-            'SmolVLA in bf16, p50 / p99 for 1-3 cameras) are NOT measured. The code path is '
-            '`--size full` (CUDA, bf16, random weights; SmolVLA needs the SmolVLM2-500M config '
-            'and tokenizer locally); the tiny rows above say nothing about full-size latency.',
-            '']
-    lines.append(PUBLISHED)
-    return '\n'.join(lines)
+        f'`.venv/bin/python benchmarks/policy_latency.py {argv}` on {machine_line(args)}; '
+        f'`uptime` load average (1 / 5 / 15 min) {loads[0]} at the start, {loads[1]} at the '
+        'end. Policy alone (no ROS): eager (`compile=none`) vs compiled rows of the same '
+        'weights and noise, timed interleaved in one process (see the script\'s docstring); '
+        f'{args.image_side}x{args.image_side} rgb8 camera images; "first call" = the '
+        'compile for a compiled mode (the node does it in its warm-up at configure); '
+        '"vs eager" = p50 / the eager p50 of the same family, size and cameras; "graphs '
+        'compiled while timed" must be 0. Sizes: tiny = the test-size models (π0: the '
+        'project\'s tiny π0; π0.5 / SmolVLA: the LeRobot 0.4.4 fixtures); mid = random-weight '
+        'models of the real layouts, narrower (π0 / π0.5: SigLIP-B/14 224 px + 12-layer Gemma '
+        '1024 wide + 12-layer expert 512 wide; SmolVLA: SmolVLM2-500M widths, 16 VLM layers, '
+        '256 px), chunk 50, 10 flow steps; full = the families\' real sizes '
+        '(`benchmarks/policy_builds.py`).', '',
+        table(rows, args), '', PUBLISHED])
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--size', choices=('tiny', 'full'), default='tiny',
-                        help='tiny: CPU float32 test-size models; full: CUDA bf16 full-size '
-                             'random-weight models (needs a GPU)')
+    parser.add_argument('--size', nargs='+', choices=SIZES, default=['tiny', 'mid'],
+                        help='tiny: CPU float32 test-size models; mid: a few hundred M '
+                             'parameters; full: the real sizes (GPU)')
     parser.add_argument('--families', nargs='+', choices=FAMILIES, default=list(FAMILIES))
-    parser.add_argument('--cameras', type=int, nargs='+', choices=(1, 2, 3), default=[1, 2, 3])
-    parser.add_argument('--samples', type=int, default=30)
-    parser.add_argument('--warmup', type=int, default=3)
-    parser.add_argument('--batch', type=int, default=2, help='observations per predict_batch')
-    parser.add_argument('--rounds', type=int, default=5,
+    parser.add_argument('--cameras', type=int, nargs='+', choices=(1, 2, 3), default=[1])
+    parser.add_argument('--compile', nargs='+', choices=MODES, default=['none', 'default'],
+                        help='compile modes to compare (none = eager, the baseline)')
+    parser.add_argument('--compile-cameras', type=int, nargs='+', choices=(1, 2, 3),
+                        default=None, help='camera counts that get the compiled modes '
+                                           '(default: all of --cameras; others: eager only)')
+    parser.add_argument('--device', default='auto',
+                        help='auto (cpu for tiny / mid, cuda for full), cpu, cuda, cuda:N')
+    parser.add_argument('--dtype', default='auto',
+                        help='auto (tiny: float32; mid / full: bfloat16 where native), float32, '
+                             'bfloat16, float16')
+    parser.add_argument('--samples', type=int, default=60, help='timed calls per tiny row')
+    parser.add_argument('--samples-large', type=int, default=12,
+                        help='timed calls per mid / full row')
+    parser.add_argument('--warmup', type=int, default=2, help='untimed calls after the first')
+    parser.add_argument('--rounds', type=int, default=6,
                         help='timed calls interleaved over this many rounds (see measure)')
     parser.add_argument('--image-side', type=int, default=224, help='raw camera image side')
     parser.add_argument('--threads', type=int, default=1,
                         help='torch CPU threads (torch.set_num_threads)')
     parser.add_argument('--smolvla-vlm', default='',
-                        help=f'--size full: local folder of {SMOLVLA_VLM} (config.json + '
-                             'tokenizer); default: the Hugging Face cache')
+                        help='--size full: local folder of SmolVLM2-500M-Video-Instruct '
+                             '(config.json + tokenizer); default: the Hugging Face cache, else '
+                             'its published widths')
+    parser.add_argument('--deadline-s', type=float, default=0.0,
+                        help='start no new group after this many seconds (0: no limit)')
+    parser.add_argument('--dry-run', action='store_true',
+                        help='print the rows and parameter counts (meta device); build nothing')
+    parser.add_argument('--out', default='', help='also write the section to this file')
     parser.add_argument('--results', action='store_true',
                         help='write the section of benchmarks/RESULTS.md')
     args = parser.parse_args(argv)
-    if 'pi0' not in args.families or 1 not in args.cameras:
-        parser.error('the baseline (pi0, 1 camera) must be part of the run')
-    if not 1 <= args.rounds <= args.samples:
-        parser.error('--rounds must be between 1 and --samples')
+    args.command = None if argv is None else ' '.join(argv)
+    if 'none' not in args.compile:
+        parser.error('--compile must include none (the eager baseline of every ratio)')
+    if args.rounds < 1:
+        parser.error('--rounds must be at least 1')
     return args
 
 
@@ -360,15 +312,29 @@ def main(argv=None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    if args.size == 'full' and not torch.cuda.is_available():
-        print('policy_latency: --size full needs a CUDA GPU (torch.cuda.is_available() is '
-              'False); nothing was built', file=sys.stderr)
-        return 2
-    load = os.getloadavg()[0]
-    rows = run_rows(args)
-    text = report(rows, args).replace(
-        '\n\n| family', f' 1-minute load average {load:.1f} at the start, '
-        f'{os.getloadavg()[0]:.1f} at the end (shared machine).\n\n| family', 1)
+    groups = plan_groups(args)
+    with tempfile.TemporaryDirectory(prefix='policy_latency_') as work:
+        if args.dry_run:
+            dry_run(groups, work, args)
+            return 0
+        cuda = [r for g in groups for r in g if r['device'].startswith('cuda')]
+        if cuda and not torch.cuda.is_available():
+            print(f'policy_latency: {label(cuda[0])} needs a CUDA GPU (torch.cuda.is_available() '
+                  'is False); nothing was built. Use --dry-run to check the configs.',
+                  file=sys.stderr)
+            return 2
+        loads, start = ['/'.join(f'{x:.1f}' for x in os.getloadavg())], time.monotonic()
+        text = report([r for g in groups for r in g], args, loads * 2)
+        for group in groups:
+            if args.deadline_s and time.monotonic() - start > args.deadline_s:
+                print(f'{label(group[0])}: not run (deadline)', flush=True)
+                continue
+            run_group(group, work, args)
+            text = report([r for g in groups for r in g], args,
+                          loads + ['/'.join(f'{x:.1f}' for x in os.getloadavg())])
+            if args.out:
+                with open(args.out, 'w', encoding='utf-8') as fh:
+                    fh.write(text + '\n')
     print(text)
     if args.results:
         write_section(text, SECTION)
