@@ -118,22 +118,26 @@ def sim_checkpoints(tmp_path_factory):
             write_tiny_pi0(root / 'ft', seed=2, state_dim=3, action_dim=3))
 
 
+def _start_graph(harness, checkpoints, log, **params):
+    """Start the sim robot and a policy node on a two-setting schedule in ``harness``."""
+    sim = SimRobotNode(context=harness.context, parameter_overrides=[
+        Parameter('image_size', value=32), Parameter('camera_rate', value=10.0),
+        Parameter('task', value='reach_red')])
+    harness.executor.add_node(sim)
+    harness.nodes.append(sim)
+    harness.start_node(*checkpoints, joint_names=list(JOINT_NAMES), episode_log=str(log),
+                       alpha_schedule=SETTINGS, schedule_seed=5, schedule_repeats=3, **params)
+
+
 def test_console_in_a_headless_browser(sim_checkpoints, tmp_path):
     driver = _browser()
     log = tmp_path / 'episodes.jsonl'
     harness = RosHarness()
     console = None
     try:
-        sim = SimRobotNode(context=harness.context, parameter_overrides=[
-            Parameter('image_size', value=32), Parameter('camera_rate', value=10.0),
-            Parameter('task', value='reach_red')])
-        harness.executor.add_node(sim)
-        harness.nodes.append(sim)
         sequential = {'sequential': True, 'sequential_budget': 50,
                       'sequential_reference': 'best'} if 'sequential' in SPECS else {}
-        harness.start_node(*sim_checkpoints, joint_names=list(JOINT_NAMES),
-                           episode_log=str(log), alpha_schedule=SETTINGS, schedule_seed=5,
-                           schedule_repeats=3, blind=True, **sequential)
+        _start_graph(harness, sim_checkpoints, log, blind=True, **sequential)
         port = free_port()
         console = ConsoleProcess('--node', '/retain_policy', '--port', str(port))
         url = console.url()
@@ -214,14 +218,7 @@ def test_counts_table_and_plot_when_not_blind(sim_checkpoints, tmp_path):
     harness = RosHarness()
     console = None
     try:
-        sim = SimRobotNode(context=harness.context, parameter_overrides=[
-            Parameter('image_size', value=32), Parameter('camera_rate', value=10.0),
-            Parameter('task', value='reach_red')])
-        harness.executor.add_node(sim)
-        harness.nodes.append(sim)
-        harness.start_node(*sim_checkpoints, joint_names=list(JOINT_NAMES),
-                           episode_log=str(tmp_path / 'episodes.jsonl'), alpha_schedule=SETTINGS,
-                           schedule_seed=5, schedule_repeats=3, blind=False)
+        _start_graph(harness, sim_checkpoints, tmp_path / 'episodes.jsonl', blind=False)
         port = free_port()
         console = ConsoleProcess('--node', '/retain_policy', '--port', str(port),
                                  '--camera', 'none')
