@@ -44,27 +44,17 @@ def write_tiny_pi0(out_dir, seed, camera_names=('base',), image_size=32, chunk_s
                    control_period=0.1, state_dim=None, action_dim=None):
     """Write a randomly initialised tiny pi0 checkpoint (LeRobot layout) and return its path.
 
-    Uses the policies package's own ``tiny_pi0_config`` and ``save_pi0_checkpoint``; state and
-    action widths are ``len(TEST_JOINTS)`` unless given, normalization statistics the identity.
+    The tests' sizes (32 px, chunk 10, 0.1 s) on the package's one writer,
+    :func:`retain_ros.ros.tools.checkpoints.write_random_tiny_pi0`; state and action widths are
+    ``len(TEST_JOINTS)`` unless given, normalization statistics the identity.
     """
-    from retain_ros.policies.pi0 import load_tokenizer
-    from retain_ros.policies.pi0 import NormStats
-    from retain_ros.policies.pi0 import Pi0Policy
-    from retain_ros.policies.pi0 import pi0_config_from_dict
-    from retain_ros.policies.pi0 import save_byte_tokenizer
-    from retain_ros.policies.pi0 import save_pi0_checkpoint
-    from retain_ros.policies.pi0 import tiny_pi0_config
+    from retain_ros.ros.tools.checkpoints import write_random_tiny_pi0
 
-    state_dim = state_dim or len(TEST_JOINTS)
-    action_dim = action_dim or len(TEST_JOINTS)
-    spec = pi0_config_from_dict(tiny_pi0_config(
-        state_dim=state_dim, action_dim=action_dim, chunk_size=chunk_size,
-        camera_names=tuple(camera_names), image_size=image_size,
-        control_period=control_period))
-    tokenizer = load_tokenizer(save_byte_tokenizer(os.path.join(str(out_dir), 'tokenizer')))
-    policy = Pi0Policy.from_spec(spec, tokenizer, NormStats.identity(state_dim, action_dim),
-                                 init_weights=True, init_seed=seed)
-    return save_pi0_checkpoint(policy, str(out_dir))
+    return write_random_tiny_pi0(out_dir, seed, camera_names,
+                                 state_dim=state_dim or len(TEST_JOINTS),
+                                 action_dim=action_dim or len(TEST_JOINTS),
+                                 image_size=image_size, chunk_size=chunk_size,
+                                 control_period=control_period)
 
 
 @pytest.fixture(scope='session')

@@ -7,6 +7,7 @@ what the latency and load measurements run when the model's quality does not mat
 from __future__ import annotations
 
 import os
+from typing import Optional
 from typing import Sequence
 from typing import Tuple
 
@@ -14,12 +15,20 @@ from typing import Tuple
 JOINTS = ('j0', 'j1', 'j2', 'j3')
 
 
-def write_random_tiny_pi0(out_dir: str, seed: int, cameras: Sequence[str] = ('base',)) -> str:
-    """Write a randomly initialised tiny pi0 for :data:`JOINTS` and ``cameras``; return its path.
+def write_random_tiny_pi0(out_dir: str, seed: int, cameras: Sequence[str] = ('base',),
+                          state_dim: Optional[int] = None, action_dim: Optional[int] = None,
+                          **config) -> str:
+    """Write a randomly initialised tiny pi0 in LeRobot layout; return its path.
+
+    The one writer of random tiny pi0 checkpoints (the benchmarks and the tests use it).
 
     :param out_dir: the checkpoint folder (its tokenizer goes to ``out_dir/tokenizer``).
     :param seed: weight initialisation seed.
     :param cameras: the policy's camera names.
+    :param state_dim: state width (default: ``len(JOINTS)``).
+    :param action_dim: action width (default: ``len(JOINTS)``).
+    :param config: further :func:`~retain_ros.policies.pi0.tiny_pi0_config` arguments
+        (``image_size``, ``chunk_size``, ``control_period`` ...); its defaults otherwise.
     """
     from retain_ros.policies.pi0 import load_tokenizer
     from retain_ros.policies.pi0 import NormStats
@@ -29,11 +38,13 @@ def write_random_tiny_pi0(out_dir: str, seed: int, cameras: Sequence[str] = ('ba
     from retain_ros.policies.pi0 import save_pi0_checkpoint
     from retain_ros.policies.pi0 import tiny_pi0_config
 
-    dim = len(JOINTS)
-    spec = pi0_config_from_dict(tiny_pi0_config(state_dim=dim, action_dim=dim,
-                                                camera_names=tuple(cameras)))
+    out_dir = str(out_dir)
+    state_dim = state_dim or len(JOINTS)
+    action_dim = action_dim or len(JOINTS)
+    spec = pi0_config_from_dict(tiny_pi0_config(state_dim=state_dim, action_dim=action_dim,
+                                                camera_names=tuple(cameras), **config))
     tokenizer = load_tokenizer(save_byte_tokenizer(os.path.join(out_dir, 'tokenizer')))
-    policy = Pi0Policy.from_spec(spec, tokenizer, NormStats.identity(dim, dim),
+    policy = Pi0Policy.from_spec(spec, tokenizer, NormStats.identity(state_dim, action_dim),
                                  init_weights=True, init_seed=seed)
     return save_pi0_checkpoint(policy, out_dir)
 
