@@ -28,6 +28,7 @@ from retain_ros.merging.digests import json_digest
 from retain_ros.merging.errors import CheckpointError
 from retain_ros.merging.errors import KeyMismatchError
 from retain_ros.merging.errors import MergeError
+from retain_ros.merging.memory import CHUNK_ELEMS
 from retain_ros.merging.recipes import get as get_recipe
 from retain_ros.merging.recipes.base import Recipe
 from retain_ros.merging.recipes.interpolate import native_lerp_exact
@@ -121,17 +122,22 @@ def validate_sources(pre: CheckpointSource, fts: Sequence[CheckpointSource]) -> 
 
 
 def all_finite(t: torch.Tensor) -> bool:
-    """Tell whether no element is nan / inf.
+    """Tell whether no element is nan / inf, allocating nothing of the tensor's size.
 
     A float sum is finite only if every element is (nan and inf propagate); only when the sum
-    is not finite (a non-finite element, or an overflow of the sum) is the exact test run.
+    is not finite (a non-finite element, or an overflow of the sum) is the exact test run, in
+    chunks of :data:`~retain_ros.merging.memory.CHUNK_ELEMS` elements. The sum is taken in the
+    tensor's own dtype: half-precision reductions accumulate in float32 internally, while
+    ``sum(dtype=torch.float32)`` first copies the whole tensor to float32 (2 GiB for π0's
+    embedding, held next to the sources while they are loaded).
     """
     if t.numel() == 0:
         return True
-    acc = torch.float64 if t.dtype == torch.float64 else torch.float32
-    if math.isfinite(float(t.sum(dtype=acc))):
+    if math.isfinite(float(t.sum())):
         return True
-    return bool(torch.isfinite(t).all())
+    flat = t.reshape(-1)
+    return all(bool(torch.isfinite(flat[i:i + CHUNK_ELEMS]).all())
+               for i in range(0, flat.numel(), CHUNK_ELEMS))
 
 
 def fingerprint(pre: CheckpointSource, fts: Sequence[CheckpointSource], spec: MergeSpec,
