@@ -39,3 +39,12 @@ def test_every_sample_gets_its_chunk(record):
         rec = extra['recording']
         assert 5 - extra['missed'] <= rec['frames'] <= 5
         assert rec['dropped'] == 0 and rec['bag_mib'] > 0
+
+
+@pytest.mark.parametrize('separate_process', [False, True])
+def test_transport_floor_echoes_every_sample(separate_process):
+    """The floor's echo answers each sample, in this process and from a child process."""
+    from retain_ros.ros.tools.transport_floor import run_floor
+
+    rows = run_floor(2, samples=4, points=10, warmup=1, separate_process=separate_process)
+    assert len(rows) == 4 and all(0 < ms < 2000 for ms in rows)

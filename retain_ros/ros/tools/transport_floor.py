@@ -6,18 +6,25 @@ once it holds every message of a sample's stamp, publishes a prebuilt ``JointTra
 node's chunk shape stamped with it. Publish -> trajectory received on the probe is then what
 rclpy and DDS cost for those messages in this process layout (publish calls, loopback both ways,
 deserialization, two executors' dispatch) and nothing else: the part of the node's overhead that
-no change in the node can remove.
+no change in the node can remove. With ``separate_process`` the echo node runs in a child process
+(``python -m retain_ros.ros.tools.transport_floor CAMERAS POINTS``), as a camera driver and a
+controller would: DDS then crosses processes (shared memory or UDP loopback) instead of Fast
+DDS's intra-process path, and the two sides no longer share one GIL.
 """
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 from typing import Dict
 from typing import List
+from typing import Optional
 
 import numpy as np
 import rclpy
 from rclpy.context import Context
+from rclpy.executors import ExternalShutdownException
 from retain_ros.ros.node_main import make_executor
 from retain_ros.ros.node_main import spin_in_background
 from retain_ros.ros.policy_node.outputs import build_trajectory
@@ -32,19 +39,10 @@ def _stamp_ns(msg) -> int:
     return msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
 
 
-def run_floor(cameras: int, samples: int, points: int, warmup: int = 5) -> List[float]:
-    """Return ``samples`` echo round trips (ms) with ``cameras`` cameras and a chunk of ``points``.
-
-    :param points: the trajectory's point count (the node's chunk horizon).
-    """
-    from retain_ros.ros.tools.node_latency import sample_messages
-    from retain_ros.ros.tools.node_latency import SIDE
-
-    context = Context()
-    rclpy.init(context=context)
+def _echo_node(context: Context, cameras: int, points: int):
+    """Create the echo node: it publishes the chunk-shaped trajectory once a stamp is complete."""
     topics = [f'cam{i}/image_raw' for i in range(cameras)]
     echo = rclpy.create_node('transport_floor_echo', context=context)
-    probe = rclpy.create_node('transport_floor_probe', context=context)
     out = echo.create_publisher(JointTrajectory, '/arm_controller/joint_trajectory', 10)
     template = build_trajectory(np.zeros((points, len(JOINTS))), JOINTS, 0.0, 0.02)
     got: Dict[int, set] = {}
@@ -62,6 +60,29 @@ def run_floor(cameras: int, samples: int, points: int, warmup: int = 5) -> List[
                              lambda m: on_input('joint_states', m), SENSOR_QOS)
     for topic in topics:
         echo.create_subscription(Image, topic, lambda m, t=topic: on_input(t, m), SENSOR_QOS)
+    return echo
+
+
+def run_floor(cameras: int, samples: int, points: int, warmup: int = 5,
+              separate_process: bool = False) -> List[float]:
+    """Return ``samples`` echo round trips (ms) with ``cameras`` cameras and a chunk of ``points``.
+
+    :param points: the trajectory's point count (the node's chunk horizon).
+    :param separate_process: the echo node runs in a child process (a camera driver and a
+        controller are other processes than the policy node) instead of in this one.
+    """
+    from retain_ros.ros.tools.node_latency import sample_messages
+    from retain_ros.ros.tools.node_latency import SIDE
+
+    context = Context()
+    rclpy.init(context=context)
+    topics = [f'cam{i}/image_raw' for i in range(cameras)]
+    child = echo = None
+    if separate_process:
+        child = subprocess.Popen([sys.executable, '-m', __name__, str(cameras), str(points)])
+    else:
+        echo = _echo_node(context, cameras, points)
+    probe = rclpy.create_node('transport_floor_probe', context=context)
     image_pubs = [probe.create_publisher(Image, t, 10) for t in topics]
     joint_pub = probe.create_publisher(JointState, 'joint_states', 10)
     arrived: Dict[int, float] = {}
@@ -74,18 +95,24 @@ def run_floor(cameras: int, samples: int, points: int, warmup: int = 5) -> List[
             cond.notify_all()
 
     probe.create_subscription(JointTrajectory, '/arm_controller/joint_trajectory', on_chunk, 10)
-    executors = [make_executor(context=context) for _ in range(2)]
-    executors[0].add_node(echo)
-    executors[1].add_node(probe)
+    nodes = [n for n in (echo, probe) if n is not None]
+    executors = [make_executor(context=context) for _ in nodes]
+    for executor, node in zip(executors, nodes):
+        executor.add_node(node)
     threads = [spin_in_background(e) for e in executors]
     rng = np.random.default_rng(0)
     images = [rng.integers(0, 256, (SIDE, SIDE, 3), dtype=np.uint8) for _ in topics]
+    deadline = time.monotonic() + 30.0
+    while child is not None and not probe.count_subscribers('joint_states'):
+        if time.monotonic() > deadline or child.poll() is not None:
+            raise RuntimeError('the echo process did not come up')
+        time.sleep(0.1)
     time.sleep(1.0)
     rows: List[float] = []
     last = 0
     try:
         for i in range(warmup + samples):
-            stamp_ns = last = max(echo.get_clock().now().nanoseconds, last + 1)
+            stamp_ns = last = max(probe.get_clock().now().nanoseconds, last + 1)
             joints, msgs = sample_messages(images, stamp_ns)
             t_pub = time.monotonic()
             joint_pub.publish(joints)
@@ -100,9 +127,29 @@ def run_floor(cameras: int, samples: int, points: int, warmup: int = 5) -> List[
     finally:
         for executor in executors:
             executor.shutdown(timeout_sec=5)
-        echo.destroy_node()
-        probe.destroy_node()
+        for node in nodes:
+            node.destroy_node()
         context.try_shutdown()
         for thread in threads:
             thread.join(timeout=5)
+        if child is not None:
+            child.terminate()
+            child.wait(timeout=10)
     return rows
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    """Child process of ``run_floor(separate_process=True)``: spin the echo node until killed."""
+    cameras, points = (int(a) for a in (sys.argv[1:] if argv is None else argv))
+    context = Context()
+    rclpy.init(context=context)
+    executor = make_executor(context=context)
+    executor.add_node(_echo_node(context, cameras, points))
+    try:
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+
+
+if __name__ == '__main__':
+    main()
