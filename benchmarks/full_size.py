@@ -270,7 +270,7 @@ def child_floor(pre: str, ft: str) -> dict:
     return {'copy_GBps': 2 * n / best / 1e9, 'read_both_s': reads, 'read_bytes': total}
 
 
-def child_node(pre: str, ft: str, changes: int, extra: str = '{}') -> dict:
+def child_node(pre: str, ft: str, changes: int, extra: str = '{}', headroom: str = '') -> dict:
     import logging
 
     import numpy as np
@@ -291,6 +291,9 @@ def child_node(pre: str, ft: str, changes: int, extra: str = '{}') -> dict:
 
     logging.basicConfig(level=logging.INFO, format='%(asctime)s %(name)s: %(message)s',
                         stream=sys.stderr)
+    if headroom:
+        from retain_ros.merging import memory
+        memory.HEADROOM_BYTES, memory.HEADROOM_FRACTION = int(float(headroom) * GIB), 0.0
     joints = [f'j{i}' for i in range(14)]
     ctx = Context()
     rclpy.init(context=ctx)
@@ -362,6 +365,7 @@ def child_node(pre: str, ft: str, changes: int, extra: str = '{}') -> dict:
         during = [m for tt, m in diags if t < tt < done]
         alpha_changes.append({
             'wall_s': done - t, 'ok': result.successful, 'reason': result.reason,
+            'merge_ms': node.runtime.state.merge_ms,
             'diagnostics_during': len(during),
             'said': sorted({m.status[0].message[:60] for m in during if m.status})})
     state = node.runtime.state
@@ -520,6 +524,10 @@ def main(argv=None) -> int:
     ap.add_argument('--node-params', default='{}',
                     help='extra node parameters for the node run, JSON (default: none, i.e. '
                     'the default memory settings)')
+    ap.add_argument('--headroom', default='',
+                    help='the memory plan\'s headroom in the node child, GiB (default: the '
+                    'plan\'s own, 0.5 GiB + 10%%): device mode at full size fits a 24 GB machine '
+                    'that runs nothing else only with a smaller one')
     ap.add_argument('--cold', action='store_true',
                     help='drop the page cache before floor, startup and node (root only)')
     ap.add_argument('--child', nargs=argparse.REMAINDER)
@@ -581,8 +589,8 @@ def main(argv=None) -> int:
             results['mergekit'] = run_mergekit(work, args.size, pre, ft, args.dtype)
             print(json.dumps({'mergekit': results['mergekit']}), flush=True)
         if 'node' in only:
-            results['node'] = run_child(['node', pre, ft, str(args.changes), args.node_params],
-                                        env, args.cold)
+            results['node'] = run_child(['node', pre, ft, str(args.changes), args.node_params,
+                                         args.headroom], env, args.cold)
             print(json.dumps({'node': results['node']}), flush=True)
     finally:
         if not args.keep:
