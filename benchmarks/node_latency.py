@@ -2,8 +2,8 @@
 
 For 1-3 cameras at 224x224 (rgb8), the tiny pi0 on CPU: the round trips of
 :func:`retain_ros.ros.tools.node_latency.run` (that module says what ``model``, ``wait``,
-``overhead``, ``inbound``, ``convert``, ``post`` and ``outbound`` measure), p50 / p99 per camera
-count. Node and publisher share one process, transport is Fast DDS on loopback.
+``overhead``, ``inbound``, ``convert``, ``observe``, ``post`` and ``outbound`` measure), p50 /
+p99 per camera count. Node and publisher share one process, transport is Fast DDS on loopback.
 
     .venv/bin/python benchmarks/node_latency.py [--samples 60] [--cameras 1 2 3] [--results]
         [--before DIR]
@@ -65,15 +65,16 @@ def table(results, samples: int) -> str:
     lines = [
         f'Tiny pi0 (random weights, 64 px model input) on CPU, {SIDE}x{SIDE} rgb8 cameras, '
         f'{samples} samples per row; p50 / p99 in ms. Overhead = end-to-end - model - timer '
-        'wait (publish, DDS loopback both ways, deserialization, image conversion, safety, '
-        'message build). Node and publisher in one process. "no chunk": samples whose chunk '
-        'never came, left out of the percentiles: "late" = the node dropped the chunk because '
-        'inference outlasted its 0.2 s of actions; the others went stale (60 ms) before the '
-        'inference timer picked them up, or lost a best-effort message.',
+        'wait (publish, DDS loopback both ways, deserialization, image conversion, reading the '
+        'observation, safety, message build). Node and publisher in one process. "no chunk": '
+        'samples whose chunk never came, left out of the percentiles: "late" = the node '
+        'dropped the chunk because inference outlasted its 0.2 s of actions; the others went '
+        'stale (60 ms) before the inference timer picked them up, or lost a best-effort '
+        'message.',
         '',
         '| cameras | end-to-end | model (predict) | timer wait | overhead | overhead / model '
-        '(p50) | of which: inbound | convert | post | outbound | no chunk |',
-        '|---|---|---|---|---|---|---|---|---|---|---|',
+        '(p50) | of which: inbound | convert | observe | post | outbound | no chunk |',
+        '|---|---|---|---|---|---|---|---|---|---|---|---|',
     ]
     for cams, s in results.items():
         ratio = s['overhead'][0] / s['model'][0] * 100
@@ -81,8 +82,8 @@ def table(results, samples: int) -> str:
             f'| {cams} | {s["e2e"][0]:.1f} / {s["e2e"][1]:.1f} | {s["model"][0]:.1f} / '
             f'{s["model"][1]:.1f} | {s["wait"][0]:.1f} / {s["wait"][1]:.1f} | '
             f'{s["overhead"][0]:.2f} / {s["overhead"][1]:.2f} | {ratio:.0f}% | '
-            f'{s["inbound"][0]:.2f} | {s["convert"][0]:.2f} | {s["post"][0]:.2f} | '
-            f'{s["outbound"][0]:.2f} | {s["no_chunk"]} |')
+            f'{s["inbound"][0]:.2f} | {s["convert"][0]:.2f} | {s["observe"][0]:.2f} | '
+            f'{s["post"][0]:.2f} | {s["outbound"][0]:.2f} | {s["no_chunk"]} |')
     return '\n'.join(lines)
 
 
@@ -118,9 +119,9 @@ def overhead_table(results, samples: int, old: str) -> str:
         'overhead <= 1 ms p50 and <= 3 ms p99.' + (f' Before = `{old}`.' if old else ''),
         '',
         '| cameras | before: overhead | after: overhead | transport floor | floor, other '
-        'process | node\'s own (p50, after) | after: inbound | convert | post | outbound | '
-        'model p50 (before / after) | load avg (1 min) |',
-        '|---|---|---|---|---|---|---|---|---|---|---|---|',
+        'process | node\'s own (p50, after) | after: inbound | convert | observe | post | '
+        'outbound | model p50 (before / after) | load avg (1 min) |',
+        '|---|---|---|---|---|---|---|---|---|---|---|---|---|',
     ]
     for cams, s in results.items():
         b = s.get('before')
@@ -131,7 +132,8 @@ def overhead_table(results, samples: int, old: str) -> str:
             f'{s["floor"][0]:.2f} / {s["floor"][1]:.2f} | '
             f'{s["floor_process"][0]:.2f} / {s["floor_process"][1]:.2f} | '
             f'{s["overhead"][0] - s["floor"][0]:.2f} | {s["inbound"][0]:.2f} | '
-            f'{s["convert"][0]:.2f} | {s["post"][0]:.2f} | {s["outbound"][0]:.2f} | '
+            f'{s["convert"][0]:.2f} | {s["observe"][0]:.2f} | {s["post"][0]:.2f} | '
+            f'{s["outbound"][0]:.2f} | '
             f'{old_model} / {s["model"][0]:.1f} | {s["load"]} |')
     return '\n'.join(lines)
 

@@ -67,12 +67,14 @@ class StepTiming:
 
     :param image_stamps: header stamps (s) of the camera images used.
     :param obs_ready: monotonic time the newest input of the observation arrived.
-    :param start: monotonic time inference started.
+    :param start: monotonic time inference started (the observation read, the model next).
     :param model_ms: ``policy.predict`` wall time.
     :param convert_ms: conversion time of the images used (on the decode thread).
     :param post_ms: embodiment maths + safety filter + message build (before publishing).
     :param published: monotonic time the chunk was handed to rclpy (stream mode: to the queue).
     :param obs_time: observation time on the node's clock (the chunk's stamp).
+    :param observe_ms: reading the inputs into an observation (checks, state vector), the step's
+        first part, before ``start``.
     """
 
     image_stamps: Tuple[float, ...]
@@ -83,6 +85,7 @@ class StepTiming:
     post_ms: float
     published: float
     obs_time: float = 0.0
+    observe_ms: float = 0.0
 
 
 class ActionQueue:
@@ -253,14 +256,17 @@ class Actor:
         if reason:
             self.set_hold(reason)
             return None
+        t_obs = time.perf_counter()
         obs, reason, info = self._inputs.observation()
         if obs is None:
             self.set_hold(reason)
             return None
+        observe_ms = (time.perf_counter() - t_obs) * 1e3
         self.set_hold(None)
         timing = StepTiming(image_stamps=info.image_stamps, obs_ready=info.obs_ready,
                             start=time.monotonic(), model_ms=0.0, convert_ms=info.convert_ms,
-                            post_ms=0.0, published=0.0, obs_time=info.time)
+                            post_ms=0.0, published=0.0, obs_time=info.time,
+                            observe_ms=observe_ms)
         guidance = self._guidance(info)
         t0 = time.perf_counter()
         try:

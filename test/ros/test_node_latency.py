@@ -35,6 +35,8 @@ def test_every_sample_gets_its_chunk(record):
         # the chunk came after the model ran on this sample's observation
         assert row['e2e'] > row['model'] > 0 and row['wait'] >= 0 and row['inbound'] > 0
         assert row['outbound'] > 0
+        # reading the observation is the node's work: in the overhead, not in the timer wait
+        assert row['observe'] > 0 and row['overhead'] > row['observe']
     if record:
         rec = extra['recording']
         assert 5 - extra['missed'] <= rec['frames'] <= 5

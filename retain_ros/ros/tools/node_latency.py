@@ -11,8 +11,9 @@ is that stamp. The end-to-end time is split with the node's own step timings:
 - ``wait``: from the observation being complete to the inference timer picking it up (a phase
   of the replan timer, at most one timer period; not overhead of the node's code path);
 - ``overhead`` = end-to-end - model - wait: publish, DDS transport both ways, deserialization,
-  image conversion, safety filter, message build; split into ``inbound`` (publish ->
-  observation complete in the node, conversion included), ``convert`` (image conversion alone),
+  image conversion, reading the observation, safety filter, message build; split into
+  ``inbound`` (publish -> observation complete in the node, conversion included), ``convert``
+  (image conversion alone), ``observe`` (the timer step reading the inputs into an observation),
   ``post`` (safety filter + trajectory message build) and ``outbound`` (publish call -> chunk
   received).
 
@@ -193,12 +194,15 @@ class LatencyBench:
                 if t_arr is None:
                     self._cond.wait(0.01)
         e2e = (t_arr - t_pub) * 1e3
-        wait = (timing.start - timing.obs_ready) * 1e3
+        # the timer's phase only: the step's reading of the observation is the node's work (an
+        # input arriving while it reads makes the difference slightly negative)
+        wait = max(0.0, (timing.start - timing.obs_ready) * 1e3 - timing.observe_ms)
         return {
             'e2e': e2e, 'model': timing.model_ms, 'wait': wait,
             'overhead': e2e - timing.model_ms - wait,
             'inbound': (timing.obs_ready - t_pub) * 1e3, 'convert': timing.convert_ms,
-            'post': timing.post_ms, 'outbound': (t_arr - timing.published) * 1e3,
+            'observe': timing.observe_ms, 'post': timing.post_ms,
+            'outbound': (t_arr - timing.published) * 1e3,
         }
 
     def close(self) -> None:
