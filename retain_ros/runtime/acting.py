@@ -67,14 +67,15 @@ class StepTiming:
 
     :param image_stamps: header stamps (s) of the camera images used.
     :param obs_ready: monotonic time the newest input of the observation arrived.
-    :param start: monotonic time inference started (the observation read, the model next).
+    :param start: monotonic time the step had its observation (after ``observe_ms``).
     :param model_ms: ``policy.predict`` wall time.
     :param convert_ms: conversion time of the images used (on the decode thread).
     :param post_ms: embodiment maths + safety filter + message build (before publishing).
-    :param published: monotonic time the chunk was handed to rclpy (stream mode: to the queue).
+    :param published: monotonic time the chunk's publish calls returned (stream mode: it was
+        queued).
     :param obs_time: observation time on the node's clock (the chunk's stamp).
-    :param observe_ms: reading the inputs into an observation (checks, state vector), the step's
-        first part, before ``start``.
+    :param observe_ms: reading the inputs into an observation (checks, state vector): the
+        step's first part, just before ``start``.
     """
 
     image_stamps: Tuple[float, ...]

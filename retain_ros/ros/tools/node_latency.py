@@ -14,8 +14,9 @@ is that stamp. The end-to-end time is split with the node's own step timings:
   image conversion, reading the observation, safety filter, message build; split into
   ``inbound`` (publish -> observation complete in the node, conversion included), ``convert``
   (image conversion alone), ``observe`` (the timer step reading the inputs into an observation),
-  ``post`` (safety filter + trajectory message build) and ``outbound`` (publish call -> chunk
-  received).
+  ``post`` (embodiment maths + safety filter) and ``outbound`` (the publish call returned ->
+  chunk received); what the parts leave of the overhead is the rest of the step in the node
+  (building and publishing the message, locks, bookkeeping).
 
 Between samples the inputs are left to go stale so the node holds (no inference runs in the
 background while a sample is measured). Node and probe share one process (each on its own

@@ -102,15 +102,15 @@ def run_floor(cameras: int, samples: int, points: int, warmup: int = 5,
     threads = [spin_in_background(e) for e in executors]
     rng = np.random.default_rng(0)
     images = [rng.integers(0, 256, (SIDE, SIDE, 3), dtype=np.uint8) for _ in topics]
-    deadline = time.monotonic() + 30.0
-    while child is not None and not probe.count_subscribers('joint_states'):
-        if time.monotonic() > deadline or child.poll() is not None:
-            raise RuntimeError('the echo process did not come up')
-        time.sleep(0.1)
-    time.sleep(1.0)
     rows: List[float] = []
     last = 0
     try:
+        deadline = time.monotonic() + 30.0
+        while child is not None and not probe.count_subscribers('joint_states'):
+            if time.monotonic() > deadline or child.poll() is not None:
+                raise RuntimeError('the echo process did not come up')
+            time.sleep(0.1)
+        time.sleep(1.0)
         for i in range(warmup + samples):
             stamp_ns = last = max(probe.get_clock().now().nanoseconds, last + 1)
             joints, msgs = sample_messages(images, stamp_ns)
