@@ -159,7 +159,9 @@ def test_console_in_a_headless_browser(sim_checkpoints, tmp_path):
         assert harness.nodes[-1].get_parameter('episode_tag').value == TAG
         # start with the keyboard, let the robot act, judge a success with the right arrow
         _press(driver, 's', 'btn-start')
-        view = _wait_view(driver, lambda v: v['evaluation'].get('running'), 'episode running')
+        # the evaluation topic may show the episode running before the start's reply arrives
+        view = _wait_view(driver, lambda v: v['evaluation'].get('running') and v['last']
+                          and v['last']['action'] == 'start', 'episode running')
         assert view['last']['ok'] and view['last']['message']['setting'] == first_label
         time.sleep(1.0)
         from selenium.webdriver.common.keys import Keys
