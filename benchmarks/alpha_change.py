@@ -31,15 +31,14 @@ CI.
 from __future__ import annotations
 
 import argparse
+from concurrent.futures import ThreadPoolExecutor
 import cProfile
 import json
 import os
 import platform
 import pstats
-import queue
 import statistics
 import sys
-import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -83,31 +82,11 @@ def timed(fn) -> float:
     return time.perf_counter() - t
 
 
-class Thread:
-    """A persistent thread running submitted calls in order (the node's worker / inference)."""
-
-    def __init__(self, name: str):
-        self._calls: 'queue.Queue' = queue.Queue()
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self._thread.start()
-
-    def _run(self):
-        while True:
-            fn, done = self._calls.get()
-            done.put(fn())
-
-    def call(self, fn):
-        done: 'queue.Queue' = queue.Queue()
-        self._calls.put((fn, done))
-        return done.get()
-
-
 def measure(pre: str, ft: str, rounds: int) -> dict:
     import torch
 
     from retain_ros.merging.engine import open_sources
     from retain_ros.merging.live import LiveMerger
-    from retain_ros.merging.memory import CHUNK_ELEMS
     from retain_ros.merging.memory import plan_memory
     from retain_ros.merging.spec import MergeSpec
     try:
@@ -116,6 +95,10 @@ def measure(pre: str, ft: str, rounds: int) -> dict:
     except ImportError:     # --code: a checkout from before issue 23's split
         from retain_ros.policies.pi0.configuration_pi0 import load_pi0_config
         from retain_ros.policies.pi0.modeling_pi0 import build_pi0_module
+    try:
+        from retain_ros.merging.live_inputs import pieces
+    except ImportError:     # --code: a checkout from before the merger's pieces had a function
+        pieces = None
 
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     copy_src = torch.ones((256 << 20) // 4)
@@ -139,19 +122,16 @@ def measure(pre: str, ft: str, rounds: int) -> dict:
     source_bytes = sum(p.numel() * p.element_size() + sum(f.numel() * f.element_size()
                                                           for f in fs)
                        for p, fs in cache.values())
-    # the merger's pieces: tensors over CHUNK_ELEMS elements in flat chunks of that size
-    work = []
-    for k, t in targets.items():
-        n = t.numel()
-        work += ([(k, i, min(CHUNK_ELEMS, n - i)) for i in range(0, n, CHUNK_ELEMS)]
-                 if n > CHUNK_ELEMS else [(k, None, None)])
+    # the merger's own cut: tensors over CHUNK_ELEMS elements in flat chunks of that size
+    work = list(pieces(targets, list(targets))) if pieces is not None else []
     x = torch.randn(512, 2048, dtype=torch.bfloat16)
     w = torch.randn(2048, 16384, dtype=torch.bfloat16)
-    worker, inference = Thread('worker'), Thread('inference')
+    # one persistent thread each, as the node's worker and inference threads are
+    worker, inference = ThreadPoolExecutor(1), ThreadPoolExecutor(1)
 
     def apply_worker(a):
-        inference.call(lambda: [x @ w for _ in range(20)])
-        return worker.call(lambda: timed(lambda: merger.apply(MergeSpec(alpha=a))))
+        inference.submit(lambda: [x @ w for _ in range(20)]).result()
+        return worker.submit(timed, lambda: merger.apply(MergeSpec(alpha=a))).result()
 
     def lerp_pieces():
         for k, start, count in work:
@@ -180,9 +160,12 @@ def measure(pre: str, ft: str, rounds: int) -> dict:
             a = 0.2 + 0.6 * r / max(1, rounds - 1)
             out['apply'].append(timed(lambda: merger.apply(MergeSpec(alpha=a))))
             out['apply_worker'].append(apply_worker(1.0 - a))
-            out['lerp_pieces'].append(timed(lerp_pieces))
+            if work:
+                out['lerp_pieces'].append(timed(lerp_pieces))
             out['lerp_whole'].append(timed(lerp_whole))
             out['copy'].append(timed(copy))
+    worker.shutdown()
+    inference.shutdown()
     prof = cProfile.Profile()
     prof.enable()
     merger.apply(MergeSpec(alpha=0.35))
@@ -216,6 +199,8 @@ def table(res: dict) -> str:
              f'{len(rounds["floor"])} rounds.', '',
              '| pass | s (median, max) | × floor of its round (median, max) |', '|---|---|---|']
     for name, what in PASSES:
+        if not rounds[name]:    # lerp_pieces with --code on a checkout without `pieces`
+            continue
         rs = ratios(res, name)
         lines.append(f'| {what} | {statistics.median(rounds[name]):.3f}, '
                      f'{max(rounds[name]):.3f} | **{statistics.median(rs):.2f}**, '
